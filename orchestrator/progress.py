@@ -1,0 +1,93 @@
+"""Progress for a study: rich bars on a terminal (trials done / total with best so far, and the
+running trial's epoch, step and loss); plain log lines otherwise (CI, files, pipes)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class StudyProgress:
+    def __init__(self, total_trials: int | None, console: Console | None = None):
+        self.console = console or Console()
+        self.live = self.console.is_terminal
+        self.best: float | None = None
+        self.done = 0
+        self.total = total_trials
+        self.epochs = 0
+        if self.live:
+            self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console)
+            self.study_task = self.bars.add_task("study", total=total_trials, info="")
+            self.trial_task = self.bars.add_task("trial", total=None, info="", visible=False)
+            self.bars.start()
+
+    def print(self, message: str) -> None:
+        self.console.print(message, highlight=False)
+
+    def start_trial(self, number: int, params: dict, total_steps: int, epochs: int) -> None:
+        self.epochs = epochs
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+        if self.live:
+            self.bars.update(self.trial_task, description=f"trial {number}", total=total_steps, completed=0,
+                             info="", visible=True)
+        self.print(f"trial {number} started: {shown}")
+
+    def step(self, step: int, epoch: int, loss: float) -> None:
+        if self.live:
+            self.bars.update(self.trial_task, completed=step, info=f"epoch {epoch}/{self.epochs} loss {loss:.4f}")
+
+    def evaluated(self, number: int, epoch: int, metric: str, value: float) -> None:
+        self.print(f"  trial {number} epoch {epoch}/{self.epochs}: {metric}={value:.4f}")
+
+    def end_trial(self, number: int, state: str, value: float | None, best: float | None) -> None:
+        self.done += 1
+        self.best = best
+        best_text = f"best {best:.4f}" if best is not None else ""
+        if self.live:
+            self.bars.update(self.study_task, completed=self.done, info=best_text)
+            self.bars.update(self.trial_task, visible=False)
+        val = f" value={value:.4f}" if value is not None else ""
+        self.print(f"trial {number} {state}{val} ({self.done}/{self.total or '?'} done{', ' + best_text if best_text else ''})")
+
+    def close(self) -> None:
+        if self.live:
+            self.bars.stop()
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def print_summary(summary, console: Console, config_path: str) -> None:
+    """The study's outcome: trials, best hyperparameters, champion vs baseline, where to look."""
+    from rich.table import Table
+
+    table = Table(title=f"study {summary.study_name}: {len(summary.trials)} trial(s)")
+    for col in ("trial", "state", summary.metric, "params", "note"):
+        table.add_column(col, overflow="fold")
+    for t in summary.trials:
+        mark = " *" if t.number == summary.best_trial else ""
+        table.add_row(f"{t.number}{mark}", t.state, "" if t.value is None else f"{t.value:.4f}",
+                      ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()), t.note[:80])
+    console.print(table)
+    p = console.print
+    if summary.best_trial is None:
+        p("No trial completed, so nothing was evaluated on test or registered. See the FAIL notes above.")
+    else:
+        p(f"best trial: {summary.best_trial}  best {summary.metric}: {summary.best_value:.4f}")
+        p("best hyperparameters: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.best_params.items()))
+        p(f"champion test macro-F1: {summary.champion_test['test_macro_f1']:.4f}  "
+          f"(accuracy {summary.champion_test['test_accuracy']:.4f})")
+    if summary.baseline:
+        p(f"baseline (TF-IDF + balanced logistic regression) test macro-F1: "
+          f"{summary.baseline['baseline_test_macro_f1']:.4f}")
+    r = summary.registration
+    if r is not None:
+        state = "already registered" if r.reused else f"registered as version {r.version}"
+        prev = "" if r.previous_champion is None else f"; previous champion {r.previous_champion:.4f}"
+        p(f"model {r.name!r} {state} -> alias @{r.alias}{prev}")
+        p(f"load it: mlflow.pyfunc.load_model('models:/{r.name}@{r.alias}') "
+          f"with tracking URI {summary.tracking_uri}")
+    p(f"took {summary.seconds:.0f} s ({summary.seconds / 60:.1f} min)")
+    p(f"open the MLflow UI: python -m orchestrator ui --config {config_path}")

@@ -1,0 +1,144 @@
+"""MLflow tracking: one parent run per study, one nested run per trial, metrics, figures, tables.
+
+Works on explicit run ids through `MlflowClient` rather than MLflow's global "active run", so
+trial runs from several processes or machines can hang under the same parent run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+
+from orchestrator.paths import absolute_sqlite
+
+log = logging.getLogger(__name__)
+
+TAG_STUDY = "orchestrator_study"
+TAG_ROLE = "orchestrator_role"
+TAG_TRIAL = "optuna_trial_number"
+TAG_STATE = "trial_state"
+# Optuna trial state -> MLflow run status (a pruned trial ended as intended: FINISHED).
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+
+
+class TrackingError(RuntimeError):
+    pass
+
+
+def artifact_uri(location: str) -> str:
+    """Local artifact folders become absolute file URIs, so runs stay readable from any directory."""
+    if "://" in location:
+        return location
+    return Path(location).resolve().as_uri()
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str, artifact_location: str):
+        uri = absolute_sqlite(uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                exp_id = self.client.create_experiment(experiment, artifact_location=artifact_uri(artifact_location))
+            else:
+                exp_id = exp.experiment_id
+        except Exception as e:  # connection refused, locked database, bad URI...
+            raise TrackingError(f"tracking.uri: cannot use the MLflow store {uri!r}: {e}") from e
+        self.experiment_id = exp_id
+        self.experiment = experiment
+
+    # ------------------------------------------------------------------ study (parent) run
+
+    def study_run(self, study_name: str, known_run_id: str | None, params: dict[str, Any]) -> str:
+        """Re-attach to the study's parent run if it exists, else create it. Returns its id."""
+        run_id = known_run_id if known_run_id and self._exists(known_run_id) else None
+        if run_id is None:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.{TAG_STUDY} = '{study_name}' and tags.{TAG_ROLE} = 'study'",
+                max_results=1)
+            run_id = found[0].info.run_id if found else None
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=study_name,
+                                         tags={TAG_STUDY: study_name, TAG_ROLE: "study"})
+            run_id = run.info.run_id
+            self.log_params(run_id, params)
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.client.get_run(run_id)
+            return True
+        except Exception:
+            return False
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    # ------------------------------------------------------------------ trial (nested) runs
+
+    def start_trial(self, parent_run_id: str, study_name: str, number: int, params: dict) -> str:
+        """A nested run for one trial under the study's parent run. Returns its id."""
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags={
+            "mlflow.parentRunId": parent_run_id, TAG_STUDY: study_name, TAG_ROLE: "trial",
+            TAG_TRIAL: str(number)})
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def finish_trial(self, run_id: str, state: str, reason: str | None = None) -> None:
+        self.client.set_tag(run_id, TAG_STATE, state)
+        if reason:
+            self.client.set_tag(run_id, "fail_reason" if state == "FAIL" else "stop_reason", reason)
+        self.end_run(run_id, RUN_STATUS.get(state, "FAILED"))
+
+    # ------------------------------------------------------------------ logging
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):  # MLflow's batch limit is 100 params
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v))
+
+    def log_figure(self, run_id: str, figure, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(run_id, figure, path)
+        plt.close(figure)
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self.client.log_text(run_id, text, path)
+
+    def log_table(self, run_id: str, frame, path: str) -> None:
+        self.client.log_table(run_id, frame, path)
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return dict(self.client.get_run(run_id).data.metrics)
+
+    def trial_runs(self, parent_run_id: str) -> list:
+        return self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def ui_command(uri: str) -> list[str]:
+    return ["mlflow", "ui", "--backend-store-uri", uri, "--port", os.environ.get("MLFLOW_PORT", "5000")]

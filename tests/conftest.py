@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny BERT built from a config and a WordPiece tokenizer trained on the fly.
+
+Nothing is downloaded: the model folder is written with `save_pretrained` into a temp dir and
+loaded through the same code path as a real local model.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+WORDS = {
+    "positive": "great excellent love wonderful happy best amazing good fantastic perfect".split(),
+    "negative": "awful terrible hate horrible sad worst bad poor disgusting broken".split(),
+    "neutral": "okay average fine normal plain usual moderate standard regular medium".split(),
+}
+FILLER = "the a this it was is product movie day service and but very really so".split()
+
+
+def make_rows(n: int, seed: int = 0, labels=("positive", "negative", "neutral"), weights=None) -> list[dict]:
+    """Synthetic reviews whose label is learnable from their words."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choices(labels, weights=weights)[0]
+        words = rng.choices(WORDS[label], k=3) + rng.choices(FILLER, k=rng.randint(3, 8))
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict], text="text", label="label", sep=",") -> Path:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter=sep)
+        w.writerow([text, label])
+        for r in rows:
+            w.writerow([r["text"], r["label"]])
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with a WordPiece tokenizer trained here, saved as safetensors."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    corpus = [r["text"] for r in make_rows(400, seed=1)]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                   model_max_length=128)
+    fast.save_pretrained(out)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    """train / validation / test CSVs of learnable synthetic reviews."""
+    d = tmp_path / "data"
+    write_csv(d / "train.csv", make_rows(120, seed=2))
+    write_csv(d / "validation.csv", make_rows(45, seed=3))
+    write_csv(d / "test.csv", make_rows(45, seed=4))
+    return d

@@ -1,0 +1,130 @@
+"""`python -m orchestrator search` end to end on a tiny model, with real SQLite MLflow and Optuna stores."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from orchestrator.__main__ import main
+from orchestrator.serve import Classifier
+
+TRACKING = "sqlite:///mlruns/mlflow.db"
+
+
+@pytest.fixture
+def experiment(tmp_path, tiny_model, data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = {
+        "name": "tiny",
+        "data": {"train": str(data_dir / "train.csv"), "validation": str(data_dir / "validation.csv"),
+                 "test": str(data_dir / "test.csv")},
+        "model": {"name_or_path": str(tiny_model)},
+        "training": {"epochs": 2, "learning_rate": 2e-3, "batch_size": 16, "imbalance": "class_weights"},
+        "space": {"learning_rate": {"low": 5e-4, "high": 5e-3, "log": True}, "head": ["cls", "mean"]},
+        "search": {"n_trials": 3, "seed": 1},
+        "registry": {"model_name": "tiny-clf"},
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _runs(client):
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("orchestrator_role") == "study"]
+    trials = [r for r in runs if r.data.tags.get("orchestrator_role") == "trial"]
+    return parents, trials
+
+
+def test_search_builds_the_run_tree_registers_a_champion_and_predicts(experiment, tmp_path, capsys):
+    assert main(["search", "--config", str(experiment)]) == 0
+    out = capsys.readouterr().out
+    assert "champion test macro-F1" in out and "baseline" in out and "python -m orchestrator ui" in out
+
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    states = {t.number: t.state.name for t in study.trials}
+    assert len(states) == 3 and "COMPLETE" in states.values()
+    assert set(states.values()) <= {"COMPLETE", "PRUNED"}
+
+    client = MlflowClient(TRACKING, registry_uri=TRACKING)
+    parents, trials = _runs(client)
+    assert len(parents) == 1 and len(trials) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {"baseline_test_macro_f1", "baseline_val_macro_f1", "champion_test_macro_f1"} <= set(parent.data.metrics)
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"optimization_history.png", "param_importances.png"} <= parent_files
+
+    for run in trials:
+        number = int(run.data.tags["optuna_trial_number"])
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["trial_state"] == states[number]
+        assert run.info.status == "FINISHED"
+        assert {"learning_rate", "head", "epochs", "batch_size"} <= set(run.data.params)
+        assert float(run.data.params["learning_rate"]) == pytest.approx(study.trials[number].params["learning_rate"])
+        loss = client.get_metric_history(run.info.run_id, "train_loss")
+        assert len(loss) >= 2 and len({m.step for m in loss}) == len(loss)
+        assert client.get_metric_history(run.info.run_id, "learning_rate")
+        val = client.get_metric_history(run.info.run_id, "val_macro_f1")
+        assert [m.step for m in val] == list(range(1, len(val) + 1))
+        if states[number] == "COMPLETE":
+            files = {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert "confusion_matrix_validation.png" in files
+
+    best = study.best_trial
+    version = client.get_model_version_by_alias("tiny-clf", "champion")
+    assert str(version.version) == "1"
+    assert version.tags["optuna_trial_number"] == str(best.number)
+    best_run = client.get_run(best.user_attrs["mlflow_run_id"])
+    assert best_run.data.metrics["test_macro_f1"] == pytest.approx(float(version.tags["test_macro_f1"]), abs=1e-6)
+    assert {"confusion_matrix_test.png", "classification_report_test.txt"} <= {
+        a.path for a in client.list_artifacts(best_run.info.run_id)}
+
+    # predict in a fresh process from the registry == predictions of the saved checkpoint in-process
+    test = pd.read_csv(tmp_path / "data" / "test.csv")
+    test.to_csv(tmp_path / "x.csv", index=False)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": TRACKING}
+    subprocess.run([sys.executable, "-m", "orchestrator", "predict", "--model", "models:/tiny-clf@champion",
+                    "--input", "x.csv", "--output", "y.csv"], check=True, env=env, cwd=tmp_path, timeout=300)
+    predicted = pd.read_csv(tmp_path / "y.csv")
+    local = Classifier(best.user_attrs["checkpoint"]).predict_frame(test["text"].tolist())
+    assert predicted["predicted_label"].tolist() == local["label"].tolist()
+    probs = [c for c in predicted.columns if c.startswith("prob_")]
+    assert probs == ["prob_negative", "prob_neutral", "prob_positive"]
+    np.testing.assert_allclose(predicted[probs].to_numpy(), local[probs].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(predicted[probs].sum(axis=1), 1.0, atol=1e-5)
+
+    # The registered artifacts hold no pickles: weights are safetensors, the model is code.
+    from mlflow.artifacts import download_artifacts
+    folder = download_artifacts(f"models:/tiny-clf/{version.version}", dst_path=str(tmp_path / "dl"),
+                                tracking_uri=TRACKING)
+    names = [f for _, _, fs in os.walk(folder) for f in fs]
+    assert any(n.endswith(".safetensors") for n in names)
+    assert not any(n.endswith((".pkl", ".pickle", ".bin", ".pt", ".pth")) for n in names), names
+
+
+def test_rerun_continues_the_same_study_without_duplicates(experiment):
+    assert main(["search", "--config", str(experiment), "search.n_trials=2"]) == 0
+    # Same command with a larger budget: one more trial in the same study and parent run.
+    assert main(["search", "--config", str(experiment), "search.n_trials=3"]) == 0
+    # Budget reached: no new trial, no new model version.
+    assert main(["search", "--config", str(experiment), "search.n_trials=3"]) == 0
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    client = MlflowClient(TRACKING, registry_uri=TRACKING)
+    parents, trials = _runs(client)
+    assert len(parents) == 1 and len(trials) == 3
+    versions = client.search_model_versions("name='tiny-clf'")
+    keys = [(v.tags["orchestrator_study"], v.tags["optuna_trial_number"]) for v in versions]
+    assert len(keys) == len(set(keys))
+    champion = client.get_model_version_by_alias("tiny-clf", "champion")
+    scores = [float(v.tags["test_macro_f1"]) for v in versions]
+    assert float(champion.tags["test_macro_f1"]) == max(scores)

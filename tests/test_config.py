@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+
+from orchestrator.__main__ import main
+from orchestrator.config import ConfigError, from_dict, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_experiment_validates(path):
+    cfg = load_config(path)
+    assert cfg.space, "shipped experiments search something"
+    assert cfg.search.n_trials
+
+
+def test_overrides_apply_with_types(tmp_path):
+    p = tmp_path / "e.yaml"
+    p.write_text("name: x\ndata: {train: a.csv}\n")
+    cfg = load_config(p, ["search.n_trials=3", "training.learning_rate=2e-5", "space.head=[cls, mean]",
+                          "model.name_or_path=some/model"])
+    assert cfg.search.n_trials == 3
+    assert cfg.training.learning_rate == pytest.approx(2e-5)  # YAML reads 2e-5 as a string; coerced
+    assert cfg.space["head"].choices == ("cls", "mean")
+    assert cfg.model.name_or_path == "some/model"
+
+
+def test_every_problem_is_reported_together(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(
+        "name: x\n"
+        "data: {train: a.csv, txt_column: review}\n"
+        "training: {epochs: three, head: attention, learning_rate: -1}\n"
+        "space: {learning_rate: {low: 1.0e-3, high: 1.0e-5, log: true}, heads: [cls], batch_size: {choices: []}}\n"
+        "search: {n_trials: 2, sampler: grid}\n"
+        "colour: blue\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    text = str(err.value)
+    for expected in ["data.txt_column: unknown key (did you mean 'text_column'?)",
+                     "training.epochs: expected int, found 'three'",
+                     "'attention' is not one of",
+                     "space.learning_rate: low (0.001) is greater than high (1e-05)",
+                     "space.heads: unknown hyperparameter (did you mean 'head'?)",
+                     "space.batch_size.choices: must be a non-empty list",
+                     "search.sampler: 'grid' is not one of",
+                     "colour: unknown key",
+                     "training.learning_rate: must be > 0"]:
+        assert expected in text, f"missing {expected!r} in:\n{text}"
+    assert str(p) in text
+
+
+def test_malformed_yaml_names_line_and_column(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("name: x\ndata:\n  train: [a.csv\n  test: b.csv\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML at line \d+, column \d+"):
+        load_config(p)
+
+
+def test_space_rejects_float_range_for_int_parameter():
+    with pytest.raises(ConfigError, match="space.epochs: low and high must be whole numbers"):
+        from_dict({"data": {"train": "a.csv"}, "space": {"epochs": {"low": 1.5, "high": 3}}})
+
+
+def test_cli_exits_2_on_bad_config_before_creating_anything(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\ndata: {train: a.csv}\nsearch: {n_trials: many}\n")
+    assert main(["search", "--config", str(p)]) == 2
+    assert "search.n_trials: expected int" in capsys.readouterr().err
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_cli_exits_2_on_missing_config(tmp_path, capsys):
+    assert main(["search", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err

@@ -1,0 +1,48 @@
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from orchestrator.config import HEADS
+from orchestrator.heads import HeadError, TextClassifier, load_encoder, load_tokenizer
+
+
+def _batch(tokenizer):
+    return dict(tokenizer(["great product", "awful day and bad service"], padding=True, return_tensors="pt"))
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_every_head_round_trips_through_its_saved_folder(head, tiny_model, tmp_path):
+    torch.manual_seed(0)
+    model = TextClassifier(load_encoder(str(tiny_model)), 3, head=head, mlp_hidden=16).eval()
+    tok = load_tokenizer(str(tiny_model))
+    batch = _batch(tok)
+    with torch.no_grad():
+        before = model(**batch)
+    assert before.shape == (2, 3)
+    model.save(tmp_path / head, tok, {"label_names": ["a", "b", "c"], "max_length": 32})
+    loaded, tok2, info = TextClassifier.load(tmp_path / head)
+    with torch.no_grad():
+        after = loaded(**_batch(tok2))
+    torch.testing.assert_close(after, before)
+    assert info["head"] == head
+    saved = {p.name for p in (tmp_path / head).rglob("*") if p.is_file()}
+    assert not any(n.endswith((".bin", ".pt", ".pkl", ".pth")) for n in saved), saved
+
+
+def test_mean_head_ignores_padding(tiny_model):
+    model = TextClassifier(load_encoder(str(tiny_model)), 2, head="mean").eval()
+    tok = load_tokenizer(str(tiny_model))
+    alone = tok(["great product"], return_tensors="pt")
+    padded = tok(["great product", "a much longer text that forces padding here"], padding=True,
+                 return_tensors="pt")
+    with torch.no_grad():
+        a = model(**alone)
+        b = model(**padded)[:1]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_pooler_head_needs_a_pooler():
+    encoder = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=32), add_pooling_layer=False)
+    with pytest.raises(HeadError, match="has no pooler"):
+        TextClassifier(encoder, 2, head="pooler")

@@ -1,0 +1,34 @@
+import optuna
+
+from orchestrator.config import from_dict
+from orchestrator.space import suggest
+
+
+def test_suggest_samples_every_parameter_within_its_range():
+    cfg = from_dict({"data": {"train": "a.csv"}, "space": {
+        "learning_rate": {"low": 1e-5, "high": 1e-4, "log": True},
+        "epochs": {"low": 2, "high": 4},
+        "head": ["cls", "mean"],
+        "strategy": ["full", "partial"],
+        "freeze_layers": {"low": 1, "high": 3, "when": {"strategy": ["partial"]}},
+    }})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen_strategies = set()
+    for _ in range(20):
+        trial = study.ask()
+        params = suggest(trial, cfg.space, cfg.training)
+        assert 1e-5 <= params.learning_rate <= 1e-4
+        assert params.epochs in (2, 3, 4) and isinstance(params.epochs, int)
+        assert params.head in ("cls", "mean")
+        # The conditional parameter exists only for the strategy that uses it.
+        assert ("freeze_layers" in trial.params) == (params.strategy == "partial")
+        seen_strategies.add(params.strategy)
+        study.tell(trial, 0.5)
+    assert seen_strategies == {"full", "partial"}
+
+
+def test_unsearched_values_come_from_training_defaults():
+    cfg = from_dict({"data": {"train": "a.csv"}, "training": {"batch_size": 8, "head": "mean"},
+                     "space": {"epochs": {"low": 1, "high": 1}}})
+    params = suggest(optuna.create_study().ask(), cfg.space, cfg.training)
+    assert (params.batch_size, params.head, params.epochs) == (8, "mean", 1)
