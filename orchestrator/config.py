@@ -107,7 +107,7 @@ class SearchConfig:
     sampler: str = "tpe"
     pruner: str = "median"
     pruner_startup_trials: int = 2
-    pruner_warmup_epochs: int = 1
+    pruner_warmup_epochs: int = 2  # never prune on epoch 1: it is mostly warm-up
     seed: int = 42
     metric: str = "val_macro_f1"
     direction: str = "maximize"

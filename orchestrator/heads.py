@@ -48,6 +48,22 @@ def has_pooler(encoder: nn.Module) -> bool:
     return getattr(encoder, "pooler", None) is not None
 
 
+def check_heads(name_or_path: str, heads: set[str], revision: str | None = None,
+                trust_remote_code: bool = False) -> list[str]:
+    """Problems with the requested heads for this encoder, found without loading any weights."""
+    if "pooler" not in heads:
+        return []
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):  # builds the module tree only: no memory, no weights
+        encoder = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    if has_pooler(encoder):
+        return []
+    return [f"head 'pooler': {type(encoder).__name__} ({name_or_path}) has no pooler layer; "
+            f"remove 'pooler' from training.head / space.head (use cls, mean, cls_mean or mlp)"]
+
+
 class TextClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, num_labels: int, head: str = "cls", dropout: float = 0.1,
                  mlp_hidden: int = 256):

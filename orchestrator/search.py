@@ -23,8 +23,9 @@ from optuna.trial import TrialState
 
 from orchestrator import paths, plots, registry, space, train
 from orchestrator.baseline import fit_baseline
-from orchestrator.config import ExperimentConfig, ModelConfig
+from orchestrator.config import ConfigError, ExperimentConfig, ModelConfig
 from orchestrator.data import DataError, Splits, load_splits
+from orchestrator.heads import check_heads
 from orchestrator.metrics import classification_metrics, report
 from orchestrator.progress import StudyProgress
 from orchestrator.serve import Classifier
@@ -143,7 +144,10 @@ class Objective:
             raise
         self.tracker.log_metrics(run_id, {"best_epoch": result.best_epoch,
                                           "seconds_per_epoch": result.seconds_per_epoch,
-                                          "train_rows": result.train_rows})
+                                          "train_samples_per_second": result.samples_per_second,
+                                          "train_rows": result.train_rows,
+                                          "trainable_parameters": result.trainable_parameters})
+        self.tracker.set_tags(run_id, {f"train_class_count_{k}": v for k, v in result.class_counts.items()})
         if result.stopped == "pruned":
             self.tracker.finish_trial(run_id, "PRUNED", f"pruned after epoch {len(result.history)}")
             raise optuna.TrialPruned()
@@ -194,6 +198,10 @@ def run_search(cfg: ExperimentConfig, progress: StudyProgress | None = None) -> 
     # Everything that can be wrong with the input is found before a study or run exists.
     splits = load_splits(cfg.data)
     model_path = resolve_model(cfg.model)
+    heads = set(cfg.space["head"].choices) if "head" in cfg.space else {cfg.training.head}
+    problems = check_heads(model_path, heads, cfg.model.revision, cfg.model.trust_remote_code)
+    if problems:
+        raise ConfigError(cfg.source, problems)
     tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
 
     study = create_study(cfg)

@@ -15,6 +15,7 @@ import torch
 from transformers import DataCollatorWithPadding
 
 from orchestrator.heads import TextClassifier
+from orchestrator.paths import absolute_sqlite
 
 TEXT_COLUMN = "text"
 
@@ -51,6 +52,11 @@ def to_frame(probs: np.ndarray, label_names: list[str]) -> pd.DataFrame:
 
 
 def _pyfunc_base():
+    import warnings
+
+    # MLflow asks for type hints on `predict` at class creation; the logged model carries an
+    # explicit signature instead (text in; label and per-class probabilities out).
+    warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
     import mlflow.pyfunc
 
     return mlflow.pyfunc.PythonModel
@@ -81,6 +87,7 @@ def predict_file(model_uri: str, input_path: str, output_path: str, text_column:
     import mlflow.pyfunc
 
     if tracking_uri:
+        tracking_uri = absolute_sqlite(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
     sep = "\t" if input_path.endswith(".tsv") else ","

@@ -44,6 +44,12 @@ class TrainResult:
     seconds_per_epoch: float = 0.0
     train_rows: int = 0
     class_counts: dict[str, int] = field(default_factory=dict)  # training split after resampling
+    trainable_parameters: int = 0
+
+    @property
+    def samples_per_second(self) -> float:
+        """Training throughput; compares strategies (a frozen encoder trains several times faster)."""
+        return self.train_rows / self.seconds_per_epoch if self.seconds_per_epoch else 0.0
 
 
 def precision_for(cpu: bool) -> str:
@@ -94,6 +100,7 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     encoder = load_encoder(model_path, model_cfg.revision, model_cfg.trust_remote_code)
     model = TextClassifier(encoder, splits.num_labels, params.head, params.dropout, params.mlp_hidden)
     model.apply_strategy(params.strategy, params.freeze_layers)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW(_param_groups(model, params.weight_decay), lr=params.learning_rate)
     steps_per_epoch = math.ceil(len(train_loader))
     total_steps = steps_per_epoch * params.epochs
@@ -163,6 +170,7 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
         history=history, stopped=stopped,
         seconds_per_epoch=float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
         train_rows=len(train_set), class_counts={n: int(c) for n, c in zip(splits.label_names, counts)},
+        trainable_parameters=trainable,
     )
 
 

@@ -67,3 +67,32 @@ def test_resampling_balances_training_rows_only():
     weights = class_weights(labels, 3)
     assert weights[2] > weights[1] > weights[0]
     assert torch.isclose((weights * torch.tensor([50.0, 10.0, 5.0])).sum(), torch.tensor(65.0))
+
+
+def test_partial_strategy_freezes_embeddings_and_bottom_layers_only(splits, tiny_model):
+    original = load_encoder(str(tiny_model)).state_dict()
+    result = train(TrainingConfig(epochs=1, strategy="partial", freeze_layers=1, learning_rate=1e-2), ModelConfig(),
+                   splits, str(tiny_model))
+    trained = result.model.state_dict()
+    changed = {k for k, v in original.items() if not k.startswith("pooler.")
+               and not torch.equal(trained[f"encoder.{k}"], v)}
+    assert not any(k.startswith(("embeddings.", "encoder.layer.0.")) for k in changed), changed
+    assert any(k.startswith("encoder.layer.1.") for k in changed)
+    assert result.trainable_parameters < sum(p.numel() for p in TextClassifier(load_encoder(str(tiny_model)), 3)
+                                            .parameters())
+
+
+@pytest.mark.parametrize("method", ["oversample", "undersample"])
+def test_resampling_changes_train_counts_and_never_validation(tmp_path, tiny_model, method):
+    from conftest import make_rows, write_csv
+    rows = make_rows(150, seed=9, weights=[0.7, 0.2, 0.1])
+    path = write_csv(tmp_path / "imb.csv", rows)
+    s = load_splits(DataConfig(train=str(path), seed=1))
+    before = {k: s.class_counts(k) for k in ("train", "validation", "test")}
+    result = train(TrainingConfig(epochs=1, imbalance=method), ModelConfig(), s, str(tiny_model))
+    counts = set(result.class_counts.values())
+    assert len(counts) == 1  # balanced
+    expected = max(before["train"].values()) if method == "oversample" else min(before["train"].values())
+    assert counts == {expected}
+    assert {k: s.class_counts(k) for k in ("train", "validation", "test")} == before
+    assert len(result.val_probs) == sum(before["validation"].values())

@@ -18,6 +18,13 @@ from orchestrator.serve import Classifier
 TRACKING = "sqlite:///mlruns/mlflow.db"
 
 
+def _client() -> MlflowClient:
+    # Absolute URI: MLflow caches stores by URI string, so a relative one would reach whichever
+    # directory first opened it in this process.
+    uri = f"sqlite:///{os.path.abspath('mlruns/mlflow.db')}"
+    return MlflowClient(uri, registry_uri=uri)
+
+
 @pytest.fixture
 def experiment(tmp_path, tiny_model, data_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -54,7 +61,7 @@ def test_search_builds_the_run_tree_registers_a_champion_and_predicts(experiment
     assert len(states) == 3 and "COMPLETE" in states.values()
     assert set(states.values()) <= {"COMPLETE", "PRUNED"}
 
-    client = MlflowClient(TRACKING, registry_uri=TRACKING)
+    client = _client()
     parents, trials = _runs(client)
     assert len(parents) == 1 and len(trials) == 3
     parent = parents[0]
@@ -105,7 +112,7 @@ def test_search_builds_the_run_tree_registers_a_champion_and_predicts(experiment
     # The registered artifacts hold no pickles: weights are safetensors, the model is code.
     from mlflow.artifacts import download_artifacts
     folder = download_artifacts(f"models:/tiny-clf/{version.version}", dst_path=str(tmp_path / "dl"),
-                                tracking_uri=TRACKING)
+                                tracking_uri=client.tracking_uri)
     names = [f for _, _, fs in os.walk(folder) for f in fs]
     assert any(n.endswith(".safetensors") for n in names)
     assert not any(n.endswith((".pkl", ".pickle", ".bin", ".pt", ".pth")) for n in names), names
@@ -119,7 +126,7 @@ def test_rerun_continues_the_same_study_without_duplicates(experiment):
     assert main(["search", "--config", str(experiment), "search.n_trials=3"]) == 0
     study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
     assert [t.number for t in study.trials] == [0, 1, 2]
-    client = MlflowClient(TRACKING, registry_uri=TRACKING)
+    client = _client()
     parents, trials = _runs(client)
     assert len(parents) == 1 and len(trials) == 3
     versions = client.search_model_versions("name='tiny-clf'")
@@ -128,3 +135,20 @@ def test_rerun_continues_the_same_study_without_duplicates(experiment):
     champion = client.get_model_version_by_alias("tiny-clf", "champion")
     scores = [float(v.tags["test_macro_f1"]) for v in versions]
     assert float(champion.tags["test_macro_f1"]) == max(scores)
+
+
+def test_bad_model_choices_exit_2_before_any_run(experiment, tmp_path, tiny_model, capsys):
+    from transformers import DistilBertConfig, DistilBertModel
+
+    distil = tmp_path / "distil"
+    DistilBertModel(DistilBertConfig(vocab_size=200, dim=32, n_layers=1, n_heads=2, hidden_dim=64)).save_pretrained(distil)
+    assert main(["search", "--config", str(experiment), f"model.name_or_path={distil}",
+                 "space.head=[cls, pooler]"]) == 2
+    assert "head 'pooler': DistilBertModel" in capsys.readouterr().err
+    assert main(["search", "--config", str(experiment), f"model.name_or_path={tmp_path / 'missing'}"]) == 2
+    assert "folder not found" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["search", "--config", str(experiment), f"model.name_or_path={empty}"]) == 2
+    assert "holds no *.safetensors weights" in capsys.readouterr().err
+    assert not (tmp_path / "mlruns").exists()
