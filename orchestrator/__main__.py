@@ -1,4 +1,4 @@
-"""Command line: `python -m orchestrator {search,predict,ui}`; one function per subcommand."""
+"""Command line: `python -m orchestrator {search,probe,predict,ui}`; one function per subcommand."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ DEFAULT_TRACKING = "sqlite:///mlruns/mlflow.db"
 EXIT_BAD_INPUT = 2
 
 
-def search(config: str, overrides: list[str]) -> int:
+def search(config: str, overrides: list[str], gpus: str | None, workers: int) -> int:
     from rich.console import Console
 
     from orchestrator.config import load_config
@@ -21,9 +21,18 @@ def search(config: str, overrides: list[str]) -> int:
     from orchestrator.search import run_search
 
     cfg = load_config(config, overrides)
-    summary = run_search(cfg)
+    summary = run_search(cfg, gpus=gpus, workers=workers)
     print_summary(summary, Console(), config)
     return 0 if summary.best_trial is not None else 1
+
+
+def probe(config: str, overrides: list[str]) -> int:
+    from orchestrator.config import load_config
+    from orchestrator.memory import probe_experiment
+
+    for line in probe_experiment(load_config(config, overrides)):
+        print(line)
+    return 0
 
 
 def predict(model: str, input: str, output: str, text_column: str, tracking_uri: str) -> int:
@@ -53,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("search", help="run (or continue) the Optuna study of an experiment")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.n_trials=3")
+    p.add_argument("--gpus", default=None, help="all (default: every visible GPU), none, or a list like 0,1,3")
+    p.add_argument("--workers", type=int, default=1, help="trials at once on CPU (cores are split between them)")
+    p = sub.add_parser("probe", help="largest per-device batch under search.memory_target of GPU memory")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("overrides", nargs="*")
     p = sub.add_parser("predict", help="predict a CSV/TSV file with a logged or registered model")
     p.add_argument("--model", required=True, help="e.g. models:/drug-review-classifier@champion")
     p.add_argument("--input", required=True)
@@ -69,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from orchestrator.config import ConfigError
     from orchestrator.data import DataError
+    from orchestrator.scheduler import SlotError
 
     try:
-        return {"search": search, "predict": predict, "ui": ui}[command](**args)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+        return {"search": search, "probe": probe, "predict": predict, "ui": ui}[command](**args)
+    except (ConfigError, DataError, SlotError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

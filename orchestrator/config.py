@@ -113,7 +113,9 @@ class SearchConfig:
     direction: str = "maximize"
     storage: str = "sqlite:///mlruns/optuna.db"
     study_name: str | None = None  # default: the experiment's name
-    checkpoint_dir: str = "mlruns/checkpoints"
+    work_dir: str = "mlruns/studies"  # per study: saved splits, tokenized cache, checkpoints, trial logs
+    gpus_per_trial: int = 1  # >1: each trial is an Accelerate multi-process (DDP) launch; on CPU, processes
+    memory_target: float = 0.9  # batch-size probe: peak share of GPU memory a trial may use
 
 
 @dataclass(frozen=True)

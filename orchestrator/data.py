@@ -11,12 +11,16 @@ trial, so no trial re-tokenizes. Padding is dynamic (per batch, in the collator)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
 
 from orchestrator import paths
 from orchestrator.config import DataConfig
@@ -190,22 +194,57 @@ def _warn_overlap(splits: Splits) -> None:
                         n, split, split)
 
 
+def save_splits(splits: Splits, directory: str | Path) -> Path:
+    """Write the study's splits once, for trial processes to memory-map (`load_saved_splits`)."""
+    directory = Path(directory)
+    if not (directory / "label_names.json").exists():
+        splits.data.save_to_disk(str(directory / "splits"))
+        (directory / "label_names.json").write_text(json.dumps(splits.label_names))
+    return directory
+
+
+def load_saved_splits(directory: str | Path) -> Splits:
+    directory = Path(directory)
+    return Splits(load_from_disk(str(directory / "splits")),
+                  json.loads((directory / "label_names.json").read_text()))
+
+
 # ---------------------------------------------------------------------------------------------
 # Tokenization
 
-_TOKENIZED: dict[tuple, DatasetDict] = {}
+_TOKENIZED: dict[str, DatasetDict] = {}
 
 
-def tokenize(splits: Splits, tokenizer, max_length: int) -> DatasetDict:
-    """Tokenized splits (`input_ids`, `attention_mask`, `labels`), computed once per process."""
-    key = (tuple(splits.data[s]._fingerprint for s in SPLITS), tokenizer.name_or_path,
-           len(tokenizer), max_length)
-    if key not in _TOKENIZED:
-        def encode(batch):
-            enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
-            enc["labels"] = batch["label"]
-            return enc
+def tokenize(splits: Splits, tokenizer, max_length: int, cache_dir: str | Path | None = None) -> DatasetDict:
+    """Tokenized splits (`input_ids`, `attention_mask`, `labels`), computed once per study.
 
-        _TOKENIZED[key] = splits.data.map(encode, batched=True, remove_columns=["text", "label"],
-                                          desc=f"tokenizing (max_length={max_length})")
-    return _TOKENIZED[key]
+    Keyed by (split fingerprints, tokenizer, max length): reused in-process, and, with
+    `cache_dir`, saved to disk so every trial process memory-maps the same arrays.
+    """
+    raw = "|".join([*(splits.data[s]._fingerprint for s in SPLITS), str(tokenizer.name_or_path),
+                    str(len(tokenizer)), str(max_length)])
+    key = hashlib.sha1(raw.encode()).hexdigest()[:16]
+    if key in _TOKENIZED:
+        return _TOKENIZED[key]
+    folder = Path(cache_dir) / f"tokenized-{max_length}-{key}" if cache_dir else None
+    if folder is not None and (folder / "dataset_dict.json").exists():
+        _TOKENIZED[key] = load_from_disk(str(folder))
+        return _TOKENIZED[key]
+
+    def encode(batch):
+        enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        enc["labels"] = batch["label"]
+        return enc
+
+    tokenized = splits.data.map(encode, batched=True, remove_columns=["text", "label"],
+                                desc=f"tokenizing (max_length={max_length})")
+    if folder is not None:
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        tokenized.save_to_disk(str(tmp))
+        try:
+            os.replace(tmp, folder)  # atomic: a reader never sees half a dataset
+        except OSError:  # another trial process saved the same tokenization first
+            shutil.rmtree(tmp, ignore_errors=True)
+        tokenized = load_from_disk(str(folder))
+    _TOKENIZED[key] = tokenized
+    return tokenized

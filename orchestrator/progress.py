@@ -8,55 +8,59 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class StudyProgress:
+    """Thread-safe: trials in several slots report at once (rich's Progress has its own lock)."""
+
     def __init__(self, total_trials: int | None, console: Console | None = None):
         self.console = console or Console()
         self.live = self.console.is_terminal
         self.best: float | None = None
         self.done = 0
         self.total = total_trials
-        self.epochs = 0
+        self.trials: dict[int, dict] = {}  # number -> {"task": id, "epochs": n}
         if self.live:
             self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console)
             self.study_task = self.bars.add_task("study", total=total_trials, info="")
-            self.trial_task = self.bars.add_task("trial", total=None, info="", visible=False)
             self.bars.start()
 
     def print(self, message: str) -> None:
         self.console.print(message, highlight=False)
 
-    def start_trial(self, number: int, params: dict, total_steps: int, epochs: int) -> None:
-        self.epochs = epochs
+    def start_trial(self, number: int, params: dict, total_steps: int, epochs: int, slot: str = "") -> None:
+        task = None
+        if self.live:
+            task = self.bars.add_task(f"trial {number} [{slot}]", total=total_steps, info="")
+        self.trials[number] = {"task": task, "epochs": epochs}
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
-        if self.live:
-            self.bars.update(self.trial_task, description=f"trial {number}", total=total_steps, completed=0,
-                             info="", visible=True)
-        self.print(f"trial {number} started: {shown}")
+        self.print(f"trial {number} started on {slot}: {shown}" if slot else f"trial {number} started: {shown}")
 
-    def step(self, step: int, epoch: int, loss: float) -> None:
-        if self.live:
-            self.bars.update(self.trial_task, completed=step, info=f"epoch {epoch}/{self.epochs} loss {loss:.4f}")
-
-    def evaluated(self, number: int, epoch: int, metric: str, value: float) -> None:
-        self.print(f"  trial {number} epoch {epoch}/{self.epochs}: {metric}={value:.4f}")
+    def event(self, event: dict) -> None:
+        """A progress event from a trial process (see `scheduler.emit`)."""
+        info = self.trials.get(event["trial"])
+        if info is None:
+            return
+        if event["type"] == "step" and self.live:
+            self.bars.update(info["task"], completed=event["step"],
+                             info=f"epoch {event['epoch']}/{info['epochs']} loss {event['loss']:.4f}")
+        elif event["type"] == "eval":
+            self.print(f"  trial {event['trial']} epoch {event['epoch']}/{info['epochs']}: {event['value']:.4f}")
 
     def end_trial(self, number: int, state: str, value: float | None, best: float | None) -> None:
         self.done += 1
         self.best = best
         best_text = f"best {best:.4f}" if best is not None else ""
+        info = self.trials.pop(number, None)
         if self.live:
             self.bars.update(self.study_task, completed=self.done, info=best_text)
-            self.bars.update(self.trial_task, visible=False)
+            if info and info["task"] is not None:
+                self.bars.remove_task(info["task"])
         val = f" value={value:.4f}" if value is not None else ""
-        self.print(f"trial {number} {state}{val} ({self.done}/{self.total or '?'} done{', ' + best_text if best_text else ''})")
+        self.print(f"trial {number} {state}{val} ({self.done}/{self.total or '?'} done"
+                   f"{', ' + best_text if best_text else ''})")
 
     def close(self) -> None:
         if self.live:
             self.bars.stop()
-
-
-def _fmt(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def print_summary(summary, console: Console, config_path: str) -> None:
@@ -91,3 +95,7 @@ def print_summary(summary, console: Console, config_path: str) -> None:
           f"with tracking URI {summary.tracking_uri}")
     p(f"took {summary.seconds:.0f} s ({summary.seconds / 60:.1f} min)")
     p(f"open the MLflow UI: python -m orchestrator ui --config {config_path}")
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

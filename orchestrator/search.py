@@ -7,9 +7,10 @@ the best trial's best-epoch model on the test split, and hands it to the registr
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 import math
+import queue
 import shutil
 import time
 import warnings
@@ -21,11 +22,11 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from orchestrator import paths, plots, registry, space, train
+from orchestrator import paths, plots, registry, scheduler, space
 from orchestrator.baseline import fit_baseline
 from orchestrator.config import ConfigError, ExperimentConfig, ModelConfig
-from orchestrator.data import DataError, Splits, load_splits
-from orchestrator.heads import check_heads
+from orchestrator.data import DataError, Splits, load_splits, save_splits, tokenize
+from orchestrator.heads import check_heads, load_tokenizer
 from orchestrator.metrics import classification_metrics, report
 from orchestrator.progress import StudyProgress
 from orchestrator.serve import Classifier
@@ -108,94 +109,75 @@ def create_study(cfg: ExperimentConfig) -> optuna.Study:
                                pruner=pruner, direction=s.direction, load_if_exists=True)
 
 
-class Objective:
-    """One trial: sample, fine-tune, log, keep the best checkpoint so far."""
+class TrialLauncher:
+    """The Optuna objective in the driver: sample, hand the trial to a free slot's child process.
 
-    def __init__(self, cfg: ExperimentConfig, splits: Splits, model_path: str, tracker: Tracker,
-                 parent_run_id: str, progress: StudyProgress):
-        self.cfg, self.splits, self.model_path = cfg, splits, model_path
-        self.tracker, self.parent, self.progress = tracker, parent_run_id, progress
-        self.metric = cfg.search.metric
-        self.maximize = cfg.search.direction == "maximize"
+    `study.optimize(n_jobs=len(slots))` runs one of these per slot in threads, so a slot whose
+    trial ends takes the next trial at once and no GPU idles while trials remain.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, study_dir: Path, model_path: str, parent_run_id: str,
+                 storage_url: str, slots: list[scheduler.Slot], progress: StudyProgress, train_rows: int):
+        self.cfg, self.study_dir, self.model_path = cfg, study_dir, model_path
+        self.parent, self.storage_url, self.progress, self.train_rows = parent_run_id, storage_url, progress, train_rows
+        self.free: queue.Queue[scheduler.Slot] = queue.Queue()
+        for slot in slots:
+            self.free.put(slot)
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = space.suggest(trial, self.cfg.space, self.cfg.training)
-        run_id = self.tracker.start_trial(self.parent, self.cfg.study_name, trial.number,
-                                          dataclasses.asdict(params))
-        trial.set_user_attr("mlflow_run_id", run_id)
-        steps = math.ceil(len(self.splits.data["train"]) / params.batch_size) * params.epochs
-        self.progress.start_trial(trial.number, trial.params, steps, params.epochs)
-
-        def on_step(step: int, metrics: dict) -> None:
-            self.tracker.log_metrics(run_id, {k: metrics[k] for k in ("train_loss", "learning_rate")}, step)
-            self.progress.step(step, metrics["epoch"], metrics["train_loss"])
-
-        def on_evaluate(epoch: int, step: int, metrics: dict) -> bool:
-            self.tracker.log_metrics(run_id, metrics, step=epoch)
-            self.progress.evaluated(trial.number, epoch, self.metric, metrics[self.metric])
-            trial.report(metrics[self.metric], epoch)
-            return not trial.should_prune()
-
+        jobs = self.study_dir / "jobs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        result_path = jobs / f"trial-{trial.number}.result.json"
+        result_path.unlink(missing_ok=True)
+        job = {"config": self.cfg.to_dict(), "source": self.cfg.source, "storage": self.storage_url,
+               "trial_id": trial._trial_id, "model_path": self.model_path, "parent_run_id": self.parent,
+               "splits_dir": str(self.study_dir / "data"), "cache_dir": str(self.study_dir / "data"),
+               "checkpoint_dir": str(self.study_dir / "checkpoints"), "result": str(result_path),
+               "memory_target": self.cfg.search.memory_target}
+        job_path = jobs / f"trial-{trial.number}.json"
+        job_path.write_text(json.dumps(job, indent=1))
+        slot = self.free.get()
         try:
-            result = train.train(params, self.cfg.model, self.splits, self.model_path, on_step, on_evaluate,
-                                 metric=self.metric, greater_is_better=self.maximize)
-        except Exception as e:
-            self.tracker.finish_trial(run_id, "FAIL", f"{type(e).__name__}: {e}")
-            raise
-        self.tracker.log_metrics(run_id, {"best_epoch": result.best_epoch,
-                                          "seconds_per_epoch": result.seconds_per_epoch,
-                                          "train_samples_per_second": result.samples_per_second,
-                                          "train_rows": result.train_rows,
-                                          "trainable_parameters": result.trainable_parameters})
-        self.tracker.set_tags(run_id, {f"train_class_count_{k}": v for k, v in result.class_counts.items()})
-        if result.stopped == "pruned":
-            self.tracker.finish_trial(run_id, "PRUNED", f"pruned after epoch {len(result.history)}")
-            raise optuna.TrialPruned()
-        if result.stopped or not result.best_metrics:
-            reason = result.stopped or "no epoch finished"
-            self.tracker.finish_trial(run_id, "FAIL", reason)
-            raise TrialFailed(reason)
-        value = result.best_metrics[self.metric]
-        self._log_validation(run_id, result)
-        if self._is_best(trial.study, value):
-            self._keep_checkpoint(trial, result, params)
-        self.tracker.finish_trial(run_id, "COMPLETE")
-        return value
+            trial.set_user_attr("slot", slot.name)
+            steps = math.ceil(self.train_rows / params.batch_size) * params.epochs
+            self.progress.start_trial(trial.number, trial.params, steps, params.epochs, slot.name)
+            outcome = scheduler.run_child(slot, job_path, self.study_dir / "logs" / f"trial-{trial.number}.log",
+                                          self.progress.event)
+        finally:
+            self.free.put(slot)
+        result = json.loads(result_path.read_text()) if result_path.exists() else None
+        if result is None:  # the process died before recording an outcome
+            reason = outcome.reason or "trial process ended without recording an outcome"
+            self._close_orphan_run(trial, reason)
+            if "retry_of" not in trial.user_attrs:
+                # A dead process says nothing about the parameters: run them once more.
+                trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                reason += "; re-queued once with the same parameters"
+            return self._fail(trial, reason)
+        if result["state"] == "PRUNED":
+            raise optuna.TrialPruned(result["reason"])
+        if result["state"] == "FAIL":
+            return self._fail(trial, result["reason"])
+        return result["value"]
 
-    def _log_validation(self, run_id: str, result: train.TrainResult) -> None:
-        labels = np.asarray(self.splits.data["validation"]["label"])
-        texts = list(self.splits.data["validation"]["text"])
-        names = self.splits.label_names
-        fig = plots.confusion_figure(labels, result.val_probs, names, f"validation, epoch {result.best_epoch}")
-        self.tracker.log_figure(run_id, fig, "confusion_matrix_validation.png")
-        self.tracker.log_table(run_id, plots.misclassified(texts, labels, result.val_probs, names),
-                               "misclassified_validation.json")
+    def _fail(self, trial: optuna.Trial, reason: str):
+        trial.set_user_attr("fail_reason", reason[:2000])
+        raise TrialFailed(reason)
 
-    def _is_best(self, study: optuna.Study, value: float) -> bool:
-        try:
-            best = study.best_value
-        except ValueError:  # no completed trial yet
-            return True
-        return value > best if self.maximize else value < best
-
-    def _keep_checkpoint(self, trial: optuna.Trial, result: train.TrainResult, params) -> None:
-        """Save this trial's best-epoch model; drop the previous best's to bound disk use."""
-        folder = Path(self.cfg.search.checkpoint_dir) / self.cfg.study_name / f"trial-{trial.number}"
-        meta = {"label_names": self.splits.label_names, "max_length": params.max_length,
-                "study": self.cfg.study_name, "trial": trial.number, "params": dataclasses.asdict(params)}
-        result.model.save(folder, result.tokenizer, meta)
-        trial.set_user_attr("checkpoint", str(folder.resolve()))
-        try:
-            previous = trial.study.best_trial.user_attrs.get("checkpoint")
-        except ValueError:
-            previous = None
-        if previous and Path(previous) != folder.resolve():
-            shutil.rmtree(previous, ignore_errors=True)
+    def _close_orphan_run(self, trial: optuna.Trial, reason: str) -> None:
+        attrs = trial.study._storage.get_trial(trial._trial_id).user_attrs
+        run_id = attrs.get("mlflow_run_id")
+        if run_id:
+            Tracker(self.cfg.tracking.uri, self.cfg.experiment_name,
+                    self.cfg.tracking.artifact_location).finish_trial(run_id, "FAIL", reason)
 
 
-def run_search(cfg: ExperimentConfig, progress: StudyProgress | None = None) -> Summary:
+def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
+               progress: StudyProgress | None = None) -> Summary:
     started = time.perf_counter()
     # Everything that can be wrong with the input is found before a study or run exists.
+    slots = scheduler.make_slots(gpus, workers, cfg.search.gpus_per_trial)
     splits = load_splits(cfg.data)
     model_path = resolve_model(cfg.model)
     heads = set(cfg.space["head"].choices) if "head" in cfg.space else {cfg.training.head}
@@ -208,24 +190,20 @@ def run_search(cfg: ExperimentConfig, progress: StudyProgress | None = None) -> 
     parent = tracker.study_run(cfg.study_name, study.user_attrs.get("mlflow_parent_run_id"),
                                _flatten(cfg.to_dict()))
     study.set_user_attr("mlflow_parent_run_id", parent)
+    study_dir = Path(cfg.search.work_dir).resolve() / cfg.study_name
+    _prepare_data(splits, study_dir / "data", model_path, cfg)
     baseline = _baseline(tracker, parent, splits, cfg)
     progress = progress or StudyProgress(cfg.search.n_trials)
     progress.print(f"study {cfg.study_name!r}: {len(splits.data['train'])} train / "
                    f"{len(splits.data['validation'])} validation / {len(splits.data['test'])} test rows, "
-                   f"labels {splits.label_names}; baseline (TF-IDF + logistic regression) "
-                   f"val macro-F1 {baseline['baseline_val_macro_f1']:.4f}")
+                   f"labels {splits.label_names}; {len(slots)} slot(s): {', '.join(s.name for s in slots)}; "
+                   f"baseline (TF-IDF + logistic regression) val macro-F1 {baseline['baseline_val_macro_f1']:.4f}")
 
-    objective = Objective(cfg, splits, model_path, tracker, parent, progress)
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-    remaining = None if cfg.search.n_trials is None else max(0, cfg.search.n_trials - finished)
-    progress.done = finished
-    callbacks = [lambda s, t: progress.end_trial(t.number, t.state.name, t.value, _best_value(s))]
-    if cfg.search.n_trials is not None:
-        callbacks.append(optuna.study.MaxTrialsCallback(cfg.search.n_trials, states=FINISHED))
+    launcher = TrialLauncher(cfg, study_dir, model_path, parent, paths.absolute_sqlite(cfg.search.storage), slots,
+                             progress, len(splits.data["train"]))
+    progress.done = len(study.get_trials(deepcopy=False, states=FINISHED))
     try:
-        if remaining is None or remaining > 0:
-            study.optimize(objective, n_trials=remaining, timeout=cfg.search.timeout, callbacks=callbacks,
-                           catch=(Exception,), gc_after_trial=True)
+        _optimize(study, launcher, cfg, len(slots), progress)
     finally:
         progress.close()
 
@@ -233,12 +211,55 @@ def run_search(cfg: ExperimentConfig, progress: StudyProgress | None = None) -> 
     summary = Summary(cfg.study_name, _rows(study), metric=cfg.search.metric, baseline=baseline,
                       tracking_uri=cfg.tracking.uri, parent_run_id=parent)
     best = _best_trial(study)
+    _drop_other_checkpoints(study_dir / "checkpoints", best)
     if best is not None and best.user_attrs.get("checkpoint") and Path(best.user_attrs["checkpoint"]).exists():
         summary.best_trial, summary.best_params, summary.best_value = best.number, best.params, best.value
         summary.champion_test, summary.registration = _champion(cfg, splits, tracker, parent, best)
     tracker.end_run(parent)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _optimize(study: optuna.Study, launcher: TrialLauncher, cfg: ExperimentConfig, jobs: int,
+              progress: StudyProgress) -> None:
+    """Run until the study holds `n_trials` finished (COMPLETE or PRUNED) trials, or time is up.
+
+    Each round asks for exactly the missing number, so parallel slots never overshoot; failed
+    trials are made up in the next round. A round that finishes nothing ends the search (a
+    config that fails every trial must not loop forever).
+    """
+    deadline = None if cfg.search.timeout is None else time.monotonic() + cfg.search.timeout
+    callbacks = [lambda s, t: progress.end_trial(t.number, t.state.name, t.value, _best_value(s))]
+    while True:
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        missing = None if cfg.search.n_trials is None else cfg.search.n_trials - finished
+        timeout = None if deadline is None else deadline - time.monotonic()
+        if (missing is not None and missing <= 0) or (timeout is not None and timeout <= 0):
+            return
+        study.optimize(launcher, n_trials=missing, timeout=timeout, n_jobs=jobs, callbacks=callbacks,
+                       catch=(Exception,), gc_after_trial=True)
+        if missing is None or len(study.get_trials(deepcopy=False, states=FINISHED)) == finished:
+            return
+
+
+def _prepare_data(splits: Splits, folder: Path, model_path: str, cfg: ExperimentConfig) -> None:
+    """Save the splits and tokenize them once for every max length the space can pick."""
+    save_splits(splits, folder)
+    p = cfg.space.get("max_length")
+    lengths = p.choices if p is not None and p.choices else (
+        range(p.low, p.high + 1, int(p.step or 1)) if p is not None else (cfg.training.max_length,))
+    if len(lengths) > 8:  # a wide integer range: let each trial tokenize (and cache) its own
+        return
+    tokenizer = load_tokenizer(model_path, cfg.model.revision, cfg.model.trust_remote_code)
+    for length in lengths:
+        tokenize(splits, tokenizer, int(length), folder)
+
+
+def _drop_other_checkpoints(folder: Path, best: optuna.trial.FrozenTrial | None) -> None:
+    keep = Path(best.user_attrs["checkpoint"]) if best and best.user_attrs.get("checkpoint") else None
+    for path in folder.glob("trial-*") if folder.exists() else ():
+        if keep is None or path.resolve() != keep.resolve():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _baseline(tracker: Tracker, parent: str, splits: Splits, cfg: ExperimentConfig) -> dict:
@@ -316,7 +337,7 @@ def _best_value(study: optuna.Study) -> float | None:
 def _rows(study: optuna.Study) -> list[TrialRow]:
     rows = []
     for t in study.get_trials(deepcopy=False):
-        note = t.system_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else ""
+        note = t.user_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else ""
         rows.append(TrialRow(t.number, t.state.name, t.value, dict(t.params), note))
     return rows
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from imblearn.over_sampling import RandomOverSampler
 from imblearn.under_sampling import RandomUnderSampler
 from torch.utils.data import DataLoader
@@ -78,14 +78,24 @@ def class_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
 
 def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_path: str,
           on_step: StepCallback | None = None, on_evaluate: EvalCallback | None = None,
-          metric: str = "val_macro_f1", greater_is_better: bool = True, cpu: bool = False) -> TrainResult:
-    """Fine-tune once; the best epoch is the one with the best validation `metric`."""
+          metric: str = "val_macro_f1", greater_is_better: bool = True, cpu: bool = False,
+          per_device_batch_size: int | None = None, gradient_accumulation_steps: int = 1,
+          cache_dir: str | None = None) -> TrainResult:
+    """Fine-tune once; the best epoch is the one with the best validation `metric`.
+
+    Machine settings stay apart from hyperparameters: `per_device_batch_size` x
+    `gradient_accumulation_steps` (x processes) makes up `params.batch_size` when a device cannot
+    hold it. Under a multi-process launch, callbacks run on the main process only and its
+    decision to stop is shared with the others.
+    """
     # ---- setup
     set_seed(params.seed)
     use_cpu = cpu or not torch.cuda.is_available()
-    accelerator = Accelerator(cpu=use_cpu, mixed_precision=precision_for(use_cpu))
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision=precision_for(use_cpu),
+                              gradient_accumulation_steps=gradient_accumulation_steps)
+    main = accelerator.is_main_process
     tokenizer = load_tokenizer(model_path, model_cfg.revision, model_cfg.trust_remote_code)
-    tokenized = data_mod.tokenize(splits, tokenizer, params.max_length)
+    tokenized = data_mod.tokenize(splits, tokenizer, params.max_length, cache_dir)
     train_labels = np.asarray(splits.data["train"]["label"])
     rows = resample_indices(train_labels, params.imbalance, params.seed)
     train_set = tokenized["train"].select(rows) if params.imbalance in ("oversample", "undersample") \
@@ -93,8 +103,8 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     counts = np.bincount(train_labels[rows], minlength=splits.num_labels)
     collate = DataCollatorWithPadding(tokenizer)
     generator = torch.Generator().manual_seed(params.seed)
-    train_loader = DataLoader(train_set, batch_size=params.batch_size, shuffle=True, collate_fn=collate,
-                              generator=generator)
+    train_loader = DataLoader(train_set, batch_size=per_device_batch_size or params.batch_size, shuffle=True,
+                              collate_fn=collate, generator=generator)
     val_loader = DataLoader(tokenized["validation"], batch_size=params.eval_batch_size, collate_fn=collate)
 
     encoder = load_encoder(model_path, model_cfg.revision, model_cfg.trust_remote_code)
@@ -102,8 +112,7 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     model.apply_strategy(params.strategy, params.freeze_layers)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW(_param_groups(model, params.weight_decay), lr=params.learning_rate)
-    steps_per_epoch = math.ceil(len(train_loader))
-    total_steps = steps_per_epoch * params.epochs
+    total_steps = math.ceil(len(train_loader) / gradient_accumulation_steps) * params.epochs
     scheduler = get_scheduler(params.scheduler, optimizer, num_warmup_steps=int(params.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     weights = class_weights(train_labels, splits.num_labels) if params.imbalance == "class_weights" else None
@@ -121,21 +130,24 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
         start = time.perf_counter()
         running, seen = 0.0, 0
         for batch in train_loader:
-            labels = batch.pop("labels")
-            logits = model(**batch)
-            loss = F.cross_entropy(logits.float(), labels, weight=weights)
-            if not torch.isfinite(loss):
-                stopped = "non-finite loss"
-                break
-            accelerator.backward(loss)
-            if params.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), params.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
+            with accelerator.accumulate(model):
+                labels = batch.pop("labels")
+                logits = model(**batch)
+                loss = F.cross_entropy(logits.float(), labels, weight=weights)
+                if not _all_finite(loss, accelerator):
+                    stopped = f"non-finite loss ({loss.item()}) at step {step + 1}"
+                    break
+                accelerator.backward(loss)
+                if params.grad_clip and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), params.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
             running, seen = running + loss.item(), seen + 1
-            if on_step and (step % params.log_every == 0 or step == total_steps):
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            if main and on_step and (step % params.log_every == 0 or step == total_steps):
                 on_step(step, {"train_loss": running / seen, "learning_rate": scheduler.get_last_lr()[0],
                                "epoch": epoch})
                 running, seen = 0.0, 0
@@ -155,7 +167,10 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
             unwrapped = accelerator.unwrap_model(model)
             best.update(epoch=epoch, score=sign * metrics[metric], metrics=metrics, probs=probs,
                         state={k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()})
-        if on_evaluate and not on_evaluate(epoch, step, metrics):
+        keep_going = on_evaluate(epoch, step, metrics) if (main and on_evaluate) else True
+        if accelerator.num_processes > 1:  # every process must leave the loop together
+            keep_going = broadcast_object_list([keep_going])[0]
+        if not keep_going:
             stopped = "pruned"
             break
 
@@ -172,6 +187,13 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
         train_rows=len(train_set), class_counts={n: int(c) for n, c in zip(splits.label_names, counts)},
         trainable_parameters=trainable,
     )
+
+
+def _all_finite(loss: torch.Tensor, accelerator: Accelerator) -> bool:
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    if accelerator.num_processes > 1:  # one process's NaN stops them all, or the others hang
+        finite = accelerator.gather(finite)
+    return bool(finite.min() > 0)
 
 
 @torch.no_grad()

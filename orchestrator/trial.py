@@ -1,0 +1,174 @@
+"""One trial inside its own process: the objective's body, run by `python -m orchestrator.worker`.
+
+The driver (`search.py`) has already created the Optuna trial and sampled its parameters; this
+process re-attaches to the trial through the storage, probes the batch size on a GPU, runs
+`train.train`, reports each epoch to the trial (so the pruner can stop it), logs the trial's
+nested MLflow run, keeps the best checkpoint so far, and returns its outcome as a dict.
+Half of the search, kept apart so that a crash, leak or OOM here takes only this trial down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+
+from orchestrator import memory, plots, scheduler, train
+from orchestrator.config import ExperimentConfig, TrainingConfig, from_dict
+from orchestrator.data import Splits, load_saved_splits
+from orchestrator.tracking import Tracker
+
+
+def run_trial(job: dict) -> dict | None:
+    """Run the job's trial; returns {state, value, reason} on the main process, None elsewhere."""
+    cfg = from_dict(job["config"], source=job["source"])
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    study = optuna.load_study(study_name=cfg.study_name, storage=optuna.storages.RDBStorage(job["storage"]))
+    trial = optuna.trial.Trial(study, job["trial_id"])
+    params = dataclasses.replace(cfg.training, **trial.params)
+    splits = load_saved_splits(job["splits_dir"])
+    run = _TrialRun(cfg, job, trial, splits) if is_main else None
+
+    per_device, accumulation = params.batch_size, 1
+    if torch.cuda.is_available():
+        per_device, accumulation = memory.plan_batch(params.batch_size, _probe(study, params, job, run))
+    oom_retried = False
+    while True:
+        if run:
+            run.record_batch(per_device, accumulation, oom_retried)
+        try:
+            result = train.train(
+                params, cfg.model, splits, job["model_path"], run.on_step if run else None,
+                run.on_evaluate if run else None, metric=cfg.search.metric,
+                greater_is_better=cfg.search.direction == "maximize", per_device_batch_size=per_device,
+                gradient_accumulation_steps=accumulation, cache_dir=job["cache_dir"])
+            break
+        except Exception as e:  # noqa: BLE001 - an OOM gets one retry; everything else fails the trial
+            if memory.is_oom(e) and not oom_retried and per_device > 1:
+                per_device, accumulation, oom_retried = per_device // 2, accumulation * 2, True
+                _release()
+                continue
+            reason = f"{type(e).__name__}: {e}"
+            if memory.is_oom(e):
+                reason = f"out of memory at per-device batch {per_device} (after one retry at half): {e}"
+            if run:
+                run.finish("FAIL", reason)
+            return {"state": "FAIL", "value": None, "reason": reason} if is_main else None
+    return run.conclude(result, params) if run else None
+
+
+def _release() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _probe(study: optuna.Study, params: TrainingConfig, job: dict, run: _TrialRun | None) -> int | None:
+    """Largest per-device batch for this configuration on this GPU, cached in the study."""
+    props = torch.cuda.get_device_properties(0)
+    precision = train.precision_for(cpu=False)
+    key_text = "|".join(map(str, (job["model_path"], params.head, params.strategy, params.freeze_layers,
+                                  params.max_length, precision, props.name, props.total_memory)))
+    key = "probe:" + hashlib.sha1(key_text.encode()).hexdigest()[:16]
+    cached = study.user_attrs.get(key)
+    if cached is not None:
+        return cached["batch_size"] or None
+    result = memory.probe_config(job["model_path"], params, len(json.loads(Path(job["splits_dir"], "label_names.json")
+                                                                           .read_text())), precision,
+                                 job.get("memory_target", 0.9))
+    entry = {**result.to_dict(), "config": key_text}
+    study.set_user_attr(key, entry)
+    if run:
+        run.tracker.log_text(job["parent_run_id"], json.dumps(entry, indent=2), f"probes/{key[6:]}.json")
+    return result.batch_size or None
+
+
+class _TrialRun:
+    """The main process's view of a trial: its MLflow run, Optuna reports and progress events."""
+
+    def __init__(self, cfg: ExperimentConfig, job: dict, trial: optuna.Trial, splits: Splits):
+        self.cfg, self.job, self.trial, self.splits = cfg, job, trial, splits
+        self.metric = cfg.search.metric
+        self.maximize = cfg.search.direction == "maximize"
+        tracking = cfg.tracking
+        self.tracker = Tracker(tracking.uri, cfg.experiment_name, tracking.artifact_location)
+        params = dataclasses.replace(cfg.training, **trial.params)
+        self.run_id = self.tracker.start_trial(job["parent_run_id"], cfg.study_name, trial.number,
+                                               dataclasses.asdict(params))
+        trial.set_user_attr("mlflow_run_id", self.run_id)
+        trial.set_user_attr("pid", os.getpid())
+
+    def record_batch(self, per_device: int, accumulation: int, oom_retried: bool) -> None:
+        info = {"per_device_batch_size": per_device, "gradient_accumulation_steps": accumulation,
+                "oom_retried": oom_retried}
+        for k, v in info.items():
+            self.trial.set_user_attr(k, v)
+        self.tracker.set_tags(self.run_id, info)
+
+    def on_step(self, step: int, metrics: dict) -> None:
+        self.tracker.log_metrics(self.run_id, {k: metrics[k] for k in ("train_loss", "learning_rate")}, step)
+        scheduler.emit({"type": "step", "trial": self.trial.number, "step": step, "epoch": metrics["epoch"],
+                        "loss": metrics["train_loss"]})
+
+    def on_evaluate(self, epoch: int, step: int, metrics: dict) -> bool:
+        self.tracker.log_metrics(self.run_id, metrics, step=epoch)
+        scheduler.emit({"type": "eval", "trial": self.trial.number, "epoch": epoch,
+                        "value": metrics[self.metric]})
+        self.trial.report(metrics[self.metric], epoch)
+        return not self.trial.should_prune()
+
+    def finish(self, state: str, reason: str | None = None) -> None:
+        self.tracker.finish_trial(self.run_id, state, reason)
+
+    def conclude(self, result: train.TrainResult, params: TrainingConfig) -> dict:
+        self.tracker.log_metrics(self.run_id, {
+            "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
+            "train_samples_per_second": result.samples_per_second, "train_rows": result.train_rows,
+            "trainable_parameters": result.trainable_parameters})
+        self.tracker.set_tags(self.run_id, {f"train_class_count_{k}": v for k, v in result.class_counts.items()})
+        if result.stopped == "pruned":
+            reason = f"pruned after epoch {len(result.history)}"
+            self.finish("PRUNED", reason)
+            return {"state": "PRUNED", "value": None, "reason": reason}
+        if result.stopped or not result.best_metrics:
+            reason = result.stopped or "no epoch finished"
+            self.finish("FAIL", reason)
+            return {"state": "FAIL", "value": None, "reason": reason}
+        value = result.best_metrics[self.metric]
+        self._log_validation(result)
+        if self._is_best(value):
+            self._keep_checkpoint(result, params)
+        self.finish("COMPLETE")
+        return {"state": "COMPLETE", "value": value, "reason": None}
+
+    def _log_validation(self, result: train.TrainResult) -> None:
+        labels = np.asarray(self.splits.data["validation"]["label"])
+        texts = list(self.splits.data["validation"]["text"])
+        names = self.splits.label_names
+        fig = plots.confusion_figure(labels, result.val_probs, names, f"validation, epoch {result.best_epoch}")
+        self.tracker.log_figure(self.run_id, fig, "confusion_matrix_validation.png")
+        self.tracker.log_table(self.run_id, plots.misclassified(texts, labels, result.val_probs, names),
+                               "misclassified_validation.json")
+
+    def _is_best(self, value: float) -> bool:
+        try:
+            best = self.trial.study.best_value
+        except ValueError:  # no completed trial yet
+            return True
+        return value > best if self.maximize else value < best
+
+    def _keep_checkpoint(self, result: train.TrainResult, params: TrainingConfig) -> None:
+        """Save this trial's best-epoch model (the driver deletes non-best ones at the end)."""
+        folder = Path(self.job["checkpoint_dir"]) / f"trial-{self.trial.number}"
+        meta = {"label_names": self.splits.label_names, "max_length": params.max_length,
+                "study": self.cfg.study_name, "trial": self.trial.number, "params": dataclasses.asdict(params)}
+        result.model.save(folder, result.tokenizer, meta)
+        self.trial.set_user_attr("checkpoint", str(folder.resolve()))
