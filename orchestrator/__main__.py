@@ -23,6 +23,10 @@ def search(config: str, overrides: list[str], gpus: str | None, workers: int) ->
     cfg = load_config(config, overrides)
     summary = run_search(cfg, gpus=gpus, workers=workers)
     print_summary(summary, Console(), config)
+    if summary.interrupted:
+        return 130
+    if summary.tracking_error:
+        return 1  # the shell's code for "stopped by Ctrl-C"
     return 0 if summary.best_trial is not None else 1
 
 
@@ -84,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.config import ConfigError
     from orchestrator.data import DataError
     from orchestrator.scheduler import SlotError
+    from orchestrator.tracking import TrackingError
 
     try:
         return {"search": search, "probe": probe, "predict": predict, "ui": ui}[command](**args)
-    except (ConfigError, DataError, SlotError, FileNotFoundError) as e:
+    except (ConfigError, DataError, SlotError, TrackingError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -112,17 +112,36 @@ def _read(cfg: DataConfig) -> dict[str, Dataset]:
         if not paths.exists(resolved):
             raise DataError(f"data.{split}: file not found: {location} (check the path; relative paths "
                             f"are taken from the current directory {Path.cwd()})")
+        if not Path(resolved).is_file():
+            raise DataError(f"data.{split}: {location} is not a file; name a .csv, .tsv, .jsonl or .parquet file")
+        if Path(resolved).stat().st_size == 0:
+            raise DataError(f"data.{split}: {location} is empty (0 bytes)")
         builder, kwargs = _builder(resolved, cfg)
         try:
             ds = load_dataset(builder, data_files={split: resolved}, split=split, **kwargs)
         except Exception as e:  # pyarrow / pandas parse errors come in many types
-            raise DataError(f"data.{split}: could not read {location} as {builder}: {e}") from e
+            causes = _causes(e)
+            if any(isinstance(c, UnicodeDecodeError) for c in causes):
+                raise DataError(f"data.{split}: {location} is not UTF-8 ({causes[-1]}); re-save it as UTF-8 "
+                                f"(e.g. iconv -f latin1 -t utf-8)") from e
+            if "corresponds to no data" in str(e):
+                raise DataError(f"data.{split}: {location} has no rows") from e
+            raise DataError(f"data.{split}: could not read {location} as {builder}: "
+                            f"{'; '.join(str(c) for c in causes)[:500]}") from e
         if len(ds) == 0:
             raise DataError(f"data.{split}: {location} has no rows")
         out[split] = ds
     if "train" not in out:
         raise DataError("data.train: no training data configured")
     return out
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
 
 
 def _select_columns(ds: Dataset, cfg: DataConfig, split: str) -> Dataset:

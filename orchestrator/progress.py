@@ -76,13 +76,19 @@ def print_summary(summary, console: Console, config_path: str) -> None:
                       ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()), t.note[:80])
     console.print(table)
     p = console.print
+    if summary.tracking_error:
+        p(f"the MLflow store failed after the trials ({summary.tracking_error}); every trial is kept in the "
+          f"Optuna storage. Run the same command again when the store is back to log the plots and register.")
+    if summary.interrupted:
+        p("interrupted: the summary so far; nothing was registered. Run the same command to continue.")
     if summary.best_trial is None:
         p("No trial completed, so nothing was evaluated on test or registered. See the FAIL notes above.")
     else:
         p(f"best trial: {summary.best_trial}  best {summary.metric}: {summary.best_value:.4f}")
         p("best hyperparameters: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.best_params.items()))
-        p(f"champion test macro-F1: {summary.champion_test['test_macro_f1']:.4f}  "
-          f"(accuracy {summary.champion_test['test_accuracy']:.4f})")
+        if summary.champion_test:
+            p(f"champion test macro-F1: {summary.champion_test['test_macro_f1']:.4f}  "
+              f"(accuracy {summary.champion_test['test_accuracy']:.4f})")
     if summary.baseline:
         p(f"baseline (TF-IDF + balanced logistic regression) test macro-F1: "
           f"{summary.baseline['baseline_test_macro_f1']:.4f}")

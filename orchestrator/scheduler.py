@@ -114,13 +114,73 @@ def exit_reason(returncode: int) -> str | None:
     return f"trial process exited with code {returncode}"
 
 
-def run_child(slot: Slot, job: Path, log_path: Path, on_event: Callable[[dict], None]) -> ChildOutcome:
-    """Run one trial process to its end; forward its events, keep its output in `log_path`."""
+def _load_libc():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:  # not Linux: children may outlive a driver killed with -9
+        return None
+
+
+# Loaded up front: between fork and exec the child may only make a plain call, no imports.
+_LIBC = _load_libc()
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL when the driver dies (even by kill -9), so no
+    orphaned trial keeps writing to the stores after its study's driver is gone. Survives exec."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Children:
+    """The live trial processes of a driver, so an interrupt can stop them all at once."""
+
+    def __init__(self):
+        self._procs: set[subprocess.Popen] = set()
+
+    def add(self, proc: subprocess.Popen) -> None:
+        self._procs.add(proc)
+
+    def discard(self, proc: subprocess.Popen) -> None:
+        self._procs.discard(proc)
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def terminate_all(self, grace: float = 10.0) -> None:
+        for proc in list(self._procs):
+            _signal_group(proc, signal.SIGTERM)
+        for proc in list(self._procs):
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_child(slot: Slot, job: Path, log_path: Path, on_event: Callable[[dict], None],
+              children: Children | None = None) -> ChildOutcome:
+    """Run one trial process to its end; forward its events, keep its output in `log_path`.
+
+    The child gets its own session: a Ctrl-C in the terminal reaches only the driver, which
+    decides whether running trials finish or stop.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.Popen(command(slot, job), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env, errors="replace")
+                                env=env, errors="replace", start_new_session=True, preexec_fn=_die_with_parent)
+        if children is not None:
+            children.add(proc)
         tail: list[str] = []
         for line in proc.stdout:
             if line.startswith(EVENT):
@@ -132,6 +192,8 @@ def run_child(slot: Slot, job: Path, log_path: Path, on_event: Callable[[dict], 
             log.write(line)
             tail = (tail + [line.rstrip()])[-5:]
         returncode = proc.wait()
+        if children is not None:
+            children.discard(proc)
     reason = exit_reason(returncode)
     if reason and tail:
         reason += f"; last output: {' | '.join(t for t in tail if t)[-300:]}"

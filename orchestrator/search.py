@@ -8,10 +8,14 @@ the best trial's best-epoch model on the test split, and hands it to the registr
 from __future__ import annotations
 
 import json
+import os
 import logging
 import math
 import queue
 import shutil
+import signal
+import socket
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,7 +34,7 @@ from orchestrator.heads import check_heads, load_tokenizer
 from orchestrator.metrics import classification_metrics, report
 from orchestrator.progress import StudyProgress
 from orchestrator.serve import Classifier
-from orchestrator.tracking import Tracker
+from orchestrator.tracking import TRACKING_ERRORS, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,8 @@ class Summary:
     seconds: float = 0.0
     tracking_uri: str = ""
     parent_run_id: str = ""
+    interrupted: bool = False
+    tracking_error: str | None = None
 
 
 def resolve_model(cfg: ModelConfig) -> str:
@@ -109,6 +115,43 @@ def create_study(cfg: ExperimentConfig) -> optuna.Study:
                                pruner=pruner, direction=s.direction, load_if_exists=True)
 
 
+DRIVER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Interrupt:
+    """SIGINT / SIGTERM: the first stops new trials and lets running ones finish; the second
+    stops the running trial processes at once. Either way every record is closed."""
+
+    def __init__(self, progress: StudyProgress, children: scheduler.Children):
+        self.progress, self.children = progress, children
+        self.count = 0
+        self._previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.count > 0
+
+    def __enter__(self) -> Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.progress.print(f"{signal.Signals(signum).name}: no new trials; waiting for {len(self.children)} "
+                                f"running trial(s) to finish. Press Ctrl-C again to stop them now.")
+            return
+        self.progress.print(f"{signal.Signals(signum).name}: stopping {len(self.children)} running trial(s) now.")
+        self.children.terminate_all()
+        raise KeyboardInterrupt
+
+
 class TrialLauncher:
     """The Optuna objective in the driver: sample, hand the trial to a free slot's child process.
 
@@ -117,15 +160,22 @@ class TrialLauncher:
     """
 
     def __init__(self, cfg: ExperimentConfig, study_dir: Path, model_path: str, parent_run_id: str,
-                 storage_url: str, slots: list[scheduler.Slot], progress: StudyProgress, train_rows: int):
+                 storage_url: str, slots: list[scheduler.Slot], progress: StudyProgress, train_rows: int,
+                 interrupt: Interrupt | None = None):
         self.cfg, self.study_dir, self.model_path = cfg, study_dir, model_path
         self.parent, self.storage_url, self.progress, self.train_rows = parent_run_id, storage_url, progress, train_rows
+        self.interrupt = interrupt or Interrupt(progress, scheduler.Children())
+        self.children = self.interrupt.children
         self.free: queue.Queue[scheduler.Slot] = queue.Queue()
         for slot in slots:
             self.free.put(slot)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("driver", DRIVER)
         params = space.suggest(trial, self.cfg.space, self.cfg.training)
+        if self.interrupt.requested:  # asked just as the user interrupted: keep it for the next run
+            self._requeue(trial)
+            return self._fail(trial, "interrupted before it started; re-queued")
         jobs = self.study_dir / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
         result_path = jobs / f"trial-{trial.number}.result.json"
@@ -143,16 +193,14 @@ class TrialLauncher:
             steps = math.ceil(self.train_rows / params.batch_size) * params.epochs
             self.progress.start_trial(trial.number, trial.params, steps, params.epochs, slot.name)
             outcome = scheduler.run_child(slot, job_path, self.study_dir / "logs" / f"trial-{trial.number}.log",
-                                          self.progress.event)
+                                          self.progress.event, self.children)
         finally:
             self.free.put(slot)
         result = json.loads(result_path.read_text()) if result_path.exists() else None
         if result is None:  # the process died before recording an outcome
             reason = outcome.reason or "trial process ended without recording an outcome"
             self._close_orphan_run(trial, reason)
-            if "retry_of" not in trial.user_attrs:
-                # A dead process says nothing about the parameters: run them once more.
-                trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            if self._requeue(trial):
                 reason += "; re-queued once with the same parameters"
             return self._fail(trial, reason)
         if result["state"] == "PRUNED":
@@ -160,6 +208,14 @@ class TrialLauncher:
         if result["state"] == "FAIL":
             return self._fail(trial, result["reason"])
         return result["value"]
+
+    @staticmethod
+    def _requeue(trial: optuna.Trial) -> bool:
+        """A dead process says nothing about the parameters: run them once more (only once)."""
+        if "retry_of" in trial.user_attrs:
+            return False
+        trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        return True
 
     def _fail(self, trial: optuna.Trial, reason: str):
         trial.set_user_attr("fail_reason", reason[:2000])
@@ -170,7 +226,8 @@ class TrialLauncher:
         run_id = attrs.get("mlflow_run_id")
         if run_id:
             Tracker(self.cfg.tracking.uri, self.cfg.experiment_name,
-                    self.cfg.tracking.artifact_location).finish_trial(run_id, "FAIL", reason)
+                    self.cfg.tracking.artifact_location).finish_trial(
+                run_id, "FAIL", reason, status="KILLED" if self.interrupt.requested else "FAILED")
 
 
 def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
@@ -199,29 +256,72 @@ def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
                    f"labels {splits.label_names}; {len(slots)} slot(s): {', '.join(s.name for s in slots)}; "
                    f"baseline (TF-IDF + logistic regression) val macro-F1 {baseline['baseline_val_macro_f1']:.4f}")
 
+    _recover_dead_trials(study, tracker)
+    interrupt = Interrupt(progress, scheduler.Children())
     launcher = TrialLauncher(cfg, study_dir, model_path, parent, paths.absolute_sqlite(cfg.search.storage), slots,
-                             progress, len(splits.data["train"]))
+                             progress, len(splits.data["train"]), interrupt)
     progress.done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    stopped = False
     try:
-        _optimize(study, launcher, cfg, len(slots), progress)
+        with interrupt:
+            _optimize(study, launcher, cfg, len(slots), progress, interrupt)
+    except KeyboardInterrupt:
+        stopped = True
+        interrupt.children.terminate_all()
+        _recover_dead_trials(study, tracker, everyone_here=True)
     finally:
         progress.close()
 
-    _log_study_plots(study, tracker, parent)
     summary = Summary(cfg.study_name, _rows(study), metric=cfg.search.metric, baseline=baseline,
-                      tracking_uri=cfg.tracking.uri, parent_run_id=parent)
+                      tracking_uri=cfg.tracking.uri, parent_run_id=parent, interrupted=interrupt.requested)
     best = _best_trial(study)
     _drop_other_checkpoints(study_dir / "checkpoints", best)
-    if best is not None and best.user_attrs.get("checkpoint") and Path(best.user_attrs["checkpoint"]).exists():
+    usable = best is not None and Path(best.user_attrs.get("checkpoint", "/nonexistent")).exists()
+    if usable:
         summary.best_trial, summary.best_params, summary.best_value = best.number, best.params, best.value
-        summary.champion_test, summary.registration = _champion(cfg, splits, tracker, parent, best)
-    tracker.end_run(parent)
+    try:
+        _log_study_plots(study, tracker, parent)
+        if usable and not interrupt.requested:  # an interrupted study is not done: nothing gets registered
+            summary.champion_test, summary.registration = _champion(cfg, splits, tracker, parent, best)
+        tracker.end_run(parent, "KILLED" if stopped else "FINISHED")
+    except TRACKING_ERRORS as e:  # the Optuna results are safe; the same command redoes this part
+        summary.tracking_error = f"{type(e).__name__}: {str(e)[:300]}"
     summary.seconds = time.perf_counter() - started
     return summary
 
 
+def _recover_dead_trials(study: optuna.Study, tracker: Tracker, everyone_here: bool = False) -> None:
+    """Close what a dead driver left RUNNING: its trials become FAIL (re-queued once with the same
+    parameters) and their MLflow runs KILLED. Drivers on other machines are left to heartbeats."""
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        driver = t.user_attrs.get("driver", "")
+        name, _, pid = driver.partition(":")
+        mine = everyone_here and driver == DRIVER
+        dead = name == host and pid.isdigit() and not _alive(int(pid))
+        if not (mine or dead):
+            continue
+        reason = "interrupted" if mine else f"its driver process {driver} died"
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id and tracker.client.get_run(run_id).info.status == "RUNNING":
+            tracker.finish_trial(run_id, "FAIL", reason, status="KILLED")
+        if "retry_of" not in t.user_attrs:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _optimize(study: optuna.Study, launcher: TrialLauncher, cfg: ExperimentConfig, jobs: int,
-              progress: StudyProgress) -> None:
+              progress: StudyProgress, interrupt: Interrupt) -> None:
     """Run until the study holds `n_trials` finished (COMPLETE or PRUNED) trials, or time is up.
 
     Each round asks for exactly the missing number, so parallel slots never overshoot; failed
@@ -229,8 +329,13 @@ def _optimize(study: optuna.Study, launcher: TrialLauncher, cfg: ExperimentConfi
     config that fails every trial must not loop forever).
     """
     deadline = None if cfg.search.timeout is None else time.monotonic() + cfg.search.timeout
-    callbacks = [lambda s, t: progress.end_trial(t.number, t.state.name, t.value, _best_value(s))]
-    while True:
+    def after_trial(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        progress.end_trial(t.number, t.state.name, t.value, _best_value(s))
+        if interrupt.requested:
+            s.stop()
+
+    callbacks = [after_trial]
+    while not interrupt.requested:
         finished = len(study.get_trials(deepcopy=False, states=FINISHED))
         missing = None if cfg.search.n_trials is None else cfg.search.n_trials - finished
         timeout = None if deadline is None else deadline - time.monotonic()
@@ -274,7 +379,11 @@ def _baseline(tracker: Tracker, parent: str, splits: Splits, cfg: ExperimentConf
 def _champion(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str,
               best: optuna.trial.FrozenTrial) -> tuple[dict, registry.Registration | None]:
     """Test-split evaluation of the best trial's saved model, then registration."""
-    run_id = best.user_attrs["mlflow_run_id"]
+    run_id = best.user_attrs.get("mlflow_run_id")
+    if run_id is None:  # the store was down when the trial ran: give it a run now, for lineage
+        run_id = tracker.start_trial(parent, cfg.study_name, best.number, {**best.params, "backfilled": True})
+        tracker.log_metrics(run_id, {cfg.search.metric: best.value})
+        tracker.finish_trial(run_id, "COMPLETE")
     checkpoint = best.user_attrs["checkpoint"]
     classifier = Classifier(checkpoint)
     texts = list(splits.data["test"]["text"])

@@ -32,6 +32,10 @@ class TrackingError(RuntimeError):
     pass
 
 
+# What a tracking call raises when the store is unreachable or refuses (requests' errors are OSErrors).
+TRACKING_ERRORS = (mlflow.exceptions.MlflowException, OSError, TrackingError)
+
+
 def artifact_uri(location: str) -> str:
     """Local artifact folders become absolute file URIs, so runs stay readable from any directory."""
     if "://" in location:
@@ -41,6 +45,11 @@ def artifact_uri(location: str) -> str:
 
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str):
+        if uri.startswith(("http://", "https://")):
+            # MLflow's defaults retry a dead server for minutes; a study should learn in seconds.
+            for key, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                               ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")):
+                os.environ.setdefault(key, value)
         uri = absolute_sqlite(uri)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
@@ -97,11 +106,11 @@ class Tracker:
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
-    def finish_trial(self, run_id: str, state: str, reason: str | None = None) -> None:
+    def finish_trial(self, run_id: str, state: str, reason: str | None = None, status: str | None = None) -> None:
         self.client.set_tag(run_id, TAG_STATE, state)
         if reason:
-            self.client.set_tag(run_id, "fail_reason" if state == "FAIL" else "stop_reason", reason)
-        self.end_run(run_id, RUN_STATUS.get(state, "FAILED"))
+            self.client.set_tag(run_id, "fail_reason" if state == "FAIL" else "stop_reason", reason[:5000])
+        self.end_run(run_id, status or RUN_STATUS.get(state, "FAILED"))
 
     # ------------------------------------------------------------------ logging
 
@@ -140,5 +149,33 @@ class Tracker:
                                        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
-def ui_command(uri: str) -> list[str]:
-    return ["mlflow", "ui", "--backend-store-uri", uri, "--port", os.environ.get("MLFLOW_PORT", "5000")]
+class BestEffort:
+    """A Tracker for trial processes: a tracking failure is retried, then logged and skipped, so
+    an unreachable MLflow store never fails a trial or loses its Optuna result. After a failure,
+    calls are skipped for `pause` seconds instead of each waiting out its own retries."""
+
+    def __init__(self, factory, attempts: int = 3, wait: float = 1.0, pause: float = 30.0):
+        self._factory, self._tracker = factory, None
+        self._attempts, self._wait, self._pause = attempts, wait, pause
+        self._down_until = 0.0
+        self.failures = 0
+
+    def __getattr__(self, name: str):
+        def call(*args, **kwargs):
+            if time.monotonic() < self._down_until:
+                self.failures += 1
+                return None
+            for attempt in range(self._attempts):
+                try:
+                    if self._tracker is None:
+                        self._tracker = self._factory()
+                    return getattr(self._tracker, name)(*args, **kwargs)
+                except Exception as e:  # noqa: BLE001 - any tracking failure is survivable here
+                    error = e
+                    time.sleep(self._wait * 2**attempt)
+            self.failures += 1
+            self._down_until = time.monotonic() + self._pause
+            log.warning("MLflow %s failed %d times, skipped (the trial goes on): %s", name, self._attempts, error)
+            return None
+
+        return call

@@ -22,7 +22,7 @@ import torch
 from orchestrator import memory, plots, scheduler, train
 from orchestrator.config import ExperimentConfig, TrainingConfig, from_dict
 from orchestrator.data import Splits, load_saved_splits
-from orchestrator.tracking import Tracker
+from orchestrator.tracking import BestEffort, Tracker
 
 
 def run_trial(job: dict) -> dict | None:
@@ -99,41 +99,46 @@ class _TrialRun:
         self.metric = cfg.search.metric
         self.maximize = cfg.search.direction == "maximize"
         tracking = cfg.tracking
-        self.tracker = Tracker(tracking.uri, cfg.experiment_name, tracking.artifact_location)
+        self.tracker = BestEffort(lambda: Tracker(tracking.uri, cfg.experiment_name, tracking.artifact_location))
         params = dataclasses.replace(cfg.training, **trial.params)
         self.run_id = self.tracker.start_trial(job["parent_run_id"], cfg.study_name, trial.number,
                                                dataclasses.asdict(params))
-        trial.set_user_attr("mlflow_run_id", self.run_id)
+        if self.run_id:
+            trial.set_user_attr("mlflow_run_id", self.run_id)
         trial.set_user_attr("pid", os.getpid())
+
+    def _track(self, method: str, *args, **kwargs) -> None:
+        if self.run_id:  # None when the store was unreachable as the trial started
+            getattr(self.tracker, method)(self.run_id, *args, **kwargs)
 
     def record_batch(self, per_device: int, accumulation: int, oom_retried: bool) -> None:
         info = {"per_device_batch_size": per_device, "gradient_accumulation_steps": accumulation,
                 "oom_retried": oom_retried}
         for k, v in info.items():
             self.trial.set_user_attr(k, v)
-        self.tracker.set_tags(self.run_id, info)
+        self._track("set_tags", info)
 
     def on_step(self, step: int, metrics: dict) -> None:
-        self.tracker.log_metrics(self.run_id, {k: metrics[k] for k in ("train_loss", "learning_rate")}, step)
+        self._track("log_metrics", {k: metrics[k] for k in ("train_loss", "learning_rate")}, step)
         scheduler.emit({"type": "step", "trial": self.trial.number, "step": step, "epoch": metrics["epoch"],
                         "loss": metrics["train_loss"]})
 
     def on_evaluate(self, epoch: int, step: int, metrics: dict) -> bool:
-        self.tracker.log_metrics(self.run_id, metrics, step=epoch)
+        self._track("log_metrics", metrics, step=epoch)
         scheduler.emit({"type": "eval", "trial": self.trial.number, "epoch": epoch,
                         "value": metrics[self.metric]})
         self.trial.report(metrics[self.metric], epoch)
         return not self.trial.should_prune()
 
     def finish(self, state: str, reason: str | None = None) -> None:
-        self.tracker.finish_trial(self.run_id, state, reason)
+        self._track("finish_trial", state, reason)
 
     def conclude(self, result: train.TrainResult, params: TrainingConfig) -> dict:
-        self.tracker.log_metrics(self.run_id, {
+        self._track("log_metrics", {
             "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
             "train_samples_per_second": result.samples_per_second, "train_rows": result.train_rows,
             "trainable_parameters": result.trainable_parameters})
-        self.tracker.set_tags(self.run_id, {f"train_class_count_{k}": v for k, v in result.class_counts.items()})
+        self._track("set_tags", {f"train_class_count_{k}": v for k, v in result.class_counts.items()})
         if result.stopped == "pruned":
             reason = f"pruned after epoch {len(result.history)}"
             self.finish("PRUNED", reason)
@@ -154,8 +159,8 @@ class _TrialRun:
         texts = list(self.splits.data["validation"]["text"])
         names = self.splits.label_names
         fig = plots.confusion_figure(labels, result.val_probs, names, f"validation, epoch {result.best_epoch}")
-        self.tracker.log_figure(self.run_id, fig, "confusion_matrix_validation.png")
-        self.tracker.log_table(self.run_id, plots.misclassified(texts, labels, result.val_probs, names),
+        self._track("log_figure", fig, "confusion_matrix_validation.png")
+        self._track("log_table", plots.misclassified(texts, labels, result.val_probs, names),
                                "misclassified_validation.json")
 
     def _is_best(self, value: float) -> bool:

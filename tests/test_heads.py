@@ -46,3 +46,33 @@ def test_pooler_head_needs_a_pooler():
                                    intermediate_size=32), add_pooling_layer=False)
     with pytest.raises(HeadError, match="has no pooler"):
         TextClassifier(encoder, 2, head="pooler")
+
+
+def test_saved_heads_predict_the_same_in_a_fresh_process(tiny_model, tmp_path):
+    """Loading needs only this package: a new interpreter reproduces the outputs of every head."""
+    import json
+    import subprocess
+    import sys
+
+    tok = load_tokenizer(str(tiny_model))
+    expected = {}
+    for head in HEADS:
+        torch.manual_seed(1)
+        model = TextClassifier(load_encoder(str(tiny_model)), 2, head=head, mlp_hidden=8).eval()
+        with torch.no_grad():
+            expected[head] = model(**_batch(tok)).tolist()
+        model.save(tmp_path / head, tok, {"label_names": ["a", "b"], "max_length": 32})
+    code = (
+        "import json, sys, torch\n"
+        "from orchestrator.heads import TextClassifier\n"
+        "out = {}\n"
+        "for h in %r:\n"
+        "    m, t, _ = TextClassifier.load(sys.argv[1] + '/' + h)\n"
+        "    b = dict(t(['great product', 'awful day and bad service'], padding=True, return_tensors='pt'))\n"
+        "    with torch.no_grad(): out[h] = m(**b).tolist()\n"
+        "print(json.dumps(out))\n" % (list(HEADS),)
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    for head in HEADS:
+        torch.testing.assert_close(torch.tensor(got[head]), torch.tensor(expected[head]))

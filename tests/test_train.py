@@ -96,3 +96,20 @@ def test_resampling_changes_train_counts_and_never_validation(tmp_path, tiny_mod
     assert counts == {expected}
     assert {k: s.class_counts(k) for k in ("train", "validation", "test")} == before
     assert len(result.val_probs) == sum(before["validation"].values())
+
+
+def test_non_finite_loss_stops_the_trial_at_once(splits, tiny_model, monkeypatch):
+    import orchestrator.train as train_mod
+
+    real = train_mod.F.cross_entropy
+    calls = []
+
+    def poisoned(*args, **kwargs):  # the third batch's loss blows up
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(train_mod.F, "cross_entropy", poisoned)
+    result = train(TrainingConfig(epochs=3), ModelConfig(), splits, str(tiny_model))
+    assert result.stopped.startswith("non-finite loss") and "step 3" in result.stopped
+    assert len(calls) == 3 and result.history == [] and result.best_epoch == 0
