@@ -1,8 +1,11 @@
-"""The study: storage, sampler, pruner, the objective around `train.train`, resume, champion.
+"""The study, driven from one process: storage, sampler, pruner, slots, resume, champion.
 
 `run_search` checks everything it can before it creates anything (config, data, model path,
-tracking store), then runs an Optuna study whose trials each log a nested MLflow run, evaluates
-the best trial's best-epoch model on the test split, and hands it to the registry.
+tracking store), then runs an Optuna study whose trials each run in a child process
+(`scheduler.py` starts it, `trial.py` is its body), evaluates the best trial's best-epoch model
+on the test split, and hands it to the registry. Past the ~400-line guide because interrupt
+handling and dead-driver recovery live beside the loop they guard; they are the next to move
+into a module of their own.
 """
 
 from __future__ import annotations
