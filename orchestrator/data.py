@@ -109,7 +109,7 @@ def _read(cfg: DataConfig) -> dict[str, Dataset]:
             resolved = paths.resolve(location)
         except paths.PathError as e:
             raise DataError(f"data.{split}: {e}") from None
-        if not paths.exists(resolved):
+        if not Path(resolved).exists():
             raise DataError(f"data.{split}: file not found: {location} (check the path; relative paths "
                             f"are taken from the current directory {Path.cwd()})")
         if not Path(resolved).is_file():

@@ -50,10 +50,6 @@ def _extract(archive: Path, member: str) -> str:
     return str(target)
 
 
-def exists(location: str) -> bool:
-    return Path(location).exists()
-
-
 def _resolve_pkg(location: str) -> str:
     package, _, rest = location[len(PKG):].partition("/")
     spec = importlib.util.find_spec(package) if package else None

@@ -13,7 +13,6 @@ class StudyProgress:
     def __init__(self, total_trials: int | None, console: Console | None = None):
         self.console = console or Console()
         self.live = self.console.is_terminal
-        self.best: float | None = None
         self.done = 0
         self.total = total_trials
         self.trials: dict[int, dict] = {}  # number -> {"task": id, "epochs": n}
@@ -47,7 +46,6 @@ class StudyProgress:
 
     def end_trial(self, number: int, state: str, value: float | None, best: float | None) -> None:
         self.done += 1
-        self.best = best
         best_text = f"best {best:.4f}" if best is not None else ""
         info = self.trials.pop(number, None)
         if self.live:

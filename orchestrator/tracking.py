@@ -144,10 +144,6 @@ class Tracker:
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
 
-    def trial_runs(self, parent_run_id: str) -> list:
-        return self.client.search_runs([self.experiment_id],
-                                       filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
-
 
 class BestEffort:
     """A Tracker for trial processes: a tracking failure is retried, then logged and skipped, so

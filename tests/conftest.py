@@ -83,3 +83,24 @@ def data_dir(tmp_path) -> Path:
     write_csv(d / "validation.csv", make_rows(45, seed=3))
     write_csv(d / "test.csv", make_rows(45, seed=4))
     return d
+
+
+def tiny_experiment(path: Path, model: Path, data: Path, name: str, **sections) -> Path:
+    """Write an experiment YAML over the tiny model and the `data_dir` CSVs; `sections` are merged
+    into the defaults section by section (e.g. search={"n_trials": 3})."""
+    import yaml
+
+    cfg = {
+        "name": name,
+        "data": {"train": str(data / "train.csv"), "validation": str(data / "validation.csv"),
+                 "test": str(data / "test.csv")},
+        "model": {"name_or_path": str(model)},
+        "training": {"epochs": 2, "learning_rate": 2e-3, "batch_size": 16},
+        "space": {"learning_rate": {"low": 5e-4, "high": 5e-3, "log": True}},
+        "search": {"pruner": "none"},
+        "registry": {"model_name": f"{name}-clf"},
+    }
+    for key, values in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **values}
+    path.write_text(yaml.safe_dump(cfg))
+    return path

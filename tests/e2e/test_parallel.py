@@ -7,26 +7,15 @@ import sys
 import time
 
 import optuna
-import yaml
 from mlflow import MlflowClient
 
+from conftest import tiny_experiment
 from orchestrator.__main__ import main
 
 
-def _write(tmp_path, tiny_model, data_dir, **search):
-    cfg = {
-        "name": "par",
-        "data": {"train": str(data_dir / "train.csv"), "validation": str(data_dir / "validation.csv"),
-                 "test": str(data_dir / "test.csv")},
-        "model": {"name_or_path": str(tiny_model)},
-        "training": {"epochs": 2, "learning_rate": 2e-3, "batch_size": 16},
-        "space": {"learning_rate": {"low": 5e-4, "high": 5e-3, "log": True}},
-        "search": {"n_trials": 4, "seed": 2, "pruner": "none", **search},
-        "registry": {"register": False},
-    }
-    path = tmp_path / "par.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+def _write(tmp_path, tiny_model, data_dir, epochs=2, **search):
+    return tiny_experiment(tmp_path / "par.yaml", tiny_model, data_dir, "par", training={"epochs": epochs},
+                           search={"n_trials": 4, "seed": 2, **search}, registry={"register": False})
 
 
 def _study(tmp_path):
@@ -72,10 +61,7 @@ def test_one_trial_as_a_two_process_gloo_launch(tmp_path, tiny_model, data_dir, 
 
 
 def test_a_killed_trial_process_fails_only_its_trial(tmp_path, tiny_model, data_dir):
-    path = _write(tmp_path, tiny_model, data_dir, n_trials=3)
-    cfg = yaml.safe_load(path.read_text())
-    cfg["training"]["epochs"] = 12  # long enough to be caught mid-training
-    path.write_text(yaml.safe_dump(cfg))
+    path = _write(tmp_path, tiny_model, data_dir, epochs=12, n_trials=3)  # long enough to catch mid-training
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "search", "--config", str(path), "--workers", "2"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed = None

@@ -8,27 +8,17 @@ import time
 
 import optuna
 import pytest
-import yaml
 from mlflow import MlflowClient
+
+from conftest import tiny_experiment
 
 N_TRIALS = 3
 
 
 @pytest.fixture
 def experiment(tmp_path, tiny_model, data_dir):
-    cfg = {
-        "name": "rel",
-        "data": {"train": str(data_dir / "train.csv"), "validation": str(data_dir / "validation.csv"),
-                 "test": str(data_dir / "test.csv")},
-        "model": {"name_or_path": str(tiny_model)},
-        "training": {"epochs": 10, "learning_rate": 2e-3, "batch_size": 16},
-        "space": {"learning_rate": {"low": 5e-4, "high": 5e-3, "log": True}},
-        "search": {"n_trials": N_TRIALS, "seed": 4, "pruner": "none"},
-        "registry": {"model_name": "rel-clf"},
-    }
-    path = tmp_path / "rel.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_experiment(tmp_path / "rel.yaml", tiny_model, data_dir, "rel", training={"epochs": 10},
+                           search={"n_trials": N_TRIALS, "seed": 4})
 
 
 def _start(experiment):
