@@ -24,9 +24,9 @@ def search(config: str, overrides: list[str], gpus: str | None, workers: int) ->
     summary = run_search(cfg, gpus=gpus, workers=workers)
     print_summary(summary, Console(), config)
     if summary.interrupted:
-        return 130
+        return 130  # the shell's code for "stopped by Ctrl-C"
     if summary.tracking_error:
-        return 1  # the shell's code for "stopped by Ctrl-C"
+        return 1
     return 0 if summary.best_trial is not None else 1
 
 
@@ -88,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.config import ConfigError
     from orchestrator.data import DataError
     from orchestrator.scheduler import SlotError
+    from orchestrator.study import StorageError
     from orchestrator.tracking import TrackingError
 
     try:
         return {"search": search, "probe": probe, "predict": predict, "ui": ui}[command](**args)
-    except (ConfigError, DataError, SlotError, TrackingError, FileNotFoundError) as e:
+    except (ConfigError, DataError, SlotError, StorageError, TrackingError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

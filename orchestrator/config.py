@@ -21,6 +21,7 @@ STRATEGIES = ("full", "partial", "frozen")
 IMBALANCE = ("none", "class_weights", "oversample", "undersample")
 SCHEDULERS = ("linear", "cosine")
 SAMPLERS = ("tpe", "random")
+STORAGES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://")
 PRUNERS = ("median", "none")
 DIRECTIONS = ("maximize", "minimize")
 
@@ -112,6 +113,8 @@ class SearchConfig:
     metric: str = "val_macro_f1"
     direction: str = "maximize"
     storage: str = "sqlite:///mlruns/optuna.db"
+    heartbeat_interval: int = 30  # seconds between a running trial's heartbeats in the storage
+    heartbeat_grace_period: int = 90  # a trial this long without one is dead (its machine went away)
     study_name: str | None = None  # default: the experiment's name
     work_dir: str = "mlruns/studies"  # per study: saved splits, tokenized cache, checkpoints, trial logs
     gpus_per_trial: int = 1  # >1: each trial is an Accelerate multi-process (DDP) launch; on CPU, processes
@@ -391,6 +394,13 @@ def _check_values(cfg: ExperimentConfig, space: dict[str, ParamSpace], problems:
         problems.append("search: set n_trials, timeout, or both, so the study ends")
     if s.n_trials is not None and s.n_trials <= 0:
         problems.append(f"search.n_trials: must be > 0, found {s.n_trials}")
+    if not 0 < s.heartbeat_interval < s.heartbeat_grace_period:
+        problems.append(f"search.heartbeat_interval ({s.heartbeat_interval}) must be > 0 and below "
+                        f"search.heartbeat_grace_period ({s.heartbeat_grace_period})")
+    if not s.storage.startswith(STORAGES):
+        # Processes sharing a study take a lock beside the storage, which these two support.
+        problems.append(f"search.storage: {s.storage!r} is not supported; use sqlite:///path/optuna.db "
+                        f"(one machine) or postgresql://user:password@host/db (several machines)")
     d = cfg.data
     if not d.hub and not d.train:
         problems.append("data: set data.train (a file) or data.hub (a dataset name)")

@@ -84,6 +84,9 @@ def print_summary(summary, console: Console, config_path: str) -> None:
     else:
         p(f"best trial: {summary.best_trial}  best {summary.metric}: {summary.best_value:.4f}")
         p("best hyperparameters: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.best_params.items()))
+        if summary.champion_elsewhere:
+            p(f"the best trial's checkpoint is not on this machine but on {summary.champion_elsewhere!r}: "
+              f"the search process there evaluates it on test and registers it (re-run it there if it has ended)")
         if summary.champion_test:
             p(f"champion test macro-F1: {summary.champion_test['test_macro_f1']:.4f}  "
               f"(accuracy {summary.champion_test['test_accuracy']:.4f})")

@@ -1,47 +1,42 @@
-"""The study, driven from one process: storage, sampler, pruner, slots, resume, champion.
+"""One `search` process: check the input, join the study, run trials on this machine's slots.
 
 `run_search` checks everything it can before it creates anything (config, data, model path,
-tracking store), then runs an Optuna study whose trials each run in a child process
-(`scheduler.py` starts it, `trial.py` is its body), evaluates the best trial's best-epoch model
-on the test split, and hands it to the registry. Past the ~400-line guide because interrupt
-handling and dead-driver recovery live beside the loop they guard; they are the next to move
-into a module of their own.
+tracking store), joins the study (`study.py`: storage, the budget shared with other processes,
+recovery of dead trials), runs trials each in a child process (`scheduler.py` starts it,
+`trial.py` is its body), and ends with `champion.py`: MLflow reconciled with Optuna, the best
+model evaluated on test and registered.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import logging
 import math
 import queue
-import shutil
-import signal
 import socket
 import threading
 import time
-import warnings
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from orchestrator import paths, plots, registry, scheduler, space
+from orchestrator import champion, paths, registry, scheduler, space
 from orchestrator.baseline import fit_baseline
 from orchestrator.config import ConfigError, ExperimentConfig, ModelConfig
 from orchestrator.data import DataError, Splits, load_splits, save_splits, tokenize
 from orchestrator.heads import check_heads, load_tokenizer
-from orchestrator.metrics import classification_metrics, report
+from orchestrator.interrupt import Interrupt
 from orchestrator.progress import StudyProgress
-from orchestrator.serve import Classifier
+from orchestrator.study import (FINISHED, StudyLock, claim, create_study, finished, heartbeat, make_storage,
+                                recover_dead_trials, requeue_once)
 from orchestrator.tracking import TRACKING_ERRORS, Tracker
 
 log = logging.getLogger(__name__)
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+WAIT_S = 2.0  # how often a process whose budget is full looks again
 
 
 class TrialFailed(RuntimeError):
@@ -73,6 +68,7 @@ class Summary:
     parent_run_id: str = ""
     interrupted: bool = False
     tracking_error: str | None = None
+    champion_elsewhere: str | None = None  # the host holding the best trial's checkpoint, if not this one
 
 
 def resolve_model(cfg: ModelConfig) -> str:
@@ -93,90 +89,24 @@ def resolve_model(cfg: ModelConfig) -> str:
     return location
 
 
-def make_storage(url: str):
-    url = paths.absolute_sqlite(url)
-    # Heartbeats let a restarted search see trials whose process died, mark them FAIL and
-    # re-queue each once with the same parameters.
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5, and what we need
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(url, heartbeat_interval=30, grace_period=90,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
-
-
-def create_study(cfg: ExperimentConfig) -> optuna.Study:
-    s = cfg.search
-    n = s.n_trials or 20
-    if s.sampler == "tpe":
-        # With a small budget, TPE's default 10 random start-up trials would be the whole study.
-        sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=max(2, min(10, n // 2)))
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=s.seed)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
-                                          n_warmup_steps=s.pruner_warmup_epochs)
-              if s.pruner == "median" else optuna.pruners.NopPruner())
-    return optuna.create_study(study_name=cfg.study_name, storage=make_storage(s.storage), sampler=sampler,
-                               pruner=pruner, direction=s.direction, load_if_exists=True)
-
-
-DRIVER = f"{socket.gethostname()}:{os.getpid()}"
-
-
-class Interrupt:
-    """SIGINT / SIGTERM: the first stops new trials and lets running ones finish; the second
-    stops the running trial processes at once. Either way every record is closed."""
-
-    def __init__(self, progress: StudyProgress, children: scheduler.Children):
-        self.progress, self.children = progress, children
-        self.count = 0
-        self._previous: dict = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.count > 0
-
-    def __enter__(self) -> Interrupt:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame) -> None:
-        self.count += 1
-        if self.count == 1:
-            self.progress.print(f"{signal.Signals(signum).name}: no new trials; waiting for {len(self.children)} "
-                                f"running trial(s) to finish. Press Ctrl-C again to stop them now.")
-            return
-        self.progress.print(f"{signal.Signals(signum).name}: stopping {len(self.children)} running trial(s) now.")
-        self.children.terminate_all()
-        raise KeyboardInterrupt
-
-
 class TrialLauncher:
-    """The Optuna objective in the driver: sample, hand the trial to a free slot's child process.
-
-    `study.optimize(n_jobs=len(slots))` runs one of these per slot in threads, so a slot whose
-    trial ends takes the next trial at once and no GPU idles while trials remain.
-    """
+    """The objective in the driver: sample a claimed trial's parameters and run it in a free slot's
+    child process. Returns the value, or raises `optuna.TrialPruned` / `TrialFailed`."""
 
     def __init__(self, cfg: ExperimentConfig, study_dir: Path, model_path: str, parent_run_id: str,
                  storage_url: str, slots: list[scheduler.Slot], progress: StudyProgress, train_rows: int,
-                 interrupt: Interrupt | None = None):
+                 interrupt: Interrupt, lock: StudyLock):
         self.cfg, self.study_dir, self.model_path = cfg, study_dir, model_path
         self.parent, self.storage_url, self.progress, self.train_rows = parent_run_id, storage_url, progress, train_rows
-        self.interrupt = interrupt or Interrupt(progress, scheduler.Children())
-        self.children = self.interrupt.children
+        self.interrupt, self.lock = interrupt, lock
+        self.children = interrupt.children
         self.free: queue.Queue[scheduler.Slot] = queue.Queue()
         for slot in slots:
             self.free.put(slot)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr("driver", DRIVER)
         params = space.suggest(trial, self.cfg.space, self.cfg.training)
-        if self.interrupt.requested:  # asked just as the user interrupted: keep it for the next run
+        if self.interrupt.requested:  # claimed just as the user interrupted: keep it for the next run
             self._requeue(trial)
             return self._fail(trial, "interrupted before it started; re-queued")
         jobs = self.study_dir / "jobs"
@@ -212,13 +142,9 @@ class TrialLauncher:
             return self._fail(trial, result["reason"])
         return result["value"]
 
-    @staticmethod
-    def _requeue(trial: optuna.Trial) -> bool:
-        """A dead process says nothing about the parameters: run them once more (only once)."""
-        if "retry_of" in trial.user_attrs:
-            return False
-        trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        return True
+    def _requeue(self, trial: optuna.Trial) -> bool:
+        with self.lock():
+            return requeue_once(trial.study, trial)
 
     def _fail(self, trial: optuna.Trial, reason: str):
         trial.set_user_attr("fail_reason", reason[:2000])
@@ -244,48 +170,59 @@ def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
     problems = check_heads(model_path, heads, cfg.model.revision, cfg.model.trust_remote_code)
     if problems:
         raise ConfigError(cfg.source, problems)
-    tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
-
-    study = create_study(cfg)
-    parent = tracker.study_run(cfg.study_name, study.user_attrs.get("mlflow_parent_run_id"),
-                               _flatten(cfg.to_dict()))
-    study.set_user_attr("mlflow_parent_run_id", parent)
+    lock = StudyLock(cfg.search.storage, cfg.study_name)
     study_dir = Path(cfg.search.work_dir).resolve() / cfg.study_name
-    _prepare_data(splits, study_dir / "data", model_path, cfg)
-    baseline = _baseline(tracker, parent, splits, cfg)
+    with lock():  # whichever process comes first creates stores, study, parent run; the others re-attach
+        tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
+        storage = make_storage(cfg.search)
+        study = create_study(cfg, storage)
+        parent = tracker.study_run(cfg.study_name, study.user_attrs.get("mlflow_parent_run_id"),
+                                   _flatten(cfg.to_dict()))
+        study.set_user_attr("mlflow_parent_run_id", parent)
+        _prepare_data(splits, study_dir / "data", model_path, cfg)
+        baseline = _baseline(tracker, parent, splits, cfg)
     progress = progress or StudyProgress(cfg.search.n_trials)
     progress.print(f"study {cfg.study_name!r}: {len(splits.data['train'])} train / "
                    f"{len(splits.data['validation'])} validation / {len(splits.data['test'])} test rows, "
                    f"labels {splits.label_names}; {len(slots)} slot(s): {', '.join(s.name for s in slots)}; "
                    f"baseline (TF-IDF + logistic regression) val macro-F1 {baseline['baseline_val_macro_f1']:.4f}")
 
-    _recover_dead_trials(study, tracker)
+    close_run = _run_closer(tracker)
+    recover_dead_trials(study, lock, close_run)
     interrupt = Interrupt(progress, scheduler.Children())
     launcher = TrialLauncher(cfg, study_dir, model_path, parent, paths.absolute_sqlite(cfg.search.storage), slots,
-                             progress, len(splits.data["train"]), interrupt)
-    progress.done = len(study.get_trials(deepcopy=False, states=FINISHED))
-    stopped = False
+                             progress, len(splits.data["train"]), interrupt, lock)
+    progress.done = finished(study)
+    stopped, halted = False, None
     try:
         with interrupt:
-            _optimize(study, launcher, cfg, len(slots), progress, interrupt)
+            halted = _optimize(study, storage, lock, launcher, cfg, len(slots), progress, interrupt, close_run)
     except KeyboardInterrupt:
         stopped = True
         interrupt.children.terminate_all()
-        _recover_dead_trials(study, tracker, everyone_here=True)
+        recover_dead_trials(study, lock, close_run, everyone_here=True)
     finally:
         progress.close()
+    if halted:
+        progress.print(halted)
 
     summary = Summary(cfg.study_name, _rows(study), metric=cfg.search.metric, baseline=baseline,
                       tracking_uri=cfg.tracking.uri, parent_run_id=parent, interrupted=interrupt.requested)
     best = _best_trial(study)
-    _drop_other_checkpoints(study_dir / "checkpoints", best)
+    champion.drop_other_checkpoints(study_dir / "checkpoints", study, best)
     usable = best is not None and Path(best.user_attrs.get("checkpoint", "/nonexistent")).exists()
-    if usable:
+    host = best.user_attrs.get("driver", "?").partition(":")[0] if best else None
+    if usable or (best is not None and host != socket.gethostname()):
         summary.best_trial, summary.best_params, summary.best_value = best.number, best.params, best.value
+        if not usable:  # trained by a process on another machine, which evaluates and registers it
+            summary.champion_elsewhere = host
     try:
-        _log_study_plots(study, tracker, parent)
-        if usable and not interrupt.requested:  # an interrupted study is not done: nothing gets registered
-            summary.champion_test, summary.registration = _champion(cfg, splits, tracker, parent, best)
+        champion.log_study_plots(study, tracker, parent)
+        with lock():  # once, though every process on the study gets here
+            run_ids = champion.reconcile_runs(study, tracker, parent, cfg)
+            if usable and not interrupt.requested:  # an interrupted study is not done: nothing gets registered
+                summary.champion_test, summary.registration = champion.evaluate_and_register(
+                    cfg, splits, tracker, parent, best, run_ids)
         tracker.end_run(parent, "KILLED" if stopped else "FINISHED")
     except TRACKING_ERRORS as e:  # the Optuna results are safe; the same command redoes this part
         summary.tracking_error = f"{type(e).__name__}: {str(e)[:300]}"
@@ -293,61 +230,83 @@ def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
     return summary
 
 
-def _recover_dead_trials(study: optuna.Study, tracker: Tracker, everyone_here: bool = False) -> None:
-    """Close what a dead driver left RUNNING: its trials become FAIL (re-queued once with the same
-    parameters) and their MLflow runs KILLED. Drivers on other machines are left to heartbeats."""
-    host = socket.gethostname()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        driver = t.user_attrs.get("driver", "")
-        name, _, pid = driver.partition(":")
-        mine = everyone_here and driver == DRIVER
-        dead = name == host and pid.isdigit() and not _alive(int(pid))
-        if not (mine or dead):
-            continue
-        reason = "interrupted" if mine else f"its driver process {driver} died"
-        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if run_id and tracker.client.get_run(run_id).info.status == "RUNNING":
-            tracker.finish_trial(run_id, "FAIL", reason, status="KILLED")
-        if "retry_of" not in t.user_attrs:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+def _run_closer(tracker: Tracker):
+    """For recovery: close a dead trial's MLflow run as KILLED, if it has one still RUNNING."""
+    def close(trial: optuna.trial.FrozenTrial, reason: str) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        try:
+            if run_id and tracker.client.get_run(run_id).info.status == "RUNNING":
+                tracker.finish_trial(run_id, "FAIL", reason, status="KILLED")
+        except TRACKING_ERRORS as e:  # the Optuna record is what matters; the run stays open
+            log.warning("could not close the MLflow run of trial %s: %s", trial.number, e)
+    return close
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLauncher, cfg: ExperimentConfig,
+              n_slots: int, progress: StudyProgress, interrupt: Interrupt, close_run) -> str | None:
+    """Run trials on every slot until the study holds `n_trials` finished (COMPLETE or PRUNED)
+    trials, time is up, or the user interrupts. Returns why it stopped early, if it did.
 
-
-def _optimize(study: optuna.Study, launcher: TrialLauncher, cfg: ExperimentConfig, jobs: int,
-              progress: StudyProgress, interrupt: Interrupt) -> None:
-    """Run until the study holds `n_trials` finished (COMPLETE or PRUNED) trials, or time is up.
-
-    Each round asks for exactly the missing number, so parallel slots never overshoot; failed
-    trials are made up in the next round. A round that finishes nothing ends the search (a
-    config that fails every trial must not loop forever).
+    One thread per slot claims a trial (`study.claim`: within the budget shared by every process
+    on the study), runs it and records the outcome, so a slot whose trial ends takes the next at
+    once. While other processes' running trials fill the budget, the thread waits, because one of
+    them may yet fail and need making up; a dead driver's trials are recovered meanwhile.
+    `max(3, slots)` failures in a row stop this process: a config that fails every trial must
+    not loop forever.
     """
+    n = cfg.search.n_trials
     deadline = None if cfg.search.timeout is None else time.monotonic() + cfg.search.timeout
-    def after_trial(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-        progress.end_trial(t.number, t.state.name, t.value, _best_value(s))
-        if interrupt.requested:
-            s.stop()
+    limit = max(3, n_slots)
+    halt, failures, guard = threading.Event(), [0], threading.Lock()
+    why: list[str] = []
 
-    callbacks = [after_trial]
-    while not interrupt.requested:
-        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-        missing = None if cfg.search.n_trials is None else cfg.search.n_trials - finished
-        timeout = None if deadline is None else deadline - time.monotonic()
-        if (missing is not None and missing <= 0) or (timeout is not None and timeout <= 0):
-            return
-        study.optimize(launcher, n_trials=missing, timeout=timeout, n_jobs=jobs, callbacks=callbacks,
-                       catch=(Exception,), gc_after_trial=True)
-        if missing is None or len(study.get_trials(deepcopy=False, states=FINISHED)) == finished:
-            return
+    def slot_loop() -> None:
+        while not (interrupt.requested or halt.is_set() or (deadline and time.monotonic() >= deadline)):
+            trial = claim(study, n, lock)
+            if trial is None:
+                if finished(study) >= n:
+                    return
+                recover_dead_trials(study, lock, close_run)
+                halt.wait(WAIT_S)
+                continue
+            state = _run_trial(study, storage, launcher, trial, progress)
+            with guard:
+                failures[0] = 0 if state in FINISHED else failures[0] + 1
+                if failures[0] >= limit and not halt.is_set():
+                    why.append(f"stopped: the last {limit} trials failed (see their fail_reason and logs)")
+                    halt.set()
+
+    with ThreadPoolExecutor(n_slots, thread_name_prefix="slot") as pool:
+        futures = [pool.submit(slot_loop) for _ in range(n_slots)]
+        try:
+            while wait(futures, timeout=0.5).not_done:  # short waits keep the main thread's signals prompt
+                pass
+        except BaseException:  # a second Ctrl-C: the trial processes are stopping; let the threads record it
+            halt.set()
+            wait(futures)
+            raise
+        for f in futures:
+            f.result()  # a thread's error (e.g. the storage went away) is the search's error
+    return why[0] if why else None
+
+
+def _run_trial(study: optuna.Study, storage, launcher: TrialLauncher, trial: optuna.Trial,
+               progress: StudyProgress) -> TrialState:
+    value, state = None, TrialState.FAIL
+    with heartbeat(storage, trial._trial_id):
+        try:
+            value, state = launcher(trial), TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except TrialFailed:
+            pass
+        except Exception as e:  # noqa: BLE001 - a driver-side error fails this trial, not the study
+            log.exception("trial %s failed in the driver", trial.number)
+            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:2000])
+    frozen = study.tell(trial, value, state=state, skip_if_finished=True)
+    progress.end_trial(trial.number, frozen.state.name, frozen.value, _best_value(study))
+    return frozen.state
+
 
 
 def _prepare_data(splits: Splits, folder: Path, model_path: str, cfg: ExperimentConfig) -> None:
@@ -363,13 +322,6 @@ def _prepare_data(splits: Splits, folder: Path, model_path: str, cfg: Experiment
         tokenize(splits, tokenizer, int(length), folder)
 
 
-def _drop_other_checkpoints(folder: Path, best: optuna.trial.FrozenTrial | None) -> None:
-    keep = Path(best.user_attrs["checkpoint"]) if best and best.user_attrs.get("checkpoint") else None
-    for path in folder.glob("trial-*") if folder.exists() else ():
-        if keep is None or path.resolve() != keep.resolve():
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def _baseline(tracker: Tracker, parent: str, splits: Splits, cfg: ExperimentConfig) -> dict:
     logged = tracker.run_metrics(parent)
     if "baseline_test_macro_f1" in logged:  # resumed study: same split, same numbers
@@ -377,61 +329,6 @@ def _baseline(tracker: Tracker, parent: str, splits: Splits, cfg: ExperimentConf
     metrics = fit_baseline(splits, cfg.data.seed)
     tracker.log_metrics(parent, metrics)
     return metrics
-
-
-def _champion(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str,
-              best: optuna.trial.FrozenTrial) -> tuple[dict, registry.Registration | None]:
-    """Test-split evaluation of the best trial's saved model, then registration."""
-    run_id = best.user_attrs.get("mlflow_run_id")
-    if run_id is None:  # the store was down when the trial ran: give it a run now, for lineage
-        run_id = tracker.start_trial(parent, cfg.study_name, best.number, {**best.params, "backfilled": True})
-        tracker.log_metrics(run_id, {cfg.search.metric: best.value})
-        tracker.finish_trial(run_id, "COMPLETE")
-    checkpoint = best.user_attrs["checkpoint"]
-    classifier = Classifier(checkpoint)
-    texts = list(splits.data["test"]["text"])
-    labels = np.asarray(splits.data["test"]["label"])
-    probs = classifier.predict_proba(texts)
-    names = splits.label_names
-    metrics = classification_metrics(labels, probs, names, "test")
-    tracker.log_metrics(run_id, metrics)
-    tracker.log_figure(run_id, plots.confusion_figure(labels, probs, names, "test"), "confusion_matrix_test.png")
-    tracker.log_text(run_id, report(labels, probs.argmax(-1), names), "classification_report_test.txt")
-    tracker.log_table(run_id, plots.misclassified(texts, labels, probs, names), "misclassified_test.json")
-    tracker.log_metrics(parent, {"champion_test_macro_f1": metrics["test_macro_f1"],
-                                 "champion_test_accuracy": metrics["test_accuracy"],
-                                 f"champion_{cfg.search.metric}": best.value})
-    tracker.set_tags(parent, {"best_trial": best.number, "best_trial_run_id": run_id})
-    registration = None
-    if cfg.registry.register:
-        example = texts[:5]
-        registration = registry.register(
-            tracker.client, cfg.model_name, run_id, checkpoint, metrics["test_macro_f1"], example,
-            classifier.predict_frame(example), tags={"orchestrator_study": cfg.study_name,
-                                                     "optuna_trial_number": str(best.number)})
-        tracker.set_tags(parent, {"registered_model": f"{registration.name}/{registration.version}",
-                                  "registered_alias": registration.alias})
-    return metrics, registration
-
-
-def _log_study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not completed:
-        return
-    ax = ovm.plot_optimization_history(study)
-    tracker.log_figure(parent, ax.figure, "optimization_history.png")
-    if len(completed) >= 2:
-        try:
-            ax = ovm.plot_param_importances(study)
-            tracker.log_figure(parent, ax.figure, "param_importances.png")
-        except (ValueError, RuntimeError) as e:  # e.g. every searched value identical so far
-            log.info("parameter importances skipped: %s", e)
-    plt.close("all")
 
 
 def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunInfo
 
 from orchestrator.paths import absolute_sqlite
 
@@ -105,6 +105,13 @@ class Tracker:
             TAG_TRIAL: str(number)})
         self.log_params(run.info.run_id, params)
         return run.info.run_id
+
+    def trial_runs(self, study_name: str) -> dict[int, RunInfo]:
+        """The study's trial runs (id, status...) by trial number, found by their tags."""
+        runs = self.client.search_runs(
+            [self.experiment_id], max_results=50000,
+            filter_string=f"tags.{TAG_STUDY} = '{study_name}' and tags.{TAG_ROLE} = 'trial'")
+        return {int(r.data.tags[TAG_TRIAL]): r.info for r in runs}
 
     def finish_trial(self, run_id: str, state: str, reason: str | None = None, status: str | None = None) -> None:
         self.client.set_tag(run_id, TAG_STATE, state)

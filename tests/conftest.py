@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -104,3 +108,26 @@ def tiny_experiment(path: Path, model: Path, data: Path, name: str, **sections) 
         cfg[key] = {**cfg.get(key, {}), **values}
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+POSTGRES_SCRIPT = Path(__file__).parents[1] / "scripts" / "postgres.sh"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server: the one `.ci/run` starts (ORCHESTRATOR_TEST_POSTGRES), else one
+    started here from the machine's PostgreSQL binaries."""
+    if os.environ.get("ORCHESTRATOR_TEST_POSTGRES"):
+        yield os.environ["ORCHESTRATOR_TEST_POSTGRES"]
+        return
+    folder = tempfile.mkdtemp(prefix="orchestrator-pg-")  # under /tmp: the server's user must reach it
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = subprocess.run(["bash", str(POSTGRES_SCRIPT), "start", folder, str(port)], capture_output=True,
+                             text=True, env={**os.environ, "POSTGRES_NO_INSTALL": "1"})
+    if started.returncode:
+        pytest.skip(f"no PostgreSQL server could be started here (.ci/run starts one): {started.stderr[-300:]}")
+    yield started.stdout.strip()
+    subprocess.run(["bash", str(POSTGRES_SCRIPT), "stop", folder], capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -33,7 +33,7 @@ def test_every_problem_is_reported_together(tmp_path):
         "data: {train: a.csv, txt_column: review}\n"
         "training: {epochs: three, head: attention, learning_rate: -1}\n"
         "space: {learning_rate: {low: 1.0e-3, high: 1.0e-5, log: true}, heads: [cls], batch_size: {choices: []}}\n"
-        "search: {n_trials: 2, sampler: grid}\n"
+        "search: {n_trials: 2, sampler: grid, storage: 'mysql://db/optuna', heartbeat_interval: 100}\n"
         "colour: blue\n")
     with pytest.raises(ConfigError) as err:
         load_config(p)
@@ -45,6 +45,8 @@ def test_every_problem_is_reported_together(tmp_path):
                      "space.heads: unknown hyperparameter (did you mean 'head'?)",
                      "space.batch_size.choices: must be a non-empty list",
                      "search.sampler: 'grid' is not one of",
+                     "search.storage: 'mysql://db/optuna' is not supported",
+                     "search.heartbeat_interval (100) must be > 0 and below search.heartbeat_grace_period (90)",
                      "colour: unknown key",
                      "training.learning_rate: must be > 0"]:
         assert expected in text, f"missing {expected!r} in:\n{text}"

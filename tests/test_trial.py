@@ -4,7 +4,6 @@ There is no GPU here: the first `train` call raises the error class a CUDA alloc
 (a fake OOM), then the real training runs at half the per-device batch with gradient accumulation.
 """
 
-import dataclasses
 import os
 
 import optuna

@@ -1,6 +1,5 @@
 """`python -m orchestrator search` end to end on a tiny model, with real SQLite MLflow and Optuna stores."""
 
-import json
 import os
 import subprocess
 import sys

@@ -11,6 +11,7 @@ import urllib.request
 
 import optuna
 import yaml
+from mlflow import MlflowClient
 
 from orchestrator.__main__ import main
 
@@ -89,5 +90,12 @@ def test_server_killed_mid_study_loses_no_optuna_result(tmp_path, tiny_model, da
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "registered as version 1 -> alias @champion" in done.stdout
         assert len(optuna.load_study(study_name="down", storage=storage).trials) == 2
+        # MLflow now agrees with Optuna: each trial has one closed run (created now if the store
+        # was down when the trial started, closed now if the store went down before it could).
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        runs = client.search_runs([client.get_experiment_by_name("down").experiment_id])
+        trial_runs = [r for r in runs if r.data.tags.get("orchestrator_role") == "trial"]
+        assert sorted(r.data.tags["optuna_trial_number"] for r in trial_runs) == ["0", "1"]
+        assert {r.info.status for r in runs} == {"FINISHED"}
     finally:
         os.killpg(server.pid, signal.SIGKILL)
