@@ -95,10 +95,10 @@ class TrialLauncher:
 
     def __init__(self, cfg: ExperimentConfig, study_dir: Path, model_path: str, parent_run_id: str,
                  storage_url: str, slots: list[scheduler.Slot], progress: StudyProgress, train_rows: int,
-                 interrupt: Interrupt, lock: StudyLock):
+                 interrupt: Interrupt, lock: StudyLock, close_run):
         self.cfg, self.study_dir, self.model_path = cfg, study_dir, model_path
         self.parent, self.storage_url, self.progress, self.train_rows = parent_run_id, storage_url, progress, train_rows
-        self.interrupt, self.lock = interrupt, lock
+        self.interrupt, self.lock, self.close_run = interrupt, lock, close_run
         self.children = interrupt.children
         self.free: queue.Queue[scheduler.Slot] = queue.Queue()
         for slot in slots:
@@ -151,12 +151,8 @@ class TrialLauncher:
         raise TrialFailed(reason)
 
     def _close_orphan_run(self, trial: optuna.Trial, reason: str) -> None:
-        attrs = trial.study._storage.get_trial(trial._trial_id).user_attrs
-        run_id = attrs.get("mlflow_run_id")
-        if run_id:
-            Tracker(self.cfg.tracking.uri, self.cfg.experiment_name,
-                    self.cfg.tracking.artifact_location).finish_trial(
-                run_id, "FAIL", reason, status="KILLED" if self.interrupt.requested else "FAILED")
+        frozen = trial.study._storage.get_trial(trial._trial_id)  # fresh: the child set its run id
+        self.close_run(frozen, reason, "KILLED" if self.interrupt.requested else "FAILED")
 
 
 def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
@@ -191,12 +187,12 @@ def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
     recover_dead_trials(study, lock, close_run)
     interrupt = Interrupt(progress, scheduler.Children())
     launcher = TrialLauncher(cfg, study_dir, model_path, parent, paths.absolute_sqlite(cfg.search.storage), slots,
-                             progress, len(splits.data["train"]), interrupt, lock)
+                             progress, len(splits.data["train"]), interrupt, lock, close_run)
     progress.done = finished(study)
     stopped, halted = False, None
     try:
         with interrupt:
-            halted = _optimize(study, storage, lock, launcher, cfg, len(slots), progress, interrupt, close_run)
+            halted = _optimize(study, storage, lock, launcher, cfg, len(slots), progress, interrupt)
     except KeyboardInterrupt:
         stopped = True
         interrupt.children.terminate_all()
@@ -231,19 +227,19 @@ def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
 
 
 def _run_closer(tracker: Tracker):
-    """For recovery: close a dead trial's MLflow run as KILLED, if it has one still RUNNING."""
-    def close(trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    """Close the MLflow run of a trial whose process died, if it has one still RUNNING."""
+    def close(trial: optuna.trial.FrozenTrial, reason: str, status: str = "KILLED") -> None:
         run_id = trial.user_attrs.get("mlflow_run_id")
         try:
             if run_id and tracker.client.get_run(run_id).info.status == "RUNNING":
-                tracker.finish_trial(run_id, "FAIL", reason, status="KILLED")
+                tracker.finish_trial(run_id, "FAIL", reason, status=status)
         except TRACKING_ERRORS as e:  # the Optuna record is what matters; the run stays open
             log.warning("could not close the MLflow run of trial %s: %s", trial.number, e)
     return close
 
 
 def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLauncher, cfg: ExperimentConfig,
-              n_slots: int, progress: StudyProgress, interrupt: Interrupt, close_run) -> str | None:
+              n_slots: int, progress: StudyProgress, interrupt: Interrupt) -> str | None:
     """Run trials on every slot until the study holds `n_trials` finished (COMPLETE or PRUNED)
     trials, time is up, or the user interrupts. Returns why it stopped early, if it did.
 
@@ -266,7 +262,7 @@ def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLaun
             if trial is None:
                 if finished(study) >= n:
                     return
-                recover_dead_trials(study, lock, close_run)
+                recover_dead_trials(study, lock, launcher.close_run)
                 halt.wait(WAIT_S)
                 continue
             state = _run_trial(study, storage, launcher, trial, progress)
