@@ -158,14 +158,14 @@ def heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
 
 
 def recover_dead_trials(study: optuna.Study, lock: StudyLock, close_run: Callable[[FrozenTrial, str], None],
-                        everyone_here: bool = False) -> list[int]:
+                        everyone_here: bool = False) -> None:
     """Mark FAIL what dead drivers left RUNNING, re-queue each once, close its MLflow run with
-    `close_run(trial, reason)`. Returns the trial numbers. `everyone_here`: this process is
-    stopping, so its own RUNNING trials count as dead too."""
+    `close_run(trial, reason)`. `everyone_here`: this process is stopping, so its own RUNNING
+    trials count as dead too."""
     host = socket.gethostname()
-    recovered = []
     with lock():
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        left_running = {t.number for t in running}
         for t in running:  # this machine's dead drivers, known by their pid at once
             driver = t.user_attrs.get("driver", "")
             name, _, pid = driver.partition(":")
@@ -175,17 +175,14 @@ def recover_dead_trials(study: optuna.Study, lock: StudyLock, close_run: Callabl
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             close_run(t, "interrupted" if mine else f"its driver process {driver} died")
             requeue_once(study, t)
-            recovered.append(t.number)
+            left_running.discard(t.number)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # other machines': no heartbeat for the grace period
-        was_running = {t.number for t in running} - set(recovered)
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if t.number in was_running:
+            if t.number in left_running:  # failed just now by fail_stale_trials
                 close_run(t, f"no heartbeat from its driver {t.user_attrs.get('driver', '?')} "
                              f"within the grace period")
-                recovered.append(t.number)
-    return recovered
 
 
 def _alive(pid: int) -> bool:
