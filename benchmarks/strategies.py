@@ -22,7 +22,7 @@ STRATEGIES = ("full", "partial", "frozen")
 def one(strategy: str, args) -> dict:
     from orchestrator.config import load_config
     from orchestrator.data import load_splits
-    from orchestrator.search import resolve_model
+    from orchestrator.model_source import resolve_model
     from orchestrator.train import train
 
     cfg = load_config("experiments/demo.yaml")
@@ -32,7 +32,7 @@ def one(strategy: str, args) -> dict:
                                        "batch_size": args.batch_size, "head": "mean"})
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    result = train(params, cfg.model, splits, resolve_model(cfg.model))
+    result = train(params, cfg.model, splits, resolve_model(cfg.model).path)
     return {"strategy": strategy, "seconds_per_epoch": result.seconds_per_epoch,
             "samples_per_second": result.samples_per_second, "wall_seconds": time.perf_counter() - start,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -1,16 +1,31 @@
-"""Command line: `python -m orchestrator {search,probe,predict,ui}`; one function per subcommand."""
+"""Command line: `python -m orchestrator {search,probe,predict,ui}`; one function per subcommand.
+
+Exit codes: 0 done; 1 the work ran but ended badly (no trial completed, the MLflow store failed
+or refused a write); 2 bad input, found before anything was created; 130 interrupted (Ctrl-C or
+SIGTERM), with every record closed. A user's mistake is one line on stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 
 DEFAULT_CONFIG = "experiments/demo.yaml"
 DEFAULT_TRACKING = "sqlite:///mlruns/mlflow.db"
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C"
+
+
+def exit_code(summary) -> int:
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    if summary.tracking_error or summary.registry_error:
+        return 1
+    return 0 if summary.best_trial is not None else 1
 
 
 def search(config: str, overrides: list[str], gpus: str | None, workers: int) -> int:
@@ -23,11 +38,7 @@ def search(config: str, overrides: list[str], gpus: str | None, workers: int) ->
     cfg = load_config(config, overrides)
     summary = run_search(cfg, gpus=gpus, workers=workers)
     print_summary(summary, Console(), config)
-    if summary.interrupted:
-        return 130  # the shell's code for "stopped by Ctrl-C"
-    if summary.tracking_error:
-        return 1
-    return 0 if summary.best_trial is not None else 1
+    return exit_code(summary)
 
 
 def probe(config: str, overrides: list[str]) -> int:
@@ -42,8 +53,6 @@ def probe(config: str, overrides: list[str]) -> int:
 def predict(model: str, input: str, output: str, text_column: str, tracking_uri: str) -> int:
     from orchestrator.serve import predict_file
 
-    if not os.path.isfile(input):
-        raise FileNotFoundError(f"--input: file not found: {input}")
     out = predict_file(model, input, output, text_column=text_column, tracking_uri=tracking_uri)
     print(f"wrote {len(out)} predictions to {output}")
     return 0
@@ -55,11 +64,13 @@ def ui(config: str | None, tracking_uri: str | None, port: int) -> int:
 
         tracking_uri = load_config(config).tracking.uri if config else DEFAULT_TRACKING
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--port", str(port)]
-    print("running:", " ".join(cmd[1:]))
+    from orchestrator.config.secrets import redact
+
+    print("running:", " ".join(redact(c) for c in cmd[1:]))
     return subprocess.call(cmd)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m orchestrator",
                                      description="Search, track and register fine-tuned text classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,31 +82,67 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("probe", help="largest per-device batch under search.memory_target of GPU memory")
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("overrides", nargs="*")
-    p = sub.add_parser("predict", help="predict a CSV/TSV file with a logged or registered model")
+    p = sub.add_parser("predict", help="predict a csv/tsv/jsonl/parquet file with a registered or logged model")
     p.add_argument("--model", required=True, help="e.g. models:/drug-review-classifier@champion")
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
+    p.add_argument("--input", required=True, help="csv, tsv, json/jsonl or parquet file")
+    p.add_argument("--output", required=True, help="csv, tsv, jsonl or parquet file to write (its folder must exist)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING))
     p = sub.add_parser("ui", help="open the MLflow UI on an experiment's store")
     p.add_argument("--config", default=None)
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--port", type=int, default=5000)
-    args = vars(parser.parse_args(argv))
+    return parser
+
+
+def _sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a command the way Ctrl-C does: cleanly, with 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(_parser().parse_args(argv))
     command = args.pop("command")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _sigterm) if _on_main_thread() else None
+    try:
+        return _run(command, args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(command: str, args: dict) -> int:
+    from orchestrator.config.secrets import ScrubFilter, scrub
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(ScrubFilter())  # an exception's text may hold a URL with a password
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    import mlflow  # noqa: F401 - it installs its own log handler, which must scrub too
+
+    for h in logging.getLogger("mlflow").handlers:
+        h.addFilter(ScrubFilter())
 
     from orchestrator.config import ConfigError
     from orchestrator.data import DataError
+    from orchestrator.paths import PathError
     from orchestrator.scheduler import SlotError
     from orchestrator.study import StorageError
     from orchestrator.tracking import TrackingError
 
     try:
         return {"search": search, "probe": probe, "predict": predict, "ui": ui}[command](**args)
-    except (ConfigError, DataError, SlotError, StorageError, TrackingError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, DataError, PathError, SlotError, StorageError, TrackingError) as e:
+        print(f"error: {scrub(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _on_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

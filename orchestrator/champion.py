@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator import plots, registry
+from orchestrator import paths, plots, registry
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import Splits
 from orchestrator.metrics import classification_metrics, report
@@ -27,14 +27,15 @@ from orchestrator.tracking import Tracker
 log = logging.getLogger(__name__)
 
 
-def drop_other_checkpoints(folder: Path, study: optuna.Study, best: optuna.trial.FrozenTrial | None) -> None:
+def drop_other_checkpoints(study_dir: Path, study: optuna.Study, best: optuna.trial.FrozenTrial | None) -> None:
     """Keep the best trial's checkpoint, and those of trials still running in other processes."""
+    folder = paths.inside(study_dir, study_dir / "checkpoints")
     keep = {f"trial-{t.number}" for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     if best is not None:
         keep.add(f"trial-{best.number}")
     for path in folder.glob("trial-*") if folder.exists() else ():
         if path.name not in keep:
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(paths.inside(folder, path), ignore_errors=True)
 
 
 def reconcile_runs(study: optuna.Study, tracker: Tracker, parent: str, cfg: ExperimentConfig) -> dict[int, str]:
@@ -46,6 +47,8 @@ def reconcile_runs(study: optuna.Study, tracker: Tracker, parent: str, cfg: Expe
     """
     runs, run_ids = tracker.trial_runs(cfg.study_name), {}
     for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)):
+        if "duplicate_of" in t.user_attrs:  # a discarded sample: it never ran
+            continue
         info = runs.get(t.number)
         if info is not None and info.status != "RUNNING":
             run_ids[t.number] = info.run_id
@@ -62,40 +65,45 @@ def reconcile_runs(study: optuna.Study, tracker: Tracker, parent: str, cfg: Expe
     return run_ids
 
 
-def evaluate_and_register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str,
-                          best: optuna.trial.FrozenTrial,
-                          run_ids: dict[int, str]) -> tuple[dict, registry.Registration | None]:
-    """Test-split evaluation of the best trial's saved model, then registration."""
-    run_id = run_ids[best.number]
-    checkpoint = best.user_attrs["checkpoint"]
-    classifier = Classifier(checkpoint)
-    texts = list(splits.data["test"]["text"])
+def evaluate(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str,
+             best: optuna.trial.FrozenTrial, run_id: str) -> dict:
+    """Test-split metrics of the best trial's saved model, logged on its run and the parent run.
+
+    The metrics are logged last, in one batch: their presence says the evaluation and its
+    artifacts are complete, so an evaluation cut short by an interrupt is redone, not reused.
+    """
     logged = tracker.run_metrics(run_id)
     if "test_macro_f1" in logged:  # evaluated by an earlier run or another process on the study
         metrics = {k: v for k, v in logged.items() if k.startswith("test_")}
     else:
+        texts = list(splits.data["test"]["text"])
         labels = np.asarray(splits.data["test"]["label"])
-        probs = classifier.predict_proba(texts)
+        probs = Classifier(best.user_attrs["checkpoint"]).predict_proba(texts)
         names = splits.label_names
         metrics = classification_metrics(labels, probs, names, "test")
-        tracker.log_metrics(run_id, metrics)
         tracker.log_figure(run_id, plots.confusion_figure(labels, probs, names, "test"), "confusion_matrix_test.png")
         tracker.log_text(run_id, report(labels, probs.argmax(-1), names), "classification_report_test.txt")
         tracker.log_table(run_id, plots.misclassified(texts, labels, probs, names), "misclassified_test.json")
+        tracker.log_metrics(run_id, metrics)
     tracker.log_metrics(parent, {"champion_test_macro_f1": metrics["test_macro_f1"],
                                  "champion_test_accuracy": metrics["test_accuracy"],
                                  f"champion_{cfg.search.metric}": best.value})
     tracker.set_tags(parent, {"best_trial": best.number, "best_trial_run_id": run_id})
-    registration = None
-    if cfg.registry.register:
-        example = texts[:5]
-        registration = registry.register(
-            tracker.client, cfg.model_name, run_id, checkpoint, metrics["test_macro_f1"], example,
-            classifier.predict_frame(example), tags={"orchestrator_study": cfg.study_name,
-                                                     "optuna_trial_number": str(best.number)})
-        tracker.set_tags(parent, {"registered_model": f"{registration.name}/{registration.version}",
-                                  "registered_alias": registration.alias})
-    return metrics, registration
+    return metrics
+
+
+def register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str, best: optuna.trial.FrozenTrial,
+             run_id: str, metrics: dict) -> registry.Registration:
+    """The best trial's model into the registry, with an alias (see `registry.register`)."""
+    checkpoint = best.user_attrs["checkpoint"]
+    example = list(splits.data["test"]["text"][:5])
+    registration = registry.register(
+        tracker.client, cfg.model_name, run_id, checkpoint, metrics["test_macro_f1"], example,
+        Classifier(checkpoint).predict_frame(example),
+        tags={"orchestrator_study": cfg.study_name, "optuna_trial_number": str(best.number)})
+    tracker.set_tags(parent, {"registered_model": f"{registration.name}/{registration.version}",
+                              "registered_alias": registration.alias})
+    return registration
 
 
 def log_study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:

@@ -150,14 +150,14 @@ def probe_experiment(cfg) -> list[str]:
     """`python -m orchestrator probe`: probe the experiment's training defaults on GPU 0."""
     import torch
 
-    from orchestrator.search import resolve_model
+    from orchestrator.model_source import resolve_model
     from orchestrator.train import precision_for
 
     if not torch.cuda.is_available():
         return ["no GPU visible: on CPU there is no probe, configured batch sizes are used as given"]
     t = cfg.training
     precision = precision_for(cpu=False)
-    result = probe_config(resolve_model(cfg.model), t, 2, precision, cfg.search.memory_target)
+    result = probe_config(resolve_model(cfg.model).path, t, 2, precision, cfg.search.memory_target)
     name = torch.cuda.get_device_name(0)
     sizes = ", ".join(f"{b}:{'OOM' if p is None else f'{p / 2**30:.1f}G'}" for b, p in result.measurements)
     return [f"{name}: head={t.head} strategy={t.strategy} max_length={t.max_length} precision={precision}",

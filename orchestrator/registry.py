@@ -1,8 +1,10 @@
 """The Model Registry: log the champion as a pyfunc, register it, move aliases.
 
-`champion` moves to a new version only if its test macro-F1 beats the current champion's;
-otherwise the new version gets `challenger`. Registering the same study's same trial twice
-returns the existing version (re-running a finished study is safe).
+`champion` moves to a new version only if its test macro-F1 beats the current champion's, both
+scores read; otherwise the new version gets `challenger`. If the current champion's score cannot
+be read (the store fails, its tag is missing or not a number), `champion` stays where it is and
+the registration says so. Registering the same study's same trial twice returns the existing
+version (re-running a finished study is safe), and gives it an alias if it was left without one.
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import math
+
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+
+from orchestrator.tracking import is_missing
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,25 @@ class Registration:
     previous_champion: float | None
     uri: str
     reused: bool = False
+    note: str | None = None  # why champion did not move although it might have (a score not read)
+
+
+class ScoreUnreadable(RuntimeError):
+    """The current champion's score could not be read; the alias must not move on a guess."""
+
+
+def choose_alias(score: float, read_champion_score) -> tuple[str, float | None, str | None]:
+    """(alias for the new version, the current champion's score, a note). `read_champion_score()`
+    returns the score, None when there is no champion, or raises `ScoreUnreadable`."""
+    if not math.isfinite(score):
+        return CHALLENGER, None, f"the new version's score {score} is not a number; @champion stays"
+    try:
+        previous = read_champion_score()
+    except ScoreUnreadable as e:
+        return CHALLENGER, None, f"@champion stays where it is: {e}; compare the two versions and move it by hand"
+    if previous is None or score > previous:
+        return CHAMPION, previous, None
+    return CHALLENGER, previous, None
 
 
 def _requirements() -> list[str]:
@@ -45,8 +71,15 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
     """Log `checkpoint` as a pyfunc model under `run_id`, register it under `name`, set an alias."""
     existing = _find_version(client, name, tags)
     if existing is not None:
-        alias = CHAMPION if CHAMPION in (existing.aliases or []) else (existing.aliases or [CHALLENGER])[0]
-        return Registration(name, str(existing.version), alias, score, None, f"models:/{name}@{alias}", reused=True)
+        aliases = existing.aliases or []
+        if aliases:
+            alias = CHAMPION if CHAMPION in aliases else aliases[0]
+            return Registration(name, str(existing.version), alias, score, None, f"models:/{name}@{alias}",
+                                reused=True)
+        # Registered by a run that stopped before it set the alias: decide it now.
+        alias, previous, note = _set_alias(client, name, existing.version, score)
+        return Registration(name, str(existing.version), alias, score, previous, f"models:/{name}@{alias}",
+                            reused=True, note=note)
 
     example = pd.DataFrame({"text": example_texts})
     with mlflow.start_run(run_id=run_id):
@@ -56,30 +89,41 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
             pip_requirements=_requirements(),
         )
     version = mlflow.register_model(info.model_uri, name, tags={**tags, SCORE_TAG: f"{score:.6f}"})
-
-    previous = _champion_score(client, name)
-    alias = CHAMPION if previous is None or score > previous else CHALLENGER
-    client.set_registered_model_alias(name, alias, version.version)
+    alias, previous, note = _set_alias(client, name, version.version, score)
     log.info("registered %s version %s as @%s (test macro-F1 %.4f, previous champion %s)",
              name, version.version, alias, score, previous)
-    return Registration(name, str(version.version), alias, score, previous, f"models:/{name}@{alias}")
+    return Registration(name, str(version.version), alias, score, previous, f"models:/{name}@{alias}", note=note)
+
+
+def _set_alias(client: MlflowClient, name: str, version, score: float) -> tuple[str, float | None, str | None]:
+    alias, previous, note = choose_alias(score, lambda: champion_score(client, name))
+    client.set_registered_model_alias(name, alias, version)
+    return alias, previous, note
 
 
 def _find_version(client: MlflowClient, name: str, tags: dict[str, str]):
-    try:
-        versions = client.search_model_versions(f"name='{name}'")
-    except mlflow.exceptions.MlflowException:
-        return None
+    versions = client.search_model_versions(f"name='{name}'")  # [] when the model is not registered yet
     for v in versions:
         if all(v.tags.get(k) == str(val) for k, val in tags.items()):
             return client.get_model_version(name, v.version)
     return None
 
 
-def _champion_score(client: MlflowClient, name: str) -> float | None:
+def champion_score(client: MlflowClient, name: str) -> float | None:
+    """The current champion's test score; None when there is no champion; `ScoreUnreadable`
+    when there is one whose score cannot be read."""
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        return None
+    except MlflowException as e:
+        if is_missing(e) or (e.error_code == "INVALID_PARAMETER_VALUE" and "alias" in e.message.lower()):
+            return None
+        raise ScoreUnreadable(f"reading the current champion of {name!r} failed ({e.message[:300]})") from e
     value = current.tags.get(SCORE_TAG)
-    return float(value) if value is not None else None
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise ScoreUnreadable(f"version {current.version} (the current champion) has tag {SCORE_TAG}={value!r}, "
+                              f"not a number") from None
+    if not math.isfinite(score):
+        raise ScoreUnreadable(f"version {current.version} (the current champion) has score {score}")
+    return score

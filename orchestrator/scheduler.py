@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from orchestrator.config.secrets import scrub
+
 EVENT = "@@orchestrator "
 
 
@@ -168,14 +170,15 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def run_child(slot: Slot, job: Path, log_path: Path, on_event: Callable[[dict], None],
-              children: Children | None = None) -> ChildOutcome:
+              children: Children | None = None, secrets: dict[str, str] | None = None) -> ChildOutcome:
     """Run one trial process to its end; forward its events, keep its output in `log_path`.
 
     The child gets its own session: a Ctrl-C in the terminal reaches only the driver, which
-    decides whether running trials finish or stop.
+    decides whether running trials finish or stop. `secrets` reach it through its environment;
+    every line of its output is scrubbed of them before it is written to the log.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, **slot.env, **(secrets or {}), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.Popen(command(slot, job), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env, errors="replace", start_new_session=True, preexec_fn=_die_with_parent)
@@ -189,6 +192,7 @@ def run_child(slot: Slot, job: Path, log_path: Path, on_event: Callable[[dict], 
                 except (ValueError, KeyError):
                     pass
                 continue
+            line = scrub(line)
             log.write(line)
             tail = (tail + [line.rstrip()])[-5:]
         returncode = proc.wait()

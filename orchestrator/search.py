@@ -1,18 +1,23 @@
 """One `search` process: check the input, join the study, run trials on this machine's slots.
 
-`run_search` checks everything it can before it creates anything (config, data, model path,
-tracking store), joins the study (`study.py`: storage, the budget shared with other processes,
-recovery of dead trials), runs trials each in a child process (`scheduler.py` starts it,
-`trial.py` is its body), and ends with `champion.py`: MLflow reconciled with Optuna, the best
-model evaluated on test and registered.
+`run_search` goes through its phases in order, each announced on the progress output:
+1. checking the input (`preflight.py`): config against the world, data, model, writable folders;
+   nothing exists yet, so any problem is exit 2 with nothing created;
+2. opening the study (`study.py`): stores, the study, its identity (data and model fingerprints)
+   and its MLflow parent run, created once under the study lock;
+3. preparing the data (splits and tokenization, cached under the data's fingerprint) and the
+   TF-IDF baseline;
+4. the trials: each in a child process (`launcher.py`, `scheduler.py`, `trial.py`), within the
+   trial budget shared by every process on the study;
+5. the champion (`champion.py`): MLflow reconciled with Optuna, the best model evaluated on
+   test and registered.
+Ctrl-C or SIGTERM in any phase (`interrupt.py`) closes what was opened and returns the summary
+so far, marked interrupted (exit 130).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import queue
 import socket
 import threading
 import time
@@ -21,26 +26,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
 from orchestrator import champion, paths, registry, scheduler, space
 from orchestrator.baseline import fit_baseline
-from orchestrator.config import ConfigError, ExperimentConfig, ModelConfig
-from orchestrator.data import DataError, Splits, load_splits, save_splits, tokenize
-from orchestrator.heads import check_heads, load_tokenizer
+from orchestrator.config import ExperimentConfig
+from orchestrator.config.secrets import public, redact, scrub
+from orchestrator.data import Splits, save_splits, tokenize
+from orchestrator.heads import load_tokenizer
 from orchestrator.interrupt import Interrupt
+from orchestrator.launcher import TrialFailed, TrialLauncher
+from orchestrator.preflight import Checked, preflight
 from orchestrator.progress import StudyProgress
-from orchestrator.study import (FINISHED, StudyLock, claim, create_study, finished, heartbeat, make_storage,
-                                recover_dead_trials, requeue_once)
-from orchestrator.tracking import TRACKING_ERRORS, Tracker
+from orchestrator.study import (FINISHED, Sampling, SpaceExhausted, StudyLock, check_identity, claim, create_study,
+                                finished, heartbeat, make_storage, recover_dead_trials)
+from orchestrator.tracking import Tracker, is_outage
 
 log = logging.getLogger(__name__)
 
 WAIT_S = 2.0  # how often a process whose budget is full looks again
-
-
-class TrialFailed(RuntimeError):
-    """A trial that cannot produce a valid score (e.g. non-finite loss): marked FAIL, study goes on."""
 
 
 @dataclass
@@ -55,7 +60,7 @@ class TrialRow:
 @dataclass
 class Summary:
     study_name: str
-    trials: list[TrialRow]
+    trials: list[TrialRow] = field(default_factory=list)
     best_trial: int | None = None
     best_params: dict = field(default_factory=dict)
     best_value: float | None = None
@@ -64,166 +69,172 @@ class Summary:
     baseline: dict = field(default_factory=dict)
     registration: registry.Registration | None = None
     seconds: float = 0.0
-    tracking_uri: str = ""
+    tracking_uri: str = ""  # redacted
     parent_run_id: str = ""
     interrupted: bool = False
-    tracking_error: str | None = None
+    phase: str = ""  # the phase the search was in when it ended
+    tracking_error: str | None = None  # the store went down: the same command finishes the job later
+    registry_error: str | None = None  # the store refused a write: needs a fix, not a retry
     champion_elsewhere: str | None = None  # the host holding the best trial's checkpoint, if not this one
+    discarded_samples: int = 0  # samples that repeated an earlier trial's parameters
 
 
-def resolve_model(cfg: ModelConfig) -> str:
-    """Local folder (checked for safetensors weights now, not in trial 0) or a hub name as given."""
-    try:
-        location = paths.resolve(cfg.name_or_path)
-    except paths.PathError as e:
-        raise DataError(f"model.name_or_path: {e}") from None
-    local = cfg.name_or_path.startswith((paths.PKG, "/", ".", "~")) or Path(location).exists()
-    if local:
-        folder = Path(location).expanduser()
-        if not folder.is_dir():
-            raise DataError(f"model.name_or_path: folder not found: {cfg.name_or_path}")
-        if not any(folder.glob("*.safetensors")):
-            raise DataError(f"model.name_or_path: {cfg.name_or_path} holds no *.safetensors weights "
-                            f"(only safetensors are loaded; convert the checkpoint or pick another model)")
-        return str(folder)
-    return location
+@dataclass
+class _Opened:
+    """What the search has created or joined so far: what an interrupt must close."""
 
-
-class TrialLauncher:
-    """The objective in the driver: sample a claimed trial's parameters and run it in a free slot's
-    child process. Returns the value, or raises `optuna.TrialPruned` / `TrialFailed`."""
-
-    def __init__(self, cfg: ExperimentConfig, study_dir: Path, model_path: str, parent_run_id: str,
-                 storage_url: str, slots: list[scheduler.Slot], progress: StudyProgress, train_rows: int,
-                 interrupt: Interrupt, lock: StudyLock, close_run):
-        self.cfg, self.study_dir, self.model_path = cfg, study_dir, model_path
-        self.parent, self.storage_url, self.progress, self.train_rows = parent_run_id, storage_url, progress, train_rows
-        self.interrupt, self.lock, self.close_run = interrupt, lock, close_run
-        self.children = interrupt.children
-        self.free: queue.Queue[scheduler.Slot] = queue.Queue()
-        for slot in slots:
-            self.free.put(slot)
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        params = space.suggest(trial, self.cfg.space, self.cfg.training)
-        if self.interrupt.requested:  # claimed just as the user interrupted: keep it for the next run
-            self._requeue(trial)
-            return self._fail(trial, "interrupted before it started; re-queued")
-        jobs = self.study_dir / "jobs"
-        jobs.mkdir(parents=True, exist_ok=True)
-        result_path = jobs / f"trial-{trial.number}.result.json"
-        result_path.unlink(missing_ok=True)
-        job = {"config": self.cfg.to_dict(), "source": self.cfg.source, "storage": self.storage_url,
-               "trial_id": trial._trial_id, "model_path": self.model_path, "parent_run_id": self.parent,
-               "splits_dir": str(self.study_dir / "data"), "cache_dir": str(self.study_dir / "data"),
-               "checkpoint_dir": str(self.study_dir / "checkpoints"), "result": str(result_path),
-               "memory_target": self.cfg.search.memory_target}
-        job_path = jobs / f"trial-{trial.number}.json"
-        job_path.write_text(json.dumps(job, indent=1))
-        slot = self.free.get()
-        try:
-            trial.set_user_attr("slot", slot.name)
-            steps = math.ceil(self.train_rows / params.batch_size) * params.epochs
-            self.progress.start_trial(trial.number, trial.params, steps, params.epochs, slot.name)
-            outcome = scheduler.run_child(slot, job_path, self.study_dir / "logs" / f"trial-{trial.number}.log",
-                                          self.progress.event, self.children)
-        finally:
-            self.free.put(slot)
-        result = json.loads(result_path.read_text()) if result_path.exists() else None
-        if result is None:  # the process died before recording an outcome
-            reason = outcome.reason or "trial process ended without recording an outcome"
-            self._close_orphan_run(trial, reason)
-            if self._requeue(trial):
-                reason += "; re-queued once with the same parameters"
-            return self._fail(trial, reason)
-        if result["state"] == "PRUNED":
-            raise optuna.TrialPruned(result["reason"])
-        if result["state"] == "FAIL":
-            return self._fail(trial, result["reason"])
-        return result["value"]
-
-    def _requeue(self, trial: optuna.Trial) -> bool:
-        with self.lock():
-            return requeue_once(trial.study, trial)
-
-    def _fail(self, trial: optuna.Trial, reason: str):
-        trial.set_user_attr("fail_reason", reason[:2000])
-        raise TrialFailed(reason)
-
-    def _close_orphan_run(self, trial: optuna.Trial, reason: str) -> None:
-        frozen = trial.study._storage.get_trial(trial._trial_id)  # fresh: the child set its run id
-        self.close_run(frozen, reason, "KILLED" if self.interrupt.requested else "FAILED")
+    lock: StudyLock | None = None
+    study: optuna.Study | None = None
+    tracker: Tracker | None = None
+    parent: str | None = None
+    close_run: object = None
 
 
 def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
                progress: StudyProgress | None = None) -> Summary:
     started = time.perf_counter()
-    # Everything that can be wrong with the input is found before a study or run exists.
-    slots = scheduler.make_slots(gpus, workers, cfg.search.gpus_per_trial)
-    splits = load_splits(cfg.data)
-    model_path = resolve_model(cfg.model)
-    heads = set(cfg.space["head"].choices) if "head" in cfg.space else {cfg.training.head}
-    problems = check_heads(model_path, heads, cfg.model.revision, cfg.model.trust_remote_code)
-    if problems:
-        raise ConfigError(cfg.source, problems)
-    lock = StudyLock(cfg.search.storage, cfg.study_name)
-    study_dir = Path(cfg.search.work_dir).resolve() / cfg.study_name
-    with lock():  # whichever process comes first creates stores, study, parent run; the others re-attach
-        tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
-        storage = make_storage(cfg.search)
-        study = create_study(cfg, storage)
-        parent = tracker.study_run(cfg.study_name, study.user_attrs.get("mlflow_parent_run_id"),
-                                   _flatten(cfg.to_dict()))
-        study.set_user_attr("mlflow_parent_run_id", parent)
-        _prepare_data(splits, study_dir / "data", model_path, cfg)
-        baseline = _baseline(tracker, parent, splits, cfg)
     progress = progress or StudyProgress(cfg.search.n_trials)
-    progress.print(f"study {cfg.study_name!r}: {len(splits.data['train'])} train / "
-                   f"{len(splits.data['validation'])} validation / {len(splits.data['test'])} test rows, "
-                   f"labels {splits.label_names}; {len(slots)} slot(s): {', '.join(s.name for s in slots)}; "
-                   f"baseline (TF-IDF + logistic regression) val macro-F1 {baseline['baseline_val_macro_f1']:.4f}")
-
-    close_run = _run_closer(tracker)
-    recover_dead_trials(study, lock, close_run)
     interrupt = Interrupt(progress, scheduler.Children())
-    launcher = TrialLauncher(cfg, study_dir, model_path, parent, paths.absolute_sqlite(cfg.search.storage), slots,
-                             progress, len(splits.data["train"]), interrupt, lock, close_run)
-    progress.done = finished(study)
-    stopped, halted = False, None
+    summary = Summary(cfg.study_name, metric=cfg.search.metric, tracking_uri=redact(cfg.tracking.uri))
+    opened = _Opened()
     try:
         with interrupt:
-            halted = _optimize(study, storage, lock, launcher, cfg, len(slots), progress, interrupt)
-    except KeyboardInterrupt:
-        stopped = True
-        interrupt.children.terminate_all()
-        recover_dead_trials(study, lock, close_run, everyone_here=True)
+            try:
+                _search(cfg, gpus, workers, progress, interrupt, summary, opened)
+            except KeyboardInterrupt:
+                interrupt.stopping()
+                summary.interrupted = True
+                _close_after_interrupt(opened, interrupt)
     finally:
         progress.close()
+    if opened.study is not None:
+        summary.trials = _rows(opened.study)
+        summary.discarded_samples = len([t for t in opened.study.get_trials(deepcopy=False)
+                                         if "duplicate_of" in t.user_attrs])
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _phase(summary: Summary, progress: StudyProgress, name: str) -> None:
+    summary.phase = name
+    progress.phase(name)
+
+
+def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, progress: StudyProgress, interrupt: Interrupt,
+            summary: Summary, opened: _Opened) -> None:
+    _phase(summary, progress, "checking the input")
+    checked = preflight(cfg, gpus, workers)
+    work_dir = Path(cfg.search.work_dir).resolve()
+    study_dir = paths.inside(work_dir, work_dir / cfg.study_name)
+
+    _phase(summary, progress, "opening the study")
+    opened.lock = lock = StudyLock(cfg.search.storage, cfg.study_name)
+    with lock():  # whichever process comes first creates stores, study, parent run; the others re-attach
+        with interrupt.critical():
+            opened.tracker = tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
+            storage = make_storage(cfg.search)
+            study = create_study(cfg, storage)
+            check_identity(study, checked.splits.record, checked.model.record, redact(cfg.search.storage))
+            opened.study = study
+            params = {**_flatten(public(cfg.to_dict())), "data.fingerprint": checked.splits.digest,
+                      "model.fingerprint": checked.model.fingerprint}
+            opened.parent = parent = tracker.study_run(cfg.study_name, study.user_attrs.get("mlflow_parent_run_id"),
+                                                       params)
+            study.set_user_attr("mlflow_parent_run_id", parent)
+        summary.parent_run_id = parent
+        _phase(summary, progress, "preparing the data")
+        data_dir = _prepare_data(checked, paths.inside(study_dir, study_dir / "data"), cfg)
+        _phase(summary, progress, "fitting the baseline")
+        summary.baseline = baseline = _baseline(tracker, parent, checked.splits, cfg)
+    splits = checked.splits
+    progress.print(f"study {cfg.study_name!r}: {len(splits.data['train'])} train / "
+                   f"{len(splits.data['validation'])} validation / {len(splits.data['test'])} test rows, "
+                   f"labels {splits.label_names}; {len(checked.slots)} slot(s): "
+                   f"{', '.join(s.name for s in checked.slots)}; baseline (TF-IDF + logistic regression) "
+                   f"val macro-F1 {baseline['baseline_val_macro_f1']:.4f}")
+
+    _phase(summary, progress, "running trials")
+    opened.close_run = close_run = _run_closer(tracker)
+    recover_dead_trials(study, lock, close_run)
+    launcher = TrialLauncher(cfg, study_dir, data_dir, checked.model.path, checked.model.fingerprint, parent,
+                             checked.slots, progress, len(splits.data["train"]), interrupt, lock, close_run)
+    budget = _budget(cfg, progress)
+    progress.total = budget
+    progress.done = finished(study)
+    interrupt.patient = True
+    halted = _optimize(study, storage, lock, launcher, cfg, budget, len(checked.slots), progress, interrupt)
+    interrupt.patient = False
     if halted:
         progress.print(halted)
+    summary.interrupted = interrupt.requested
 
-    summary = Summary(cfg.study_name, _rows(study), metric=cfg.search.metric, baseline=baseline,
-                      tracking_uri=cfg.tracking.uri, parent_run_id=parent, interrupted=interrupt.requested)
+    _phase(summary, progress, "choosing the champion")
+    _champion(cfg, study, study_dir, checked, tracker, parent, lock, interrupt, summary, progress)
+
+
+def _budget(cfg: ExperimentConfig, progress: StudyProgress) -> int | None:
+    """Finished trials the study ends with: never more than the space has distinct configurations."""
+    size = space.count_configurations(cfg.space, cfg.training)
+    n = cfg.search.n_trials
+    if size is not None and (n is None or n > size):
+        progress.print(f"the search space holds {size} distinct configuration(s); the study ends after {size} "
+                       f"trial(s), not {n}, since a repeated configuration would train the same model again")
+        return size
+    return n
+
+
+def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, checked: Checked, tracker: Tracker,
+              parent: str, lock: StudyLock, interrupt: Interrupt, summary: Summary, progress: StudyProgress) -> None:
     best = _best_trial(study)
-    champion.drop_other_checkpoints(study_dir / "checkpoints", study, best)
+    champion.drop_other_checkpoints(study_dir, study, best)
     usable = best is not None and Path(best.user_attrs.get("checkpoint", "/nonexistent")).exists()
     host = best.user_attrs.get("driver", "?").partition(":")[0] if best else None
     if usable or (best is not None and host != socket.gethostname()):
         summary.best_trial, summary.best_params, summary.best_value = best.number, best.params, best.value
         if not usable:  # trained by a process on another machine, which evaluates and registers it
             summary.champion_elsewhere = host
+    status = "FAILED"
     try:
         champion.log_study_plots(study, tracker, parent)
         with lock():  # once, though every process on the study gets here
             run_ids = champion.reconcile_runs(study, tracker, parent, cfg)
             if usable and not interrupt.requested:  # an interrupted study is not done: nothing gets registered
-                summary.champion_test, summary.registration = champion.evaluate_and_register(
-                    cfg, splits, tracker, parent, best, run_ids)
-        tracker.end_run(parent, "KILLED" if stopped else "FINISHED")
-    except TRACKING_ERRORS as e:  # the Optuna results are safe; the same command redoes this part
-        summary.tracking_error = f"{type(e).__name__}: {str(e)[:300]}"
-    summary.seconds = time.perf_counter() - started
-    return summary
+                _phase(summary, progress, "evaluating the champion on test")
+                metrics = champion.evaluate(cfg, checked.splits, tracker, parent, best, run_ids[best.number])
+                summary.champion_test = metrics
+                if cfg.registry.register:
+                    _phase(summary, progress, "registering the champion")
+                    with interrupt.critical():
+                        summary.registration = champion.register(cfg, checked.splits, tracker, parent, best,
+                                                                 run_ids[best.number], metrics)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = None  # the interrupt's own cleanup closes the parent run
+        raise
+    except MlflowException as e:
+        if is_outage(e):  # the Optuna results are safe; the same command redoes this part
+            summary.tracking_error = f"{type(e).__name__}: {scrub(str(e))[:300]}"
+            status = None  # the store is down: the next search closes the parent run
+        else:  # the store refused: a retry would fail the same way
+            summary.registry_error = f"{summary.phase}: the MLflow store refused: {scrub(str(e))[:500]}"
+    finally:
+        if status is not None:
+            tracker.end_run(parent, status)
+
+
+def _close_after_interrupt(opened: _Opened, interrupt: Interrupt) -> None:
+    """Leave nothing RUNNING: stop this process's trials, mark them FAIL (re-queued once), close
+    their runs and the parent run."""
+    interrupt.children.terminate_all()
+    try:
+        if opened.study is not None and opened.close_run is not None:
+            recover_dead_trials(opened.study, opened.lock, opened.close_run, everyone_here=True)
+        if opened.parent is not None:
+            opened.tracker.end_run(opened.parent, "KILLED")
+    except MlflowException as e:
+        if not is_outage(e):
+            raise
+        log.warning("the MLflow store is unreachable; its runs are closed by the next search: %s", scrub(str(e)))
 
 
 def _run_closer(tracker: Tracker):
@@ -233,34 +244,47 @@ def _run_closer(tracker: Tracker):
         try:
             if run_id and tracker.client.get_run(run_id).info.status == "RUNNING":
                 tracker.finish_trial(run_id, "FAIL", reason, status=status)
-        except TRACKING_ERRORS as e:  # the Optuna record is what matters; the run stays open
-            log.warning("could not close the MLflow run of trial %s: %s", trial.number, e)
+        except MlflowException as e:
+            if not is_outage(e):
+                raise
+            # The Optuna record is what matters; the run is closed when the store is back.
+            log.warning("could not close the MLflow run of trial %s: %s", trial.number, scrub(str(e)))
     return close
 
 
 def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLauncher, cfg: ExperimentConfig,
-              n_slots: int, progress: StudyProgress, interrupt: Interrupt) -> str | None:
-    """Run trials on every slot until the study holds `n_trials` finished (COMPLETE or PRUNED)
+              budget: int | None, n_slots: int, progress: StudyProgress, interrupt: Interrupt) -> str | None:
+    """Run trials on every slot until the study holds `budget` finished (COMPLETE or PRUNED)
     trials, time is up, or the user interrupts. Returns why it stopped early, if it did.
 
     One thread per slot claims a trial (`study.claim`: within the budget shared by every process
-    on the study), runs it and records the outcome, so a slot whose trial ends takes the next at
-    once. While other processes' running trials fill the budget, the thread waits, because one of
-    them may yet fail and need making up; a dead driver's trials are recovered meanwhile.
-    `max(3, slots)` failures in a row stop this process: a config that fails every trial must
-    not loop forever.
+    on the study, its parameters sampled and checked for repeats under the lock), runs it and
+    records the outcome, so a slot whose trial ends takes the next at once. While other
+    processes' running trials fill the budget, the thread waits, because one of them may yet
+    fail and need making up; a dead driver's trials are recovered meanwhile. `max(3, slots)`
+    failures in a row stop this process: a config that fails every trial must not loop forever.
     """
-    n = cfg.search.n_trials
     deadline = None if cfg.search.timeout is None else time.monotonic() + cfg.search.timeout
     limit = max(3, n_slots)
     halt, failures, guard = threading.Event(), [0], threading.Lock()
     why: list[str] = []
 
+    sampling = Sampling(cfg.space, cfg.training, cfg.search)
+
+    def stop(reason: str) -> None:
+        with guard:
+            if not halt.is_set():
+                why.append(reason)
+                halt.set()
+
     def slot_loop() -> None:
         while not (interrupt.requested or halt.is_set() or (deadline and time.monotonic() >= deadline)):
-            trial = claim(study, n, lock)
+            try:
+                trial = claim(study, budget, lock, sampling)
+            except SpaceExhausted as e:
+                return stop(f"stopped: {e}")
             if trial is None:
-                if finished(study) >= n:
+                if budget is not None and finished(study) >= budget:
                     return
                 recover_dead_trials(study, lock, launcher.close_run)
                 halt.wait(WAIT_S)
@@ -268,9 +292,9 @@ def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLaun
             state = _run_trial(study, storage, launcher, trial, progress)
             with guard:
                 failures[0] = 0 if state in FINISHED else failures[0] + 1
-                if failures[0] >= limit and not halt.is_set():
-                    why.append(f"stopped: the last {limit} trials failed (see their fail_reason and logs)")
-                    halt.set()
+                many = failures[0] >= limit
+            if many:
+                stop(f"stopped: the last {limit} trials failed (see their fail_reason and logs)")
 
     with ThreadPoolExecutor(n_slots, thread_name_prefix="slot") as pool:
         futures = [pool.submit(slot_loop) for _ in range(n_slots)]
@@ -296,31 +320,32 @@ def _run_trial(study: optuna.Study, storage, launcher: TrialLauncher, trial: opt
             state = TrialState.PRUNED
         except TrialFailed:
             pass
-        except Exception as e:  # noqa: BLE001 - a driver-side error fails this trial, not the study
+        except Exception as e:  # noqa: BLE001 - a driver-side error fails this trial (traceback logged), not the study
             log.exception("trial %s failed in the driver", trial.number)
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:2000])
+            trial.set_user_attr("fail_reason", scrub(f"{type(e).__name__}: {e}")[:2000])
     frozen = study.tell(trial, value, state=state, skip_if_finished=True)
     progress.end_trial(trial.number, frozen.state.name, frozen.value, _best_value(study))
     return frozen.state
 
 
-
-def _prepare_data(splits: Splits, folder: Path, model_path: str, cfg: ExperimentConfig) -> None:
-    """Save the splits and tokenize them once for every max length the space can pick."""
-    save_splits(splits, folder)
+def _prepare_data(checked: Checked, root: Path, cfg: ExperimentConfig) -> Path:
+    """Save the splits under their fingerprint and tokenize them once for every max length the
+    space can pick. Returns the folder trials read them from."""
+    folder = save_splits(checked.splits, root)
     p = cfg.space.get("max_length")
     lengths = p.choices if p is not None and p.choices else (
         range(p.low, p.high + 1, int(p.step or 1)) if p is not None else (cfg.training.max_length,))
     if len(lengths) > 8:  # a wide integer range: let each trial tokenize (and cache) its own
-        return
-    tokenizer = load_tokenizer(model_path, cfg.model.revision, cfg.model.trust_remote_code)
+        return folder
+    tokenizer = load_tokenizer(checked.model.path, None, cfg.model.trust_remote_code)
     for length in lengths:
-        tokenize(splits, tokenizer, int(length), folder)
+        tokenize(checked.splits, tokenizer, int(length), folder)
+    return folder
 
 
 def _baseline(tracker: Tracker, parent: str, splits: Splits, cfg: ExperimentConfig) -> dict:
     logged = tracker.run_metrics(parent)
-    if "baseline_test_macro_f1" in logged:  # resumed study: same split, same numbers
+    if "baseline_test_macro_f1" in logged:  # resumed study: same data (its fingerprint is checked), same numbers
         return {k: v for k, v in logged.items() if k.startswith("baseline_")}
     metrics = fit_baseline(splits, cfg.data.seed)
     tracker.log_metrics(parent, metrics)
@@ -342,6 +367,8 @@ def _best_value(study: optuna.Study) -> float | None:
 def _rows(study: optuna.Study) -> list[TrialRow]:
     rows = []
     for t in study.get_trials(deepcopy=False):
+        if "duplicate_of" in t.user_attrs:  # a discarded sample, not a trial that ran
+            continue
         note = t.user_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else ""
         rows.append(TrialRow(t.number, t.state.name, t.value, dict(t.params), note))
     return rows

@@ -3,21 +3,29 @@
 `Classifier` is what every prediction goes through: the champion's test evaluation, the MLflow
 pyfunc that deployment loads (`ClassifierPyfunc`), and `python -m orchestrator predict`.
 Output: one `label` column and one `prob_<label>` column per class.
+
+`predict_file` checks everything a user can get wrong (input file and column, output folder and
+format, the model URI and the store it names) before it loads the model, and never creates a
+store: a missing one is an error, not an empty new database.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
 from transformers import DataCollatorWithPadding
 
+from orchestrator.data import DataError, read_table
+from orchestrator.data.read import as_text
 from orchestrator.heads import TextClassifier
-from orchestrator.paths import absolute_sqlite
+from orchestrator.paths import absolute_sqlite, sqlite_path
 
 TEXT_COLUMN = "text"
+OUTPUTS = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 
 
 class Classifier:
@@ -51,53 +59,112 @@ def to_frame(probs: np.ndarray, label_names: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _pyfunc_base():
-    import warnings
-
-    # MLflow asks for type hints on `predict` at class creation; the logged model carries an
-    # explicit signature instead (text in; label and per-class probabilities out).
-    warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.PythonModel
-
-
-class ClassifierPyfunc(_pyfunc_base()):
+class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc: a DataFrame with a `text` column in, labels and probabilities out."""
 
     def load_context(self, context):
         self.classifier = Classifier(context.artifacts["classifier"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):
             column = TEXT_COLUMN if TEXT_COLUMN in model_input.columns else model_input.columns[0]
-            texts = model_input[column].astype(str).tolist()
+            values = model_input[column].tolist()
         else:
-            texts = [str(t) for t in model_input]
-        return self.classifier.predict_frame(texts)
+            values = list(model_input)
+        return self.classifier.predict_frame([as_text(v) or "" for v in values])
 
 
 def predict_file(model_uri: str, input_path: str, output_path: str, text_column: str = TEXT_COLUMN,
                  tracking_uri: str | None = None) -> pd.DataFrame:
-    """Predict every row of a CSV/TSV file with a registered (or logged) model; write a CSV.
+    """Predict every row of a table file with a registered (or logged) model; write a table.
 
-    The output keeps the input's columns and adds `predicted_label` (named so it never collides
-    with a `label` column of true labels) and one `prob_<label>` column per class.
+    The output keeps the input's columns as they were written and adds `predicted_label` (named
+    so it never collides with a `label` column of true labels) and one `prob_<label>` column per
+    class. Input and output formats: csv, tsv, json/jsonl, parquet (by extension).
     """
-    import mlflow.pyfunc
-
+    frame = read_table(input_path, "--input")
+    if text_column not in frame.columns:
+        raise DataError(f"--input {input_path}: column {text_column!r} not found; columns found: "
+                        f"{list(frame.columns)}. Pass --text-column.")
+    taken = [c for c in frame.columns if c == "predicted_label" or str(c).startswith("prob_")]
+    if taken:
+        raise DataError(f"--input {input_path}: columns {taken} would be overwritten by the predictions; "
+                        f"rename them")
+    _check_output(input_path, output_path)
+    _check_model(model_uri, tracking_uri)
     if tracking_uri:
-        tracking_uri = absolute_sqlite(tracking_uri)
+        tracking_uri = absolute_sqlite(tracking_uri, create=False)
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
-    sep = "\t" if input_path.endswith(".tsv") else ","
-    frame = pd.read_csv(input_path, sep=sep)
-    if text_column not in frame.columns:
-        raise ValueError(f"{input_path}: column {text_column!r} not found; columns found: "
-                         f"{list(frame.columns)}. Pass --text-column.")
     model = mlflow.pyfunc.load_model(model_uri)
-    result = model.predict(pd.DataFrame({TEXT_COLUMN: frame[text_column].astype(str)}))
+    texts = [as_text(v) or "" for v in frame[text_column]]  # an empty cell is an empty text, not "nan"
+    result = model.predict(pd.DataFrame({TEXT_COLUMN: texts}))
     result = result.rename(columns={"label": "predicted_label"})
     out = pd.concat([frame.reset_index(drop=True), result.reset_index(drop=True)], axis=1)
-    out.to_csv(output_path, index=False)
+    _write(out, Path(output_path))
     return out
+
+
+def _check_output(input_path: str, output_path: str) -> None:
+    out = Path(output_path)
+    if out.suffix.lower() not in OUTPUTS:
+        raise DataError(f"--output {output_path}: unknown file type {out.suffix!r}; use {', '.join(OUTPUTS)}")
+    if not out.parent.is_dir():
+        raise DataError(f"--output {output_path}: folder {out.parent} does not exist; create it first")
+    if out.is_dir():
+        raise DataError(f"--output {output_path} is a folder; name a file")
+    if out.exists() and out.resolve() == Path(input_path).resolve():
+        raise DataError(f"--output {output_path} is the input file; write the predictions elsewhere")
+
+
+def _check_model(model_uri: str, tracking_uri: str | None) -> None:
+    """The model exists, found with metadata calls only (no download, no store created)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from orchestrator.config.secrets import redact
+    from orchestrator.tracking import TrackingError, is_missing, is_outage
+
+    if not model_uri.startswith(("models:/", "runs:/")):
+        if "://" not in model_uri and not Path(model_uri).exists():
+            raise DataError(f"--model {model_uri}: no such model folder; use models:/NAME@ALIAS, "
+                            f"models:/NAME/VERSION, runs:/RUN_ID/model or a model folder")
+        return
+    db = sqlite_path(tracking_uri or "")
+    if db is not None and not db.is_file():
+        raise DataError(f"--tracking-uri {tracking_uri}: no MLflow store at {db}; run a search first, or point "
+                        f"--tracking-uri (or MLFLOW_TRACKING_URI) at the store that holds the model")
+    uri = absolute_sqlite(tracking_uri, create=False) if tracking_uri else None
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    shown = redact(tracking_uri or "the default store")
+    try:
+        if model_uri.startswith("runs:/"):
+            client.get_run(model_uri[len("runs:/"):].split("/", 1)[0])
+            return
+        name, at, alias = model_uri[len("models:/"):].partition("@")
+        if at:
+            client.get_model_version_by_alias(name, alias)
+            return
+        name, _, version = name.partition("/")
+        if version.isdigit():
+            client.get_model_version(name, version)
+        elif name.startswith("m-") and not version:  # a logged model's id (MLflow 3)
+            client.get_logged_model(name)
+        else:
+            client.get_registered_model(name)
+    except MlflowException as e:
+        if is_outage(e):
+            raise TrackingError(f"--tracking-uri: cannot reach the MLflow store {shown}: {e.message[:300]}") from None
+        if is_missing(e) or e.error_code == "INVALID_PARAMETER_VALUE":
+            raise DataError(f"--model {model_uri}: not found in {shown}: {e.message[:300]}") from None
+        raise
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".jsonl"):
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")

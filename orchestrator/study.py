@@ -8,7 +8,12 @@ through the storage alone:
 - one-time work (creating the study and its MLflow parent run, preparing data, registering the
   champion) also happens under the lock, so it happens once;
 - the dead: a trial whose driver died is marked FAIL and re-queued once with the same parameters,
-  found by the driver's pid on this machine and by Optuna heartbeats from any other.
+  found by the driver's pid on this machine and by Optuna heartbeats from any other;
+- no repeats: a trial's parameters are sampled under the lock, by a sampler seeded with the
+  study's seed and the trial's number (so processes and resumed runs do not replay one sequence),
+  and a sample that repeats a trial that is waiting, running or finished is discarded;
+- the same input: the study records the fingerprints of its data and model, and a process with
+  different ones is refused (`check_identity`).
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import random
 import socket
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -28,13 +35,16 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import paths
-from orchestrator.config import ExperimentConfig, SearchConfig
+from orchestrator import paths, space
+from orchestrator.config import ExperimentConfig, ParamSpace, SearchConfig, TrainingConfig
+from orchestrator.data import DataError, fingerprint
 
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+TAKEN = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)  # parameters a new trial must not repeat
 DRIVER = f"{socket.gethostname()}:{os.getpid()}"
+SAMPLE_ATTEMPTS = 50  # discarded repeats before a process decides the space is used up
 
 
 def requeue_once(study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -55,19 +65,52 @@ def make_storage(cfg: SearchConfig) -> RDBStorage:
                           grace_period=cfg.heartbeat_grace_period, heartbeat_stale_trial_callback=requeue_once)
 
 
-def create_study(cfg: ExperimentConfig, storage: RDBStorage) -> optuna.Study:
-    s = cfg.search
-    n = s.n_trials or 20
+def make_sampler(s: SearchConfig, trial_number: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler for trial `trial_number`: seeded by the study's seed and that number, so any
+    process draws the same sample for the same trial, and no two trials replay one sequence.
+    Both samplers read the history from the storage, so a fresh one per trial loses nothing."""
+    seed = (s.seed + trial_number) % 2**32
     if s.sampler == "tpe":
         # With a small budget, TPE's default 10 random start-up trials would be the whole study.
-        sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=max(2, min(10, n // 2)))
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=s.seed)
+        n = s.n_trials or 20
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, n // 2)))
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def create_study(cfg: ExperimentConfig, storage: RDBStorage) -> optuna.Study:
+    s = cfg.search
+    sampler = make_sampler(s)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
                                           n_warmup_steps=s.pruner_warmup_epochs)
               if s.pruner == "median" else optuna.pruners.NopPruner())
     return optuna.create_study(study_name=cfg.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                direction=s.direction, load_if_exists=True)
+
+
+def check_identity(study: optuna.Study, data: dict, model: dict, storage_shown: str) -> None:
+    """Record what the study is made from, or refuse a process whose data or model differ: trials
+    on different data are not comparable, and caches of the old data must not be used."""
+    recorded_data, recorded_model = study.user_attrs.get("data"), study.user_attrs.get("model")
+    if recorded_data is None:
+        study.set_user_attr("data", data)
+        study.set_user_attr("model", model)
+        return
+    changes = fingerprint.differences(recorded_data, data)
+    if recorded_model is not None and recorded_model.get("fingerprint") != model["fingerprint"]:
+        was, now = recorded_model.get("name_or_path"), model["name_or_path"]
+        changes.append(f"the model changed ({was}" + (f" -> {now})" if was != now else ": its files differ)"))
+    if changes:
+        name = study.study_name
+        raise DataError(
+            f"study {name!r} was made from other input: {'; '.join(changes)}. Its trials are only comparable on "
+            f"the input they were made from. To search the new input, start a new study "
+            f"(search.study_name={name}-2); to discard the old one, run "
+            f"`optuna delete-study --study-name {name} --storage {storage_shown}` and delete its folder under "
+            f"search.work_dir.")
+
+
+class SpaceExhausted(RuntimeError):
+    """No configuration left that no trial has taken."""
 
 
 class StorageError(RuntimeError):
@@ -114,19 +157,90 @@ class StudyLock:
                         conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": self._key})
 
 
-def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock) -> optuna.Trial | None:
-    """The next trial for this process (a re-queued one first), or None while finished plus
-    running trials already fill `n_trials`."""
+@dataclass
+class Sampling:
+    """How `claim` draws a trial's parameters: the configured sampler, seeded by the study's seed
+    and the trial's number, and what to do about a repeat."""
+
+    space: dict[str, ParamSpace]
+    defaults: TrainingConfig
+    search: SearchConfig
+
+    def sampler(self, trial_number: int, repeat: bool) -> optuna.samplers.BaseSampler:
+        if repeat:  # TPE would propose its favourite again: draw at random instead
+            return optuna.samplers.RandomSampler(seed=(self.search.seed + trial_number) % 2**32)
+        return make_sampler(self.search, trial_number)
+
+    def sample(self, trial: optuna.Trial) -> None:
+        space.suggest(trial, self.space, self.defaults)
+
+    def untried(self, study: optuna.Study, trial_number: int) -> dict | None:
+        """A configuration no waiting, running or finished trial holds, picked at random (seeded),
+        for a space small enough to list; None for a larger one. `SpaceExhausted` if none is left."""
+        every = space.configurations(self.space, self.defaults)
+        if every is None:
+            return None
+        taken = {_key(_params(t)) for t in study.get_trials(deepcopy=False, states=TAKEN)}
+        left = [c for c in every if _key(c) not in taken]
+        if not left:
+            raise SpaceExhausted(f"every one of the search space's {len(every)} configurations has been tried")
+        return random.Random(self.search.seed + trial_number).choice(left)
+
+
+def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: Sampling | None = None
+          ) -> optuna.Trial | None:
+    """The next trial for this process (a re-queued one first), with its parameters sampled, or
+    None while finished plus running trials already fill `n_trials`.
+
+    A sample that repeats the parameters of a waiting, running or finished trial is discarded
+    (the trial is told FAIL with user attr `duplicate_of`) and replaced: by a configuration not
+    yet tried, for a space small enough to list (it is queued for the next `ask`); otherwise by a
+    random draw.
+    """
     with lock():
-        if n_trials is not None:
-            taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-            if len(taken) >= n_trials:
-                return None
-        with warnings.catch_warnings():  # "heartbeats are meant for optimize": `heartbeat` below beats
-            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-            trial = study.ask()
-        trial.set_user_attr("driver", DRIVER)
-        return trial
+        taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        if n_trials is not None and len(taken) >= n_trials:
+            return None
+        repeat = False
+        for _ in range(SAMPLE_ATTEMPTS):
+            if sampling is not None:
+                study.sampler = sampling.sampler(len(study.get_trials(deepcopy=False)), repeat)
+            with warnings.catch_warnings():  # "heartbeats are meant for optimize": `heartbeat` below beats
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                trial = study.ask()
+            trial.set_user_attr("driver", DRIVER)
+            if sampling is None:
+                return trial
+            sampling.sample(trial)
+            twin = None if "retry_of" in trial.user_attrs else _twin(study, trial)
+            if twin is None:
+                return trial
+            trial.set_user_attr("duplicate_of", twin)
+            study.tell(trial, state=TrialState.FAIL)
+            repeat = True
+            untried = sampling.untried(study, trial.number)
+            if untried is not None:
+                study.enqueue_trial(untried, user_attrs={"replaces_repeat": trial.number})
+        raise SpaceExhausted(f"{SAMPLE_ATTEMPTS} samples in a row repeated earlier trials: the search space is "
+                             f"nearly used up; widen space: or lower search.n_trials")
+
+
+def _params(t: FrozenTrial) -> dict:
+    # A waiting (queued) trial holds its parameters as fixed_params until it is asked for.
+    return t.params or t.system_attrs.get("fixed_params", {})
+
+
+def _key(params: dict) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+def _twin(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """The number of an earlier trial with the same parameters that still counts, if any."""
+    params = trial.params
+    for t in study.get_trials(deepcopy=False, states=TAKEN):
+        if t.number != trial.number and _params(t) == params:
+            return t.number
+    return None
 
 
 def finished(study: optuna.Study) -> int:
@@ -143,7 +257,8 @@ def heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
         while True:
             try:
                 storage.record_heartbeat(trial_id)
-            except Exception as e:  # noqa: BLE001 - a missed beat is not worth failing a trial over
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+                # A missed beat is not worth failing a trial over: the next one may get through.
                 log.warning("heartbeat for trial id %s not recorded: %s", trial_id, e)
             if stop.wait(storage.get_heartbeat_interval()):
                 return

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import requests
+import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunInfo
+from mlflow.exceptions import MlflowException, RestException
 
+from orchestrator.config.secrets import redact, scrub
 from orchestrator.paths import absolute_sqlite
 
 log = logging.getLogger(__name__)
@@ -32,8 +36,27 @@ class TrackingError(RuntimeError):
     pass
 
 
-# What a tracking call raises when the store is unreachable or refuses (requests' errors are OSErrors).
-TRACKING_ERRORS = (mlflow.exceptions.MlflowException, OSError, TrackingError)
+# MLflow's codes for a store that is down or overloaded, as opposed to one that refuses a request.
+TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED"}
+
+
+def is_outage(error: BaseException) -> bool:
+    """A store that cannot be reached or answers 5xx: worth retrying later. Anything else (a
+    refused name, a missing run, a bug) is not, and must be reported as what it is."""
+    if isinstance(error, (requests.ConnectionError, requests.Timeout, ConnectionError, sqlalchemy.exc.OperationalError)):
+        return True
+    if isinstance(error, MlflowException):
+        if error.error_code in TRANSIENT_CODES:
+            return True
+        # Connection failures and HTTP 5xx reach us as INTERNAL_ERROR from the REST client.
+        return error.error_code == "INTERNAL_ERROR" and (
+            isinstance(error, RestException) or str(error.message).startswith("API request to"))
+    return False
+
+
+def is_missing(error: BaseException) -> bool:
+    """MLflow's answer for a run, model, version or alias that does not exist."""
+    return isinstance(error, MlflowException) and error.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 
 
 def artifact_uri(location: str) -> str:
@@ -61,8 +84,9 @@ class Tracker:
                 exp_id = self.client.create_experiment(experiment, artifact_location=artifact_uri(artifact_location))
             else:
                 exp_id = exp.experiment_id
-        except Exception as e:  # connection refused, locked database, bad URI...
-            raise TrackingError(f"tracking.uri: cannot use the MLflow store {uri!r}: {e}") from e
+        except Exception as e:  # noqa: BLE001 - connection refused, locked database, not an MLflow database...
+            raise TrackingError(f"tracking.uri: cannot use the MLflow store {redact(uri)!r}: "
+                                f"{scrub(str(e))[:500]}") from e
         self.experiment_id = exp_id
         self.experiment = experiment
 
@@ -90,8 +114,10 @@ class Tracker:
         try:
             self.client.get_run(run_id)
             return True
-        except Exception:
-            return False
+        except MlflowException as e:
+            if is_missing(e):
+                return False
+            raise
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
@@ -116,13 +142,13 @@ class Tracker:
     def finish_trial(self, run_id: str, state: str, reason: str | None = None, status: str | None = None) -> None:
         self.client.set_tag(run_id, TAG_STATE, state)
         if reason:
-            self.client.set_tag(run_id, "fail_reason" if state == "FAIL" else "stop_reason", reason[:5000])
+            self.client.set_tag(run_id, "fail_reason" if state == "FAIL" else "stop_reason", scrub(reason)[:5000])
         self.end_run(run_id, status or RUN_STATUS.get(state, "FAILED"))
 
     # ------------------------------------------------------------------ logging
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        items = [Param(k, scrub(str(v))[:6000]) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):  # MLflow's batch limit is 100 params
             self.client.log_batch(run_id, params=items[i:i + 100])
 
@@ -134,7 +160,7 @@ class Tracker:
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(run_id, k, str(v))
+            self.client.set_tag(run_id, k, scrub(str(v)))
 
     def log_figure(self, run_id: str, figure, path: str) -> None:
         import matplotlib.pyplot as plt
@@ -143,7 +169,7 @@ class Tracker:
         plt.close(figure)
 
     def log_text(self, run_id: str, text: str, path: str) -> None:
-        self.client.log_text(run_id, text, path)
+        self.client.log_text(run_id, scrub(text), path)
 
     def log_table(self, run_id: str, frame, path: str) -> None:
         self.client.log_table(run_id, frame, path)
@@ -153,9 +179,11 @@ class Tracker:
 
 
 class BestEffort:
-    """A Tracker for trial processes: a tracking failure is retried, then logged and skipped, so
-    an unreachable MLflow store never fails a trial or loses its Optuna result. After a failure,
-    calls are skipped for `pause` seconds instead of each waiting out its own retries."""
+    """A Tracker for trial processes: a store outage (`is_outage`) is retried, then logged and
+    skipped, so an unreachable MLflow store never fails a trial or loses its Optuna result. After
+    an outage, calls are skipped for `pause` seconds instead of each waiting out its own retries.
+    Any other error (a refused request, a bug) is raised at once: it fails the trial, with its
+    traceback in the trial's log."""
 
     def __init__(self, factory, attempts: int = 3, wait: float = 1.0, pause: float = 30.0):
         self._factory, self._tracker = factory, None
@@ -173,12 +201,19 @@ class BestEffort:
                     if self._tracker is None:
                         self._tracker = self._factory()
                     return getattr(self._tracker, name)(*args, **kwargs)
-                except Exception as e:  # noqa: BLE001 - any tracking failure is survivable here
+                except TrackingError as e:  # the factory could not open the store
+                    if not is_outage(e.__cause__):
+                        raise
                     error = e
-                    time.sleep(self._wait * 2**attempt)
+                except Exception as e:
+                    if not is_outage(e):
+                        raise
+                    error = e
+                time.sleep(self._wait * 2**attempt)
             self.failures += 1
             self._down_until = time.monotonic() + self._pause
-            log.warning("MLflow %s failed %d times, skipped (the trial goes on): %s", name, self._attempts, error)
+            log.warning("MLflow %s failed %d times, skipped (the trial goes on): %s", name, self._attempts,
+                        scrub(str(error))[:500])
             return None
 
         return call

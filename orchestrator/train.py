@@ -45,6 +45,7 @@ class TrainResult:
     train_rows: int = 0
     class_counts: dict[str, int] = field(default_factory=dict)  # training split after resampling
     trainable_parameters: int = 0
+    processes: int = 1  # processes that trained it together (an Accelerate multi-process launch)
 
     @property
     def samples_per_second(self) -> float:
@@ -185,7 +186,7 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
         history=history, stopped=stopped,
         seconds_per_epoch=float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
         train_rows=len(train_set), class_counts={n: int(c) for n, c in zip(splits.label_names, counts)},
-        trainable_parameters=trainable,
+        trainable_parameters=trainable, processes=accelerator.num_processes,
     )
 
 

@@ -13,23 +13,37 @@ import dataclasses
 import hashlib
 import json
 import os
+import traceback
 from pathlib import Path
 
 import numpy as np
 import optuna
 import torch
 
-from orchestrator import memory, plots, scheduler, train
+from orchestrator import memory, paths, plots, scheduler, train
 from orchestrator.config import ExperimentConfig, TrainingConfig, from_dict
+from orchestrator.config.secrets import scrub
 from orchestrator.data import Splits, load_saved_splits
+from orchestrator.config.load import FROM_ENVIRONMENT
 from orchestrator.tracking import BestEffort, Tracker
+
+
+def job_config(job: dict) -> ExperimentConfig:
+    """The job's config (written with passwords redacted) with the stores' real URLs, which the
+    driver passes through this process's environment."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in job["config"].items()}
+    for (section, key), variable in FROM_ENVIRONMENT.items():
+        if os.environ.get(variable):
+            raw[section][key] = os.environ[variable]
+    return from_dict(raw, source=job["source"])
 
 
 def run_trial(job: dict) -> dict | None:
     """Run the job's trial; returns {state, value, reason} on the main process, None elsewhere."""
-    cfg = from_dict(job["config"], source=job["source"])
+    cfg = job_config(job)
     is_main = int(os.environ.get("RANK", "0")) == 0
-    study = optuna.load_study(study_name=cfg.study_name, storage=optuna.storages.RDBStorage(job["storage"]))
+    storage = optuna.storages.RDBStorage(paths.absolute_sqlite(cfg.search.storage))
+    study = optuna.load_study(study_name=cfg.study_name, storage=storage)
     trial = optuna.trial.Trial(study, job["trial_id"])
     params = dataclasses.replace(cfg.training, **trial.params)
     splits = load_saved_splits(job["splits_dir"])
@@ -54,7 +68,8 @@ def run_trial(job: dict) -> dict | None:
                 per_device, accumulation, oom_retried = per_device // 2, accumulation * 2, True
                 _release()
                 continue
-            reason = f"{type(e).__name__}: {e}"
+            traceback.print_exc()  # the whole story goes to the trial's log; the reason is its last line
+            reason = scrub(f"{type(e).__name__}: {e}")
             if memory.is_oom(e):
                 reason = f"out of memory at per-device batch {per_device} (after one retry at half): {e}"
             if run:
@@ -75,7 +90,7 @@ def _probe(study: optuna.Study, params: TrainingConfig, job: dict, run: _TrialRu
     """Largest per-device batch for this configuration on this GPU, cached in the study."""
     props = torch.cuda.get_device_properties(0)
     precision = train.precision_for(cpu=False)
-    key_text = "|".join(map(str, (job["model_path"], params.head, params.strategy, params.freeze_layers,
+    key_text = "|".join(map(str, (job["model_fingerprint"], params.head, params.strategy, params.freeze_layers,
                                   params.max_length, precision, props.name, props.total_memory)))
     key = "probe:" + hashlib.sha1(key_text.encode()).hexdigest()[:16]
     cached = study.user_attrs.get(key)
@@ -134,6 +149,7 @@ class _TrialRun:
         self._track("finish_trial", state, reason)
 
     def conclude(self, result: train.TrainResult, params: TrainingConfig) -> dict:
+        self.trial.set_user_attr("processes", result.processes)
         self._track("log_metrics", {
             "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
             "train_samples_per_second": result.samples_per_second, "train_rows": result.train_rows,

@@ -91,7 +91,7 @@ def data_dir(tmp_path) -> Path:
 
 def tiny_experiment(path: Path, model: Path, data: Path, name: str, **sections) -> Path:
     """Write an experiment YAML over the tiny model and the `data_dir` CSVs; `sections` are merged
-    into the defaults section by section (e.g. search={"n_trials": 3})."""
+    into the defaults section by section (e.g. search={"n_trials": 3}); None removes a section."""
     import yaml
 
     cfg = {
@@ -105,7 +105,10 @@ def tiny_experiment(path: Path, model: Path, data: Path, name: str, **sections) 
         "registry": {"model_name": f"{name}-clf"},
     }
     for key, values in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **values}
+        if values is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = {**cfg.get(key, {}), **values}
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -131,3 +134,56 @@ def postgres():
     yield started.stdout.strip()
     subprocess.run(["bash", str(POSTGRES_SCRIPT), "stop", folder], capture_output=True)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def registered_model(tmp_path_factory, tiny_model):
+    """A real SQLite MLflow store holding `tiny-clf` version 1 @champion: the tiny encoder with an
+    untrained 3-class head, registered the way a search registers its champion.
+    Returns (tracking URI, checkpoint folder)."""
+    from orchestrator import registry
+    from orchestrator.heads import TextClassifier, load_encoder, load_tokenizer
+    from orchestrator.serve import Classifier
+    from orchestrator.tracking import Tracker
+
+    root = tmp_path_factory.mktemp("registry")
+    checkpoint = TextClassifier(load_encoder(str(tiny_model)), 3).save(
+        root / "checkpoint", load_tokenizer(str(tiny_model)),
+        {"label_names": ["negative", "neutral", "positive"], "max_length": 32})
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracker = Tracker(uri, "registered", str(root / "artifacts"))
+    run = tracker.start_trial(tracker.study_run("registered", None, {}), "registered", 0, {})
+    example = ["great product", "awful"]
+    registry.register(tracker.client, "tiny-clf", run, checkpoint, 0.5, example,
+                      Classifier(checkpoint).predict_frame(example), tags={"orchestrator_study": "registered"})
+    return uri, checkpoint
+
+
+@pytest.fixture
+def trial_job(tmp_path, tiny_model, data_dir, monkeypatch):
+    """(job, study): what the driver hands a trial process, for one claimed trial of a real study,
+    with the storage URL in the environment as the driver passes it."""
+    import optuna
+
+    from orchestrator.config import from_dict
+    from orchestrator.data import load_splits, save_splits
+    from orchestrator.paths import absolute_sqlite
+    from orchestrator.space import suggest
+    from orchestrator.tracking import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    cfg = from_dict({"name": "oom", "data": {"train": str(data_dir / "train.csv"), "test": str(data_dir / "test.csv")},
+                     "model": {"name_or_path": str(tiny_model)}, "training": {"epochs": 1, "batch_size": 16},
+                     "space": {"learning_rate": {"low": 1e-4, "high": 1e-3, "log": True}}})
+    storage = absolute_sqlite("sqlite:///mlruns/optuna.db")
+    monkeypatch.setenv("ORCHESTRATOR_STORAGE", storage)
+    study = optuna.create_study(study_name="oom", storage=storage)
+    trial = study.ask()
+    suggest(trial, cfg.space, cfg.training)
+    tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
+    parent = tracker.study_run("oom", None, {})
+    data = save_splits(load_splits(cfg.data), tmp_path / "data")
+    return {"config": cfg.to_dict(), "source": "test", "trial_id": trial._trial_id,
+            "model_path": str(tiny_model), "model_fingerprint": "tiny", "parent_run_id": parent,
+            "splits_dir": str(data), "cache_dir": str(data), "checkpoint_dir": str(tmp_path / "ckpt"),
+            "result": str(tmp_path / "r.json")}, study

@@ -46,9 +46,9 @@ def test_every_problem_is_reported_together(tmp_path):
                      "space.batch_size.choices: must be a non-empty list",
                      "search.sampler: 'grid' is not one of",
                      "search.storage: 'mysql://db/optuna' is not supported",
-                     "search.heartbeat_interval (100) must be > 0 and below search.heartbeat_grace_period (90)",
+                     "search.heartbeat_interval (100) must be below search.heartbeat_grace_period (90)",
                      "colour: unknown key",
-                     "training.learning_rate: must be > 0"]:
+                     "training.learning_rate: must be > 0 and <= 1, found -1.0"]:
         assert expected in text, f"missing {expected!r} in:\n{text}"
     assert str(p) in text
 
@@ -61,7 +61,7 @@ def test_malformed_yaml_names_line_and_column(tmp_path):
 
 
 def test_space_rejects_float_range_for_int_parameter():
-    with pytest.raises(ConfigError, match="space.epochs: low and high must be whole numbers"):
+    with pytest.raises(ConfigError, match="space.epochs: low, high and step must be whole numbers"):
         from_dict({"data": {"train": "a.csv"}, "space": {"epochs": {"low": 1.5, "high": 3}}})
 
 

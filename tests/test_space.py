@@ -32,3 +32,27 @@ def test_unsearched_values_come_from_training_defaults():
                      "space": {"epochs": {"low": 1, "high": 1}}})
     params = suggest(optuna.create_study().ask(), cfg.space, cfg.training)
     assert (params.batch_size, params.head, params.epochs) == (8, "mean", 1)
+
+
+def test_configurations_list_each_distinct_one_once_with_conditions():
+    from orchestrator.space import configurations, count_configurations
+
+    cfg = from_dict({"data": {"train": "a.csv"}, "space": {
+        "head": ["cls", "mean"], "strategy": ["full", "partial"],
+        "freeze_layers": {"low": 1, "high": 3, "when": {"strategy": ["partial"]}},
+        "dropout": {"low": 0.0, "high": 0.2, "step": 0.1}}})
+    every = configurations(cfg.space, cfg.training)
+    # head x (full + partial x 3 layers) x 3 dropouts
+    assert len(every) == count_configurations(cfg.space, cfg.training) == 2 * (1 + 3) * 3
+    assert len({tuple(sorted(c.items())) for c in every}) == len(every)
+    assert all(("freeze_layers" in c) == (c["strategy"] == "partial") for c in every)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(30):  # what the sampler draws is always one of the listed configurations
+        trial = study.ask()
+        suggest(trial, cfg.space, cfg.training)
+        assert trial.params in every
+        study.tell(trial, 0.0)
+    assert count_configurations(from_dict({"data": {"train": "a.csv"}}).space, cfg.training) == 1
+    continuous = from_dict({"data": {"train": "a.csv"}, "space": {"learning_rate": {"low": 1e-5, "high": 1e-4}}})
+    assert count_configurations(continuous.space, continuous.training) is None
+    assert configurations(continuous.space, continuous.training) is None

@@ -6,35 +6,11 @@ There is no GPU here: the first `train` call raises the error class a CUDA alloc
 
 import os
 
-import optuna
-import pytest
 import torch
 
 from orchestrator import trial as trial_mod
 from orchestrator.config import from_dict
-from orchestrator.data import load_splits, save_splits
-from orchestrator.paths import absolute_sqlite
-from orchestrator.space import suggest
 from orchestrator.tracking import Tracker
-
-
-@pytest.fixture
-def job(tmp_path, tiny_model, data_dir, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    cfg = from_dict({"name": "oom", "data": {"train": str(data_dir / "train.csv"), "test": str(data_dir / "test.csv")},
-                     "model": {"name_or_path": str(tiny_model)}, "training": {"epochs": 1, "batch_size": 16},
-                     "space": {"learning_rate": {"low": 1e-4, "high": 1e-3, "log": True}}})
-    storage = absolute_sqlite("sqlite:///mlruns/optuna.db")
-    study = optuna.create_study(study_name="oom", storage=storage)
-    trial = study.ask()
-    suggest(trial, cfg.space, cfg.training)
-    tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
-    parent = tracker.study_run("oom", None, {})
-    save_splits(load_splits(cfg.data), tmp_path / "data")
-    return {"config": cfg.to_dict(), "source": "test", "storage": storage, "trial_id": trial._trial_id,
-            "model_path": str(tiny_model), "parent_run_id": parent, "splits_dir": str(tmp_path / "data"),
-            "cache_dir": str(tmp_path / "data"), "checkpoint_dir": str(tmp_path / "ckpt"),
-            "result": str(tmp_path / "r.json")}, study
 
 
 def _fake_oom(monkeypatch, times):
@@ -51,8 +27,8 @@ def _fake_oom(monkeypatch, times):
     return calls
 
 
-def test_oom_retries_once_at_half_the_batch_with_accumulation(job, monkeypatch):
-    job, study = job
+def test_oom_retries_once_at_half_the_batch_with_accumulation(trial_job, monkeypatch):
+    job, study = trial_job
     calls = _fake_oom(monkeypatch, times=1)
     outcome = trial_mod.run_trial(job)
     assert outcome["state"] == "COMPLETE" and 0 <= outcome["value"] <= 1
@@ -62,8 +38,8 @@ def test_oom_retries_once_at_half_the_batch_with_accumulation(job, monkeypatch):
     assert os.path.isdir(attrs["checkpoint"])
 
 
-def test_a_second_oom_fails_the_trial_with_the_reason(job, monkeypatch):
-    job, study = job
+def test_a_second_oom_fails_the_trial_with_the_reason(trial_job, monkeypatch):
+    job, study = trial_job
     calls = _fake_oom(monkeypatch, times=2)
     outcome = trial_mod.run_trial(job)
     assert outcome["state"] == "FAIL" and "out of memory at per-device batch 8" in outcome["reason"]

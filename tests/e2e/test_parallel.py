@@ -56,8 +56,7 @@ def test_one_trial_as_a_two_process_gloo_launch(tmp_path, tiny_model, data_dir, 
     (trial,) = _study(tmp_path).trials
     assert trial.state.name == "COMPLETE" and 0.0 <= trial.value <= 1.0
     assert len(trial.intermediate_values) == 2
-    log = (tmp_path / "mlruns" / "studies" / "par" / "logs" / "trial-0.log").read_text()
-    assert "accelerate" in log.lower() or trial.user_attrs["slot"] == "cpu0"
+    assert trial.user_attrs["processes"] == 2  # Accelerate's world size, as the trained model saw it
 
 
 def test_a_killed_trial_process_fails_only_its_trial(tmp_path, tiny_model, data_dir):

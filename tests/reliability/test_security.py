@@ -15,7 +15,7 @@ import pytest
 from orchestrator.config import ModelConfig
 from orchestrator.data import DataError
 from orchestrator.heads import TextClassifier, load_encoder, load_tokenizer
-from orchestrator.search import resolve_model
+from orchestrator.model_source import resolve_model
 
 
 class Payload:

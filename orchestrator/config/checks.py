@@ -1,0 +1,113 @@
+"""Checks that need values, not just types: ranges, choices, names, URLs, the search space.
+
+Each appends one line per problem naming the key, what was found and what is allowed; nothing
+here touches a file, a store or a model (those checks are in `preflight.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from orchestrator import metrics
+from orchestrator.config.schema import ExperimentConfig, ParamSpace, TrainingConfig, rules
+from orchestrator.config.secrets import redact
+
+# Names that become folder names and MLflow entries: no separators, no `..`, nothing a shell,
+# a filter string (`tags.x = '...'`) or MLflow's model-name rules (no '/' or ':') would trip on.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+STORAGES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://")
+TRACKING = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+", "mssql://", "mssql+",
+            "http://", "https://", "databricks")
+
+
+def check(cfg: ExperimentConfig, problems: list[str]) -> None:
+    for section in ("data", "model", "training", "search", "tracking", "registry"):
+        _check_fields(getattr(cfg, section), section, problems)
+    _check_fields(cfg, "", problems, skip={"data", "model", "training", "search", "tracking", "registry"})
+    for name, p in cfg.space.items():
+        _check_param(name, p, problems)
+    _check_names(cfg, problems)
+    _check_search(cfg, problems)
+    _check_tracking(cfg, problems)
+    d = cfg.data
+    if not d.hub and not d.train:
+        problems.append("data: set data.train (a file) or data.hub (a dataset name)")
+    if not d.hub and not d.validation and not d.test and d.validation_size + d.test_size >= 1:
+        problems.append(f"data.validation_size ({d.validation_size}) + data.test_size ({d.test_size}) must be "
+                        f"below 1, so that rows are left to train on")
+
+
+def _check_fields(section, prefix: str, problems: list[str], skip: set[str] = frozenset()) -> None:
+    for f in dataclasses.fields(section):
+        if f.name in skip or "range" not in f.metadata:
+            continue
+        value = getattr(section, f.name)
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        _check_value(value, f.metadata.get("range"), f.metadata.get("choices"), key, problems)
+
+
+def _check_value(value, bounds, choices, key: str, problems: list[str]) -> None:
+    if value is None:
+        return
+    if choices is not None and value not in choices:
+        problems.append(f"{key}: {value!r} is not one of {', '.join(choices)}")
+    problem = bounds.problem(value) if bounds is not None else None
+    if problem:
+        problems.append(f"{key}: {problem}")
+
+
+def _check_param(name: str, p: ParamSpace, problems: list[str]) -> None:
+    """Every bound and choice of a searched hyperparameter obeys that hyperparameter's rules."""
+    key = f"space.{name}"
+    bounds, choices = rules(TrainingConfig, name)
+    if p.choices is not None:
+        for v in p.choices:
+            _check_value(v, bounds, choices, f"{key}.choices", problems)
+        return
+    _check_value(p.low, bounds, choices, f"{key}.low", problems)
+    _check_value(p.high, bounds, choices, f"{key}.high", problems)
+    if p.low > p.high:
+        problems.append(f"{key}: low ({p.low}) is greater than high ({p.high})")
+    if p.step is not None and not p.step > 0:
+        problems.append(f"{key}.step: must be > 0, found {p.step}")
+    if p.log and p.low <= 0:
+        problems.append(f"{key}: log scale needs low > 0, found {p.low}")
+    if p.log and p.step is not None:
+        problems.append(f"{key}: step and log cannot be used together")
+
+
+def _check_names(cfg: ExperimentConfig, problems: list[str]) -> None:
+    for key, value in (("name", cfg.name), ("search.study_name", cfg.search.study_name),
+                       ("registry.model_name", cfg.registry.model_name)):
+        if value is not None and (not NAME.fullmatch(value) or ".." in value):
+            problems.append(f"{key}: {value!r} is not a usable name: it names folders and MLflow entries, so it "
+                            f"may hold only letters, digits, '.', '_' and '-', must start with a letter or digit, "
+                            f"must not contain '..', and has at most 128 characters")
+    if cfg.tracking.experiment is not None and not cfg.tracking.experiment.strip():
+        problems.append("tracking.experiment: must not be empty (leave it out to use the experiment's name)")
+
+
+def _check_search(cfg: ExperimentConfig, problems: list[str]) -> None:
+    s = cfg.search
+    if s.n_trials is None and s.timeout is None:
+        problems.append("search: set n_trials, timeout, or both, so the study ends")
+    if s.heartbeat_interval >= s.heartbeat_grace_period:
+        problems.append(f"search.heartbeat_interval ({s.heartbeat_interval}) must be below "
+                        f"search.heartbeat_grace_period ({s.heartbeat_grace_period})")
+    if not s.storage.startswith(STORAGES):
+        # Processes sharing a study take a lock beside the storage, which these two support.
+        problems.append(f"search.storage: {redact(s.storage)!r} is not supported; use sqlite:///path/optuna.db "
+                        f"(one machine) or postgresql://user@host/db (several machines; the password in "
+                        f"PGPASSWORD or ~/.pgpass, or the whole URL in $ORCHESTRATOR_STORAGE)")
+    problem = metrics.metric_problem(s.metric, s.direction)
+    if problem:
+        problems.append(f"search.metric: {problem}")
+
+
+def _check_tracking(cfg: ExperimentConfig, problems: list[str]) -> None:
+    uri = cfg.tracking.uri
+    if not uri.startswith(TRACKING):
+        problems.append(f"tracking.uri: {redact(uri)!r} is not an MLflow tracking store; use "
+                        f"sqlite:///mlruns/mlflow.db (embedded), a database URL (postgresql://, mysql://) or an "
+                        f"MLflow server (http:// or https://)")

@@ -1,0 +1,119 @@
+"""Table files in, cells exactly as written out: csv, tsv, json/jsonl, parquet.
+
+Read by hand rather than with `datasets`' builders or pandas' defaults, because both turn the
+strings `NA`, `N/A`, `None`, `null`, `nan`... into missing values (a label `NA`, the region North
+America, silently vanished) and numbers with a gap into floats (`0` became `0.0`). Here a cell is
+missing only when it is truly empty; everything else is data, as written. Shared by the search's
+data loading and by `predict`, so both read a file the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from orchestrator import paths
+
+SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl", ".parquet")
+
+
+class DataError(ValueError):
+    """Unusable input data; the message names the file/column and the fix."""
+
+
+def local_file(location: str, key: str) -> Path:
+    """The local file behind `location` (a path, `pkg://`, `archive.zip!member`), checked to exist."""
+    try:
+        resolved = Path(paths.resolve(location)).expanduser()
+    except paths.PathError as e:
+        raise DataError(f"{key}: {e}") from None
+    if not resolved.exists():
+        raise DataError(f"{key}: file not found: {location} (check the path; relative paths are taken from "
+                        f"the current directory {Path.cwd()})")
+    if not resolved.is_file():
+        raise DataError(f"{key}: {location} is not a file; name a {', '.join(SUFFIXES)} file")
+    if resolved.suffix.lower() not in SUFFIXES:
+        raise DataError(f"{key}: {location}: unknown file type {resolved.suffix!r}; use "
+                        f"{', '.join(SUFFIXES)}")
+    if resolved.stat().st_size == 0:
+        raise DataError(f"{key}: {location} is empty (0 bytes)")
+    return resolved
+
+
+def read_table(location: str, key: str, delimiter: str | None = None) -> pd.DataFrame:
+    """Every row and column of a table file. csv/tsv cells are strings (empty: ""), json and
+    parquet cells the values as stored (missing: None). Use `as_text` for a column's values."""
+    path = local_file(location, key)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".json", ".jsonl"):
+            frame = _read_json(path, key, location)
+        elif suffix == ".parquet":
+            frame = _read_parquet(path)
+        else:
+            sep = delimiter or ("\t" if suffix == ".tsv" else ",")
+            # utf-8-sig: spreadsheet programs start their CSV exports with a byte-order mark.
+            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                                encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{key}: {location} is not UTF-8 ({e}); re-save it as UTF-8 "
+                        f"(e.g. iconv -f latin1 -t utf-8)") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{key}: {location} has no rows") from None
+    except (pd.errors.ParserError, ValueError, OSError) as e:
+        raise DataError(f"{key}: could not read {location}: {str(e)[:500]}") from None
+    if len(frame) == 0:
+        raise DataError(f"{key}: {location} has no rows")
+    return frame
+
+
+def _read_json(path: Path, key: str, location: str) -> pd.DataFrame:
+    text = path.read_text(encoding="utf-8-sig")
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{key}: {location} is not valid JSON: {e}") from None
+        where = "element"
+    else:  # JSON lines: one object per line
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{key}: {location} line {number} is not valid JSON: {e}") from None
+        where = "line"
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise DataError(f"{key}: {location} {where} {i} is {type(row).__name__}, expected an object "
+                            f"like {{\"text\": ..., \"label\": ...}}")
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    # object columns: pandas must not turn [0, 1, None] into floats.
+    return pd.DataFrame({c: pd.Series([row.get(c) for row in rows], dtype=object) for c in columns})
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return pd.DataFrame({name: pd.Series(table.column(name).to_pylist(), dtype=object)
+                         for name in table.column_names})
+
+
+def as_text(value) -> str | None:
+    """A cell as the text it was written as; None when it is missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return json.dumps(value)  # 0 stays "0", true stays "true", 1.5 stays "1.5"
+    return str(value)
+
+
+def is_missing(text: str | None) -> bool:
+    return text is None or text.strip() == ""

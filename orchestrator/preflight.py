@@ -1,0 +1,105 @@
+"""Everything that can be wrong with a search's input, found before a study, a run or a file exists.
+
+The config was checked on its own when it was loaded; here it is checked against the world:
+the folders the search will write, the data, the model, and the hyperparameters against that
+model (positions, layers, heads) and that data (the metric's label names). Every problem of a
+kind is reported together; exit code 2, nothing created.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator import metrics, scheduler
+from orchestrator.config import ConfigError, ExperimentConfig
+from orchestrator.data import DataError, Splits, load_splits
+from orchestrator.heads import check_heads
+from orchestrator.model_source import ModelSource, resolve_model
+
+SQLITE = "sqlite:///"
+
+
+@dataclass
+class Checked:
+    slots: list[scheduler.Slot]
+    splits: Splits
+    model: ModelSource
+
+
+def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int) -> Checked:
+    slots = scheduler.make_slots(gpus, workers, cfg.search.gpus_per_trial)
+    problems = writable_problems(cfg)
+    if problems:
+        raise ConfigError(cfg.source, problems)
+    splits = load_splits(cfg.data)
+    model = resolve_model(cfg.model)
+    problems = _model_problems(cfg, model) + _metric_problems(cfg, splits)
+    if problems:
+        raise ConfigError(cfg.source, problems)
+    return Checked(slots, splits, model)
+
+
+def _values(cfg: ExperimentConfig, name: str) -> list:
+    """Every value a hyperparameter can take in this study: the searched bounds/choices or the default."""
+    p = cfg.space.get(name)
+    if p is None:
+        return [getattr(cfg.training, name)]
+    return list(p.choices) if p.choices is not None else [p.low, p.high]
+
+
+def _model_problems(cfg: ExperimentConfig, model: ModelSource) -> list[str]:
+    problems = []
+    key = "space.max_length" if "max_length" in cfg.space else "training.max_length"
+    too_long = [v for v in _values(cfg, "max_length") if model.max_positions and v > model.max_positions]
+    if too_long:
+        problems.append(f"{key}: {max(too_long)} is more than {cfg.model.name_or_path} takes "
+                        f"({model.max_positions} tokens); use at most {model.max_positions}")
+    partial = "partial" in _values(cfg, "strategy")
+    too_many = [v for v in _values(cfg, "freeze_layers") if model.num_layers is not None and v > model.num_layers]
+    if partial and too_many:
+        key = "space.freeze_layers" if "freeze_layers" in cfg.space else "training.freeze_layers"
+        problems.append(f"{key}: {max(too_many)} layers to freeze, but {cfg.model.name_or_path} has "
+                        f"{model.num_layers}; use at most {model.num_layers}")
+    heads = set(_values(cfg, "head"))
+    problems += check_heads(model.path, heads, None, cfg.model.trust_remote_code)
+    return problems
+
+
+def _metric_problems(cfg: ExperimentConfig, splits: Splits) -> list[str]:
+    problem = metrics.metric_problem(cfg.search.metric, cfg.search.direction, splits.label_names)
+    return [f"search.metric: {problem}"] if problem else []
+
+
+def writable_problems(cfg: ExperimentConfig) -> list[str]:
+    """The folders a search writes (stores, artifacts, work dir) must be folders it can write."""
+    places = [("search.work_dir", Path(cfg.search.work_dir))]
+    for key, uri in (("search.storage", cfg.search.storage), ("tracking.uri", cfg.tracking.uri)):
+        if uri.startswith(SQLITE) and uri != SQLITE + ":memory:":
+            places.append((key, Path(uri[len(SQLITE):]).expanduser().parent))
+    if "://" not in cfg.tracking.artifact_location:
+        places.append(("tracking.artifact_location", Path(cfg.tracking.artifact_location)))
+    problems = []
+    for key, folder in places:
+        problem = _unwritable(folder)
+        if problem:
+            problems.append(f"{key}: cannot write to {folder}: {problem}")
+    return problems
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why `folder` (existing or to be created) cannot be written, or None. Creates nothing."""
+    path = folder.expanduser().absolute()
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir():
+        return f"{path} is a file, not a folder; move it away or choose another folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"no permission to write in {path}"
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return f"{path} is on a read-only file system"
+    except OSError as e:
+        return str(e)
+    return None
