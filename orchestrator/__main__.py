@@ -63,11 +63,12 @@ def ui(config: str | None, tracking_uri: str | None, port: int) -> int:
         from orchestrator.config import load_config
 
         tracking_uri = load_config(config).tracking.uri if config else DEFAULT_TRACKING
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--port", str(port)]
     from orchestrator.config.secrets import redact
 
-    print("running:", " ".join(redact(c) for c in cmd[1:]))
-    return subprocess.call(cmd)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--port", str(port)]
+    print(f"running: mlflow ui --backend-store-uri {redact(tracking_uri)} --port {port}")
+    # Through the environment, not the command line, where `ps` would show a password.
+    return subprocess.call(cmd, env={**os.environ, "MLFLOW_BACKEND_STORE_URI": tracking_uri})
 
 
 def _parser() -> argparse.ArgumentParser:

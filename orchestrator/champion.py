@@ -21,7 +21,7 @@ from orchestrator.config import ExperimentConfig
 from orchestrator.data import Splits
 from orchestrator.metrics import classification_metrics, report
 from orchestrator.serve import Classifier
-from orchestrator.study import FINISHED
+from orchestrator.study import DIED, FINISHED
 from orchestrator.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,9 @@ def reconcile_runs(study: optuna.Study, tracker: Tracker, parent: str, cfg: Expe
             tracker.set_tags(run_id, {"backfilled": "true"})
         if t.value is not None:
             tracker.log_metrics(run_id, {cfg.search.metric: t.value})
-        tracker.finish_trial(run_id, t.state.name, t.user_attrs.get("fail_reason"))
+        died = t.state == TrialState.FAIL and (t.user_attrs.get("died") or "fail_reason" not in t.user_attrs)
+        reason = t.user_attrs.get("fail_reason", DIED if died else None)
+        tracker.finish_trial(run_id, t.state.name, reason, status="KILLED" if died else None)
         run_ids[t.number] = run_id
     return run_ids
 

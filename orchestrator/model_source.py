@@ -22,6 +22,10 @@ from orchestrator.data import DataError, tokenizer_fingerprint
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer*", "vocab*", "merges*",
              "spiece*", "sentencepiece*"]
 NO_LIMIT = 10**6  # tokenizers without a length limit report a huge model_max_length
+# A folder without any of these has no tokenizer: transformers would quietly build a near-empty
+# one from the config (every word [UNK]) and every trial would train on nothing.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model", "sentencepiece.model", "vocab.model")
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,10 @@ def _check_weights(path: Path, cfg: ModelConfig) -> None:
 def _load_tokenizer(folder: Path, cfg: ModelConfig):
     from transformers import AutoTokenizer
 
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise DataError(f"model.name_or_path: {cfg.name_or_path} has no tokenizer (none of "
+                        f"{', '.join(TOKENIZER_FILES)}); save the tokenizer into the model folder "
+                        f"(tokenizer.save_pretrained)")
     try:
         return AutoTokenizer.from_pretrained(folder, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError, TypeError) as e:

@@ -24,7 +24,9 @@ class PathError(ValueError):
 
 def resolve(location: str) -> str:
     """Return a local path or fsspec URL for `location`; hub names pass through unchanged."""
-    archive, bang, member = location.partition("!")
+    archive, bang, member = location.partition(".zip!")  # a '!' elsewhere is part of a name
+    if bang:
+        archive += ".zip"
     path = _resolve_pkg(archive) if archive.startswith(PKG) else archive
     if bang:
         return _extract(Path(path), member)

@@ -1,14 +1,15 @@
 """Everything that can be wrong with a search's input, found before a study, a run or a file exists.
 
 The config was checked on its own when it was loaded; here it is checked against the world:
-the folders the search will write, the data, the model, and the hyperparameters against that
-model (positions, layers, heads) and that data (the metric's label names). Every problem of a
-kind is reported together; exit code 2, nothing created.
+the folders the search will write, the data, the model, the hyperparameters against that model
+(positions, layers, heads) and that data (the metric's label names), and last the MLflow store.
+Every problem of a kind is reported together; exit code 2, nothing created.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from orchestrator.config import ConfigError, ExperimentConfig
 from orchestrator.data import DataError, Splits, load_splits
 from orchestrator.heads import check_heads
 from orchestrator.model_source import ModelSource, resolve_model
-
-SQLITE = "sqlite:///"
+from orchestrator.paths import sqlite_path
+from orchestrator.tracking import check_store
 
 
 @dataclass
@@ -38,6 +39,7 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int) -> Checked:
     problems = _model_problems(cfg, model) + _metric_problems(cfg, splits)
     if problems:
         raise ConfigError(cfg.source, problems)
+    check_store(cfg.tracking.uri)  # last: on a fresh machine this creates the embedded store
     return Checked(slots, splits, model)
 
 
@@ -75,12 +77,15 @@ def _metric_problems(cfg: ExperimentConfig, splits: Splits) -> list[str]:
 def writable_problems(cfg: ExperimentConfig) -> list[str]:
     """The folders a search writes (stores, artifacts, work dir) must be folders it can write."""
     places = [("search.work_dir", Path(cfg.search.work_dir))]
+    problems = []
     for key, uri in (("search.storage", cfg.search.storage), ("tracking.uri", cfg.tracking.uri)):
-        if uri.startswith(SQLITE) and uri != SQLITE + ":memory:":
-            places.append((key, Path(uri[len(SQLITE):]).expanduser().parent))
+        db = sqlite_path(uri)
+        if db is not None:
+            places.append((key, db.parent))
+            if db.is_dir():
+                problems.append(f"{key}: {db} is a folder; name a database file, e.g. {db / 'store.db'}")
     if "://" not in cfg.tracking.artifact_location:
         places.append(("tracking.artifact_location", Path(cfg.tracking.artifact_location)))
-    problems = []
     for key, folder in places:
         problem = _unwritable(folder)
         if problem:
@@ -89,17 +94,16 @@ def writable_problems(cfg: ExperimentConfig) -> list[str]:
 
 
 def _unwritable(folder: Path) -> str | None:
-    """Why `folder` (existing or to be created) cannot be written, or None. Creates nothing."""
+    """Why `folder` (existing or to be created) cannot be written, or None. Leaves nothing behind."""
     path = folder.expanduser().absolute()
     while not path.exists():
         path = path.parent
     if not path.is_dir():
         return f"{path} is a file, not a folder; move it away or choose another folder"
-    if not os.access(path, os.W_OK | os.X_OK):
-        return f"no permission to write in {path}"
+    # Try it: permission bits say nothing to root, and some file systems (/proc, read-only
+    # mounts) refuse whatever the bits say.
     try:
-        if os.statvfs(path).f_flag & os.ST_RDONLY:
-            return f"{path} is on a read-only file system"
+        os.rmdir(tempfile.mkdtemp(prefix=".orchestrator-check-", dir=path))
     except OSError as e:
-        return str(e)
+        return f"cannot create a folder in {path} ({e.strerror or e})"
     return None

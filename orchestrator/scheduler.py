@@ -91,10 +91,15 @@ def command(slot: Slot, job: Path) -> list[str]:
     worker = ["-m", "orchestrator.worker", str(job)]
     if slot.processes == 1:
         return [sys.executable, *worker]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(slot.processes),
-              "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
-    launch += ["--cpu", "--mixed_precision", "no"] if slot.cpu else ["--multi_gpu"]
-    return launch + worker
+    if slot.cpu:
+        # `accelerate launch --cpu` runs a single process whatever --num_processes says (its
+        # multi-CPU path wants mpirun), so CPU ranks are started by torch's own launcher; the
+        # Accelerator in each sees WORLD_SIZE > 1 and joins a gloo process group.
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node",
+                str(slot.processes), "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *worker]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(slot.processes),
+            "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+            "--multi_gpu", *worker]
 
 
 @dataclass

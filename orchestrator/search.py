@@ -39,7 +39,7 @@ from orchestrator.interrupt import Interrupt
 from orchestrator.launcher import TrialFailed, TrialLauncher
 from orchestrator.preflight import Checked, preflight
 from orchestrator.progress import StudyProgress
-from orchestrator.study import (FINISHED, Sampling, SpaceExhausted, StudyLock, check_identity, claim, create_study,
+from orchestrator.study import (DIED, FINISHED, Sampling, SpaceExhausted, StudyLock, check_identity, claim, create_study,
                                 finished, heartbeat, make_storage, recover_dead_trials)
 from orchestrator.tracking import Tracker, is_outage
 
@@ -369,7 +369,7 @@ def _rows(study: optuna.Study) -> list[TrialRow]:
     for t in study.get_trials(deepcopy=False):
         if "duplicate_of" in t.user_attrs:  # a discarded sample, not a trial that ran
             continue
-        note = t.user_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else ""
+        note = t.user_attrs.get("fail_reason", DIED) if t.state == TrialState.FAIL else ""
         rows.append(TrialRow(t.number, t.state.name, t.value, dict(t.params), note))
     return rows
 

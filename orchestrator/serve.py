@@ -11,6 +11,8 @@ store: a missing one is an error, not an empty new database.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -20,9 +22,11 @@ import torch
 from transformers import DataCollatorWithPadding
 
 from orchestrator.data import DataError, read_table
-from orchestrator.data.read import as_text
+from orchestrator.data.read import as_text, is_missing
 from orchestrator.heads import TextClassifier
 from orchestrator.paths import absolute_sqlite, sqlite_path
+
+log = logging.getLogger(__name__)
 
 TEXT_COLUMN = "text"
 OUTPUTS = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
@@ -80,7 +84,8 @@ def predict_file(model_uri: str, input_path: str, output_path: str, text_column:
 
     The output keeps the input's columns as they were written and adds `predicted_label` (named
     so it never collides with a `label` column of true labels) and one `prob_<label>` column per
-    class. Input and output formats: csv, tsv, json/jsonl, parquet (by extension).
+    class; a row whose text is empty gets empty prediction columns. Input and output formats:
+    csv, tsv, json/jsonl, parquet (by extension).
     """
     frame = read_table(input_path, "--input")
     if text_column not in frame.columns:
@@ -97,10 +102,16 @@ def predict_file(model_uri: str, input_path: str, output_path: str, text_column:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(model_uri)
-    texts = [as_text(v) or "" for v in frame[text_column]]  # an empty cell is an empty text, not "nan"
-    result = model.predict(pd.DataFrame({TEXT_COLUMN: texts}))
+    texts = [as_text(v) for v in frame[text_column]]
+    present = [i for i, t in enumerate(texts) if not is_missing(t)]
+    if len(present) < len(texts):  # a missing text gets no prediction, not a guess
+        log.warning("%s: %d of %d rows have an empty %r; they get no prediction", input_path,
+                    len(texts) - len(present), len(texts), text_column)
+    result = model.predict(pd.DataFrame({TEXT_COLUMN: [texts[i] for i in present]}))
     result = result.rename(columns={"label": "predicted_label"})
-    out = pd.concat([frame.reset_index(drop=True), result.reset_index(drop=True)], axis=1)
+    result.index = present
+    result = result.reindex(range(len(texts)))
+    out = pd.concat([frame.reset_index(drop=True), result], axis=1)
     _write(out, Path(output_path))
     return out
 
@@ -113,7 +124,7 @@ def _check_output(input_path: str, output_path: str) -> None:
         raise DataError(f"--output {output_path}: folder {out.parent} does not exist; create it first")
     if out.is_dir():
         raise DataError(f"--output {output_path} is a folder; name a file")
-    if out.exists() and out.resolve() == Path(input_path).resolve():
+    if out.exists() and os.path.samefile(out, input_path):  # also through a link, hard or symbolic
         raise DataError(f"--output {output_path} is the input file; write the predictions elsewhere")
 
 
@@ -123,13 +134,14 @@ def _check_model(model_uri: str, tracking_uri: str | None) -> None:
     from mlflow.exceptions import MlflowException
 
     from orchestrator.config.secrets import redact
-    from orchestrator.tracking import TrackingError, is_missing, is_outage
+    from orchestrator.tracking import TrackingError, fail_fast, is_missing, is_outage
 
     if not model_uri.startswith(("models:/", "runs:/")):
-        if "://" not in model_uri and not Path(model_uri).exists():
-            raise DataError(f"--model {model_uri}: no such model folder; use models:/NAME@ALIAS, "
-                            f"models:/NAME/VERSION, runs:/RUN_ID/model or a model folder")
+        if "://" not in model_uri and not (Path(model_uri) / "MLmodel").is_file():
+            raise DataError(f"--model {model_uri}: not an MLflow model folder (no MLmodel file in it); use "
+                            f"models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model or a logged model's folder")
         return
+    fail_fast(tracking_uri or "")
     db = sqlite_path(tracking_uri or "")
     if db is not None and not db.is_file():
         raise DataError(f"--tracking-uri {tracking_uri}: no MLflow store at {db}; run a search first, or point "

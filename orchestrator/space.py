@@ -11,7 +11,6 @@ yet tried.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 
 from orchestrator.config.schema import ParamSpace, TrainingConfig
@@ -20,8 +19,41 @@ ENUMERATION_LIMIT = 100_000  # beyond this many combinations of condition values
 
 
 def _ordered(space: dict[str, ParamSpace]) -> list[tuple[str, ParamSpace]]:
-    # Unconditional parameters first, so conditions can read the values they depend on.
-    return sorted(space.items(), key=lambda item: item[1].when is not None)
+    """Unconditional parameters first, then each conditional one after the parameters its
+    condition reads (which may be conditional themselves), so conditions see the values they
+    depend on. A cycle (reported by the config checks) leaves the rest in the given order."""
+    order = [(n, p) for n, p in space.items() if not p.when]
+    placed = {n for n, _ in order}
+    pending = [(n, p) for n, p in space.items() if p.when]
+    while pending:
+        ready = [(n, p) for n, p in pending if all(d in placed or d not in space or d == n for d in p.when)]
+        if not ready:
+            return order + pending
+        order += ready
+        placed.update(n for n, _ in ready)
+        pending = [item for item in pending if item not in ready]
+    return order
+
+
+def cycle(space: dict[str, ParamSpace]) -> list[str]:
+    """The conditional parameters whose conditions depend on each other in a circle ([] if none)."""
+    order = _ordered(space)
+    placed: set[str] = set()
+    for name, p in order:
+        if p.when and any(d in space and d not in placed and d != name for d in p.when):
+            return [n for n, q in order[order.index((name, p)):]]
+        placed.add(name)
+    return []
+
+
+def possible_values(name: str, space: dict[str, ParamSpace], defaults: TrainingConfig) -> list | None:
+    """What a hyperparameter can be in some trial (None: a continuous range)."""
+    p = space.get(name)
+    if p is None:
+        return [getattr(defaults, name)]
+    values = _values(p)
+    # A conditional parameter that is not sampled keeps its training value.
+    return values if values is None or not p.when else [*values, getattr(defaults, name)]
 
 
 def _active(p: ParamSpace, values: dict, defaults: TrainingConfig) -> bool:
@@ -70,43 +102,23 @@ def _values(p: ParamSpace) -> list | None:
 def count_configurations(space: dict[str, ParamSpace], defaults: TrainingConfig) -> int | None:
     """Distinct configurations the space holds (1 for an empty space); None when infinite.
 
-    Above `ENUMERATION_LIMIT` combinations of the values that conditions read, a lower bound.
+    Counted by listing them up to `ENUMERATION_LIMIT`; beyond, the product of the unconditional
+    parameters' sizes, a lower bound.
     """
-    plain = {n: p for n, p in space.items() if not p.when}
-    conditional = {n: p for n, p in space.items() if p.when}
-    read = sorted({dep for p in conditional.values() for dep in p.when} & plain.keys())
-    independent = 1
-    for name, p in plain.items():
-        if name not in read:
-            size = size_of(p)
-            if size is None:
-                return None
-            independent *= size
-    choices = [_values(plain[name]) for name in read]
-    if any(c is None for c in choices):
+    sizes = [size_of(p) for p in space.values()]
+    if any(n is None for n in sizes):
         return None
-    combinations = math.prod(len(c) for c in choices)
-    if combinations > ENUMERATION_LIMIT:
-        return independent * combinations
-    total = 0
-    for combo in itertools.product(*choices):
-        values, count = dict(zip(read, combo)), 1
-        for _name, p in _ordered(conditional):
-            if _active(p, values, defaults):
-                size = size_of(p)
-                if size is None:
-                    return None
-                count *= size
-        total += count
-    return total * independent
+    if math.prod(sizes) <= ENUMERATION_LIMIT:
+        return len(configurations(space, defaults))
+    return math.prod(size_of(p) for p in space.values() if not p.when)
 
 
 def configurations(space: dict[str, ParamSpace], defaults: TrainingConfig,
                    limit: int = ENUMERATION_LIMIT) -> list[dict] | None:
     """Every distinct configuration (the parameters a trial would hold), or None when the space
-    is infinite or holds more than `limit`."""
-    n = count_configurations(space, defaults)
-    if n is None or n > limit:
+    is infinite or could hold more than `limit`."""
+    sizes = [size_of(p) for p in space.values()]
+    if any(n is None for n in sizes) or math.prod(sizes) > limit:
         return None
     configs: list[dict] = [{}]
     for name, p in _ordered(space):

@@ -42,6 +42,9 @@ from orchestrator.data import DataError, fingerprint
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# The reason of a FAIL trial that has none recorded: Optuna fails a trial whose heartbeats stopped
+# itself, after which no attribute can be added to it. Every other FAIL records its reason.
+DIED = "its driver stopped sending heartbeats (its process or machine died)"
 TAKEN = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)  # parameters a new trial must not repeat
 DRIVER = f"{socket.gethostname()}:{os.getpid()}"
 SAMPLE_ATTEMPTS = 50  # discarded repeats before a process decides the space is used up
@@ -77,12 +80,19 @@ def make_sampler(s: SearchConfig, trial_number: int = 0) -> optuna.samplers.Base
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+def make_pruner(s: SearchConfig) -> optuna.pruners.BasePruner:
+    """The study's pruner. Every process that reports epochs must build it: Optuna does not store
+    it, and `load_study` without one prunes by Optuna's defaults, not the experiment's."""
+    if s.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
+                                           n_warmup_steps=s.pruner_warmup_epochs)
+    return optuna.pruners.NopPruner()
+
+
 def create_study(cfg: ExperimentConfig, storage: RDBStorage) -> optuna.Study:
     s = cfg.search
     sampler = make_sampler(s)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
-                                          n_warmup_steps=s.pruner_warmup_epochs)
-              if s.pruner == "median" else optuna.pruners.NopPruner())
+    pruner = make_pruner(s)
     return optuna.create_study(study_name=cfg.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                direction=s.direction, load_if_exists=True)
 
@@ -287,8 +297,12 @@ def recover_dead_trials(study: optuna.Study, lock: StudyLock, close_run: Callabl
             mine = everyone_here and driver == DRIVER
             if not (mine or (name == host and pid.isdigit() and not _alive(int(pid)))):
                 continue
+            reason = "interrupted" if mine else f"its driver process {driver} died"
+            handle = optuna.trial.Trial(study, t._trial_id)  # attributes only while it is unfinished
+            handle.set_user_attr("fail_reason", reason)
+            handle.set_user_attr("died", True)
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            close_run(t, "interrupted" if mine else f"its driver process {driver} died")
+            close_run(t, reason)
             requeue_once(study, t)
             left_running.discard(t.number)
         with warnings.catch_warnings():

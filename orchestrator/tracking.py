@@ -66,19 +66,35 @@ def artifact_uri(location: str) -> str:
     return Path(location).resolve().as_uri()
 
 
+def fail_fast(uri: str) -> None:
+    """MLflow's defaults retry a dead server for minutes; a command should learn in seconds."""
+    if uri.startswith(("http://", "https://")):
+        for key, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                           ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")):
+            os.environ.setdefault(key, value)
+
+
+def check_store(uri: str) -> None:
+    """Reach the store with a read, so that an unreachable or unusable one stops a command before it
+    creates anything (an embedded SQLite store is created here, as the search would anyway)."""
+    fail_fast(uri)
+    uri = absolute_sqlite(uri)
+    try:
+        MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - connection refused, missing driver, not an MLflow database...
+        raise TrackingError(f"tracking.uri: cannot use the MLflow store {redact(uri)!r}: "
+                            f"{scrub(str(e)).strip().splitlines()[-1][:500]}") from e
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str):
-        if uri.startswith(("http://", "https://")):
-            # MLflow's defaults retry a dead server for minutes; a study should learn in seconds.
-            for key, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
-                               ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")):
-                os.environ.setdefault(key, value)
+        fail_fast(uri)
         uri = absolute_sqlite(uri)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 exp_id = self.client.create_experiment(experiment, artifact_location=artifact_uri(artifact_location))

@@ -104,8 +104,8 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     counts = np.bincount(train_labels[rows], minlength=splits.num_labels)
     collate = DataCollatorWithPadding(tokenizer)
     generator = torch.Generator().manual_seed(params.seed)
-    train_loader = DataLoader(train_set, batch_size=per_device_batch_size or params.batch_size, shuffle=True,
-                              collate_fn=collate, generator=generator)
+    per_device = per_device_batch_size or math.ceil(params.batch_size / accelerator.num_processes)
+    train_loader = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=collate, generator=generator)
     val_loader = DataLoader(tokenized["validation"], batch_size=params.eval_batch_size, collate_fn=collate)
 
     encoder = load_encoder(model_path, model_cfg.revision, model_cfg.trust_remote_code)

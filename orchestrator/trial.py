@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import traceback
 from pathlib import Path
@@ -24,6 +25,7 @@ from orchestrator import memory, paths, plots, scheduler, train
 from orchestrator.config import ExperimentConfig, TrainingConfig, from_dict
 from orchestrator.config.secrets import scrub
 from orchestrator.data import Splits, load_saved_splits
+from orchestrator.study import make_pruner
 from orchestrator.config.load import FROM_ENVIRONMENT
 from orchestrator.tracking import BestEffort, Tracker
 
@@ -43,15 +45,16 @@ def run_trial(job: dict) -> dict | None:
     cfg = job_config(job)
     is_main = int(os.environ.get("RANK", "0")) == 0
     storage = optuna.storages.RDBStorage(paths.absolute_sqlite(cfg.search.storage))
-    study = optuna.load_study(study_name=cfg.study_name, storage=storage)
+    study = optuna.load_study(study_name=cfg.study_name, storage=storage, pruner=make_pruner(cfg.search))
     trial = optuna.trial.Trial(study, job["trial_id"])
     params = dataclasses.replace(cfg.training, **trial.params)
     splits = load_saved_splits(job["splits_dir"])
     run = _TrialRun(cfg, job, trial, splits) if is_main else None
 
-    per_device, accumulation = params.batch_size, 1
+    # batch_size is the effective batch: each of a multi-process launch's ranks takes its share.
+    per_device, accumulation = math.ceil(params.batch_size / int(os.environ.get("WORLD_SIZE", "1"))), 1
     if torch.cuda.is_available():
-        per_device, accumulation = memory.plan_batch(params.batch_size, _probe(study, params, job, run))
+        per_device, accumulation = memory.plan_batch(per_device, _probe(study, params, job, run))
     oom_retried = False
     while True:
         if run:

@@ -77,3 +77,21 @@ def test_cli_exits_2_on_bad_config_before_creating_anything(tmp_path, monkeypatc
 def test_cli_exits_2_on_missing_config(tmp_path, capsys):
     assert main(["search", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_choice(tmp_path):
+    p = tmp_path / "twice.yaml"
+    p.write_text("name: first\ndata: {train: a.csv}\nname: second\n")
+    with pytest.raises(ConfigError, match=r"line 3, column 1: key 'name' is given twice"):
+        load_config(p)
+
+
+def test_overrides_are_read_as_written(tmp_path):
+    p = tmp_path / "e.yaml"
+    p.write_text("name: x\ndata: {train: a.csv}\n")
+    with pytest.raises(ConfigError, match=r"override 'search=': no value; write search=null"):
+        load_config(p, ["search="])  # would silently reset the whole section
+    # A value ending in ':' is a string (YAML would read a mapping), and gets the real check.
+    with pytest.raises(ConfigError, match="search.storage: an in-memory database"):
+        load_config(p, ["search.storage=sqlite:///:memory:"])
+    assert load_config(p, ["tracking.experiment=a: b"]).tracking.experiment == "a: b"

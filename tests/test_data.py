@@ -68,3 +68,15 @@ def test_tokenize_once_and_reuse(data_dir, tiny_model):
     assert tokenize(s, tok, 16) is first
     assert max(len(x) for x in first["train"]["input_ids"]) <= 16
     assert {"input_ids", "attention_mask", "labels"} <= set(first["train"].column_names)
+
+
+def test_a_bang_in_a_local_path_is_part_of_the_name(tmp_path):
+    folder = tmp_path / "we!rd"
+    s = load_splits(DataConfig(train=str(write_csv(folder / "train.csv", make_rows(60)))))
+    assert sum(len(d) for d in s.data.values()) == 60
+
+
+def test_labels_with_unicode_digits_are_labels(tmp_path):
+    rows = [{"text": f"text {i}", "label": ["²", "1", "10", "x"][i % 4]} for i in range(80)]
+    s = load_splits(DataConfig(train=str(write_csv(tmp_path / "u.csv", rows))))
+    assert s.label_names == ["1", "10", "x", "²"]  # integers in numeric order, then the rest

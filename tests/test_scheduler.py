@@ -30,7 +30,9 @@ def test_cpu_workers_split_the_cores():
     assert len(slots) == 2 and all(s.cpu for s in slots)
     assert all(int(s.env["OMP_NUM_THREADS"]) == max(1, (os.cpu_count() or 1) // 2) for s in slots)
     assert all(s.env["CUDA_VISIBLE_DEVICES"] == "" for s in slots)
-    assert "--cpu" in command(make_slots("none", gpus_per_trial=2, available=[0])[0], Path("j.json"))
+    cpu_launch = command(make_slots("none", gpus_per_trial=2, available=[0])[0], Path("j.json"))
+    assert cpu_launch[1:3] == ["-m", "torch.distributed.run"]  # accelerate's --cpu would run one process
+    assert cpu_launch[cpu_launch.index("--nproc_per_node") + 1] == "2"
 
 
 def test_bad_gpu_requests_are_clear_errors():

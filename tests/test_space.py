@@ -56,3 +56,26 @@ def test_configurations_list_each_distinct_one_once_with_conditions():
     continuous = from_dict({"data": {"train": "a.csv"}, "space": {"learning_rate": {"low": 1e-5, "high": 1e-4}}})
     assert count_configurations(continuous.space, continuous.training) is None
     assert configurations(continuous.space, continuous.training) is None
+
+
+def test_conditions_on_conditional_parameters_are_followed_in_any_order():
+    from orchestrator.space import configurations, count_configurations
+
+    # freeze_layers listed first, though it depends on strategy, which depends on head
+    cfg = from_dict({"data": {"train": "a.csv"}, "space": {
+        "freeze_layers": {"low": 1, "high": 3, "when": {"strategy": ["partial"]}},
+        "strategy": {"choices": ["full", "partial"], "when": {"head": ["cls"]}},
+        "head": ["cls", "mean"]}})
+    assert count_configurations(cfg.space, cfg.training) == 5  # mean; cls+full; cls+partial x 3
+    every = configurations(cfg.space, cfg.training)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    partial = 0
+    for _ in range(40):
+        trial = study.ask()
+        params = suggest(trial, cfg.space, cfg.training)
+        assert trial.params in every
+        if params.strategy == "partial":
+            partial += 1
+            assert params.freeze_layers in (1, 2, 3)  # sampled, not left at the default 0
+        study.tell(trial, 0.0)
+    assert partial > 0

@@ -6,6 +6,8 @@ There is no GPU here: the first `train` call raises the error class a CUDA alloc
 
 import os
 
+import optuna
+import pytest
 import torch
 
 from orchestrator import trial as trial_mod
@@ -48,3 +50,18 @@ def test_a_second_oom_fails_the_trial_with_the_reason(trial_job, monkeypatch):
     tracker = Tracker(from_dict(job["config"]).tracking.uri, "oom", "mlruns/artifacts")
     run = tracker.client.get_run(run_id)
     assert run.info.status == "FAILED" and "out of memory" in run.data.tags["fail_reason"]
+
+
+@pytest.mark.parametrize("pruner", ["none", "median"])
+def test_the_trial_prunes_by_the_experiments_pruner_not_optunas_default(trial_job, pruner):
+    """Optuna keeps no pruner in its storage: a trial process that loads the study without the
+    experiment's would prune by Optuna's default (median, no warm-up) after any epoch."""
+    job, study = trial_job
+    better = 0.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else 1.0
+    for _ in range(6):  # finished trials that did far better at epoch 1
+        other = study.ask()
+        other.report(better, 1)
+        study.tell(other, better)
+    job["config"]["search"]["pruner"] = pruner  # "median" keeps its 2 warm-up epochs
+    outcome = trial_mod.run_trial(job)
+    assert outcome["state"] == "COMPLETE", outcome

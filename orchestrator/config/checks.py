@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from orchestrator import metrics
+from orchestrator import metrics, space
 from orchestrator.config.schema import ExperimentConfig, ParamSpace, TrainingConfig, rules
 from orchestrator.config.secrets import redact
 
@@ -27,12 +27,15 @@ def check(cfg: ExperimentConfig, problems: list[str]) -> None:
     _check_fields(cfg, "", problems, skip={"data", "model", "training", "search", "tracking", "registry"})
     for name, p in cfg.space.items():
         _check_param(name, p, problems)
+    _check_conditions(cfg, problems)
     _check_names(cfg, problems)
     _check_search(cfg, problems)
     _check_tracking(cfg, problems)
     d = cfg.data
     if not d.hub and not d.train:
         problems.append("data: set data.train (a file) or data.hub (a dataset name)")
+    if d.text_column == d.label_column:
+        problems.append(f"data.text_column and data.label_column are both {d.text_column!r}; name two columns")
     if not d.hub and not d.validation and not d.test and d.validation_size + d.test_size >= 1:
         problems.append(f"data.validation_size ({d.validation_size}) + data.test_size ({d.test_size}) must be "
                         f"below 1, so that rows are left to train on")
@@ -77,6 +80,21 @@ def _check_param(name: str, p: ParamSpace, problems: list[str]) -> None:
         problems.append(f"{key}: step and log cannot be used together")
 
 
+def _check_conditions(cfg: ExperimentConfig, problems: list[str]) -> None:
+    """Each `when:` can hold: it reads values its parameter can take, and no circle of conditions."""
+    for name, p in cfg.space.items():
+        for dep, allowed in (p.when or {}).items():
+            if dep == name or not hasattr(cfg.training, dep) or not isinstance(allowed, list):
+                continue  # reported when the space was read
+            possible = space.possible_values(dep, cfg.space, cfg.training)
+            if possible is not None and not any(v in possible for v in allowed):
+                problems.append(f"space.{name}.when.{dep}: {dep} is never one of {allowed} (it can be "
+                                f"{', '.join(map(str, dict.fromkeys(possible)))}), so {name} would never be searched")
+    circle = space.cycle(cfg.space)
+    if circle:
+        problems.append(f"space: the conditions of {', '.join(circle)} depend on each other in a circle")
+
+
 def _check_names(cfg: ExperimentConfig, problems: list[str]) -> None:
     for key, value in (("name", cfg.name), ("search.study_name", cfg.search.study_name),
                        ("registry.model_name", cfg.registry.model_name)):
@@ -95,7 +113,10 @@ def _check_search(cfg: ExperimentConfig, problems: list[str]) -> None:
     if s.heartbeat_interval >= s.heartbeat_grace_period:
         problems.append(f"search.heartbeat_interval ({s.heartbeat_interval}) must be below "
                         f"search.heartbeat_grace_period ({s.heartbeat_grace_period})")
-    if not s.storage.startswith(STORAGES):
+    if ":memory:" in s.storage:
+        problems.append("search.storage: an in-memory database dies with this process, and trial processes cannot "
+                        "reach it; use sqlite:///mlruns/optuna.db")
+    elif not s.storage.startswith(STORAGES):
         # Processes sharing a study take a lock beside the storage, which these two support.
         problems.append(f"search.storage: {redact(s.storage)!r} is not supported; use sqlite:///path/optuna.db "
                         f"(one machine) or postgresql://user@host/db (several machines; the password in "
@@ -107,7 +128,10 @@ def _check_search(cfg: ExperimentConfig, problems: list[str]) -> None:
 
 def _check_tracking(cfg: ExperimentConfig, problems: list[str]) -> None:
     uri = cfg.tracking.uri
-    if not uri.startswith(TRACKING):
+    if ":memory:" in uri:
+        problems.append("tracking.uri: an in-memory database keeps nothing after the search (no runs, no registered "
+                        "model); use sqlite:///mlruns/mlflow.db")
+    elif not uri.startswith(TRACKING):
         problems.append(f"tracking.uri: {redact(uri)!r} is not an MLflow tracking store; use "
                         f"sqlite:///mlruns/mlflow.db (embedded), a database URL (postgresql://, mysql://) or an "
                         f"MLflow server (http:// or https://)")

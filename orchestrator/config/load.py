@@ -45,7 +45,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.is_file():
         raise ConfigError(source, [f"file not found: {path} (pass --config with an existing YAML file)"])
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
@@ -61,6 +61,21 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         _apply_override(raw, item, problems)
     _defaults_from_environment(raw)
     return from_dict(raw, source=source, problems=problems)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps
+    the last one silently, so a forgotten earlier setting would quietly lose."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def from_dict(raw: dict, source: str = "<dict>", problems: list[str] | None = None) -> ExperimentConfig:
@@ -92,9 +107,17 @@ def _apply_override(raw: dict, item: str, problems: list[str]) -> None:
     if not sep or not key.strip():
         problems.append(f"override {item!r}: expected key=value, e.g. search.n_trials=5")
         return
+    if not value.strip():
+        problems.append(f"override {item!r}: no value; write {key.strip()}=null to unset a setting")
+        return
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = yaml.safe_load(value)
     except yaml.YAMLError:
+        parsed = value
+    # Only a value written as {...} or [...] is a mapping or a list: YAML would read
+    # `sqlite:///:memory:` (a colon at the end) as a mapping.
+    if isinstance(parsed, dict) and not value.lstrip().startswith("{") or \
+            isinstance(parsed, list) and not value.lstrip().startswith("["):
         parsed = value
     node = raw
     parts = key.strip().split(".")
@@ -228,8 +251,8 @@ def _build_space(raw: Any, problems: list[str]) -> dict[str, ParamSpace]:
                     continue
                 p = dataclasses.replace(p, low=lo, high=hi, step=step)
             elif hints[name] is int:
-                whole_step = p.step is None or (isinstance(p.step, int) and not isinstance(p.step, bool))
-                if not p.is_int or not whole_step:
+                whole = [v for v in (p.low, p.high, p.step) if v is not None]
+                if not p.is_int or any(isinstance(v, bool) or not isinstance(v, int) for v in whole):
                     problems.append(f"{key}: low, high and step must be whole numbers for this integer "
                                     f"hyperparameter")
                     continue
@@ -238,9 +261,11 @@ def _build_space(raw: Any, problems: list[str]) -> dict[str, ParamSpace]:
                 continue
         if p.when is not None:
             for dep, values in p.when.items():
-                if dep not in raw and dep not in hints:
+                if dep == name:
+                    problems.append(f"{key}.when: {name} cannot depend on itself")
+                elif dep not in hints:
                     problems.append(f"{key}.when: unknown hyperparameter {dep!r}")
-                elif not isinstance(values, list):
-                    problems.append(f"{key}.when.{dep}: expected a list of values")
+                elif not isinstance(values, list) or not values:
+                    problems.append(f"{key}.when.{dep}: expected a non-empty list of values")
         space[name] = p
     return space

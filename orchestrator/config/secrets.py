@@ -18,20 +18,29 @@ from typing import Any
 from urllib.parse import unquote
 
 MASK = "***"
-# scheme://user:password@  (the user part may be empty: scheme://:password@)
-_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):(?P<password>[^\s@/'\"]+)@")
+# scheme://user:password@  (the user part may be empty). The password runs to the last '@' of the
+# word: a password may hold '/', ':' or an unescaped '@', and masking a little too much is safe.
+_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):(?P<password>[^\s'\"]+)@")
 SECRET_VARIABLES = ("PGPASSWORD", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY",
                     "AWS_SESSION_TOKEN", "HF_TOKEN")
 _known: set[str] = set()
 
 
 def remember(value: str | None) -> None:
-    """Treat `value` (and the passwords in it, if it is a URL) as a secret from now on."""
+    """Treat the password in URL `value`, as written and as the driver will read it, as a secret
+    from now on: `scrub` blanks it out of any text, whatever the text around it."""
     if not value:
         return
-    for match in _CREDENTIALS.finditer(value):
-        password = match.group("password")
-        _known.update({password, unquote(password)})
+    passwords = [m.group("password") for m in _CREDENTIALS.finditer(value)]
+    try:
+        import sqlalchemy
+
+        passwords.append(sqlalchemy.make_url(value).password)  # what a database driver will send
+    except Exception:  # noqa: BLE001 - not a database URL: the pattern above is all there is
+        pass
+    for password in passwords:
+        if password:
+            _known.update({str(password), unquote(str(password))})
 
 
 def _secrets() -> set[str]:

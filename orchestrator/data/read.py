@@ -56,8 +56,12 @@ def read_table(location: str, key: str, delimiter: str | None = None) -> pd.Data
         else:
             sep = delimiter or ("\t" if suffix == ".tsv" else ",")
             # utf-8-sig: spreadsheet programs start their CSV exports with a byte-order mark.
+            # skip_blank_lines=False: a blank line is a row with an empty text, not no row at all
+            # (predictions must line up with the input's rows).
             frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                                encoding="utf-8-sig")
+                                encoding="utf-8-sig", skip_blank_lines=False)
+    except DataError:
+        raise
     except UnicodeDecodeError as e:
         raise DataError(f"{key}: {location} is not UTF-8 ({e}); re-save it as UTF-8 "
                         f"(e.g. iconv -f latin1 -t utf-8)") from None

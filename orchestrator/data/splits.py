@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # Above this share of empty texts in a split, the data is more likely broken than sloppy.
 MAX_EMPTY_SHARE = 0.1
+INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
 SPLITS = ("train", "validation", "test")
 TASK = "single_label"
 
@@ -141,7 +143,7 @@ def _label_names(train: tuple[list[str], list[str]], cfg: DataConfig) -> list[st
         raise DataError(f"{_where(cfg, 'train')}: column {cfg.label_column!r} has a single class "
                         f"{sorted(values)}; a classifier needs at least two")
     # Integer labels sort numerically ("2" before "10"); strings alphabetically.
-    return sorted(values, key=lambda v: (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v))
+    return sorted(values, key=lambda v: (0, int(v), "") if INTEGER.fullmatch(v) else (1, 0, v))
 
 
 def _complete_splits(data: dict[str, Dataset], cfg: DataConfig, label_names: list[str]) -> dict[str, Dataset]:
@@ -159,6 +161,9 @@ def _complete_splits(data: dict[str, Dataset], cfg: DataConfig, label_names: lis
     if "validation" not in data:
         parts = train.train_test_split(test_size=cfg.validation_size, stratify_by_column="label", seed=cfg.seed)
         train, data["validation"] = parts["train"], parts["test"]
+    if cfg.max_train_rows and cfg.max_train_rows < len(label_names):
+        raise DataError(f"data.max_train_rows ({cfg.max_train_rows}) is fewer than the {len(label_names)} classes; "
+                        f"a stratified subsample needs a row of each")
     if cfg.max_train_rows and cfg.max_train_rows < len(train):
         train = train.train_test_split(train_size=cfg.max_train_rows, stratify_by_column="label",
                                        seed=cfg.seed)["train"]

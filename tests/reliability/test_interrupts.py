@@ -141,6 +141,7 @@ def test_kill_9_of_the_driver_then_the_same_command_resumes(experiment, tmp_path
     trials = _finish_and_check(experiment, tmp_path, before)
     for t in running:
         assert trials[t.number].state.name == "FAIL"
+        assert "died" in trials[t.number].user_attrs["fail_reason"]  # the summary and MLflow say why
         (retry,) = [r for r in trials if r.user_attrs.get("retry_of") == t.number]
         assert retry.params == trials[t.number].params
     _, runs = _runs(tmp_path)

@@ -77,6 +77,21 @@ def test_predict_keeps_na_texts_as_written_and_predicts_them(tmp_path, registere
     else:
         got = pd.read_csv(out, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
     assert got["text"].fillna("").tolist() == [r["text"] for r in rows]  # written back as read
-    expected = Classifier(checkpoint).predict_frame([r["text"] for r in rows])
-    assert got["predicted_label"].tolist() == expected["label"].tolist()  # "NA" was predicted as "NA"
+    expected = Classifier(checkpoint).predict_frame([r["text"] for r in rows if r["text"]])
+    predicted = got["predicted_label"].tolist()
+    assert predicted[:len(SPELLED)] + predicted[-1:] == expected["label"].tolist()  # "NA" was predicted as "NA"
+    assert predicted[len(SPELLED)] in ("", None) or pd.isna(predicted[len(SPELLED)])  # an empty text: no guess
     assert "UserWarning" not in done.stderr and "type hint" not in done.stderr
+
+
+def test_predict_keeps_one_output_row_per_input_row(tmp_path, registered_model, monkeypatch):
+    from orchestrator.__main__ import main
+
+    uri, _ = registered_model
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "one.csv").write_text("text\ngreat\n\nawful\n   \nokay\n")  # a blank line, a blank text
+    assert main(["predict", "--model", "models:/tiny-clf@champion", "--input", "one.csv", "--output", "o.csv",
+                 "--tracking-uri", uri]) == 0
+    got = pd.read_csv(tmp_path / "o.csv", dtype=str, keep_default_na=False, skip_blank_lines=False)
+    assert got["text"].tolist() == ["great", "", "awful", "   ", "okay"]
+    assert [bool(x) for x in got["predicted_label"]] == [True, False, True, False, True]  # no guess for no text

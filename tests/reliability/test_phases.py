@@ -104,7 +104,10 @@ def test_input_that_cannot_work_is_refused_before_anything_exists(tmp_path, tiny
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # cut short, as by an interrupted download
     (tmp_path / "a-file").write_text("not a folder")
+    no_tokenizer = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_model, no_tokenizer, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens*"))
     cases = {
+        str(no_tokenizer): "has no tokenizer",  # transformers would build a near-empty one
         "bert-base-uncased-not-cached/xyz": "from the Hugging Face hub",  # no network in tests
         str(_remote_code_model(tiny_model, tmp_path / "remote-code")): "set model.trust_remote_code: true only if",
         str(broken): "model.safetensors is not a readable safetensors file",
@@ -118,6 +121,12 @@ def test_input_that_cannot_work_is_refused_before_anything_exists(tmp_path, tiny
     for override, expected in [(f"search.work_dir={tmp_path / 'a-file' / 'studies'}", "search.work_dir: cannot write"),
                                (f"tracking.uri=sqlite:///{tmp_path / 'a-file' / 'm.db'}", "tracking.uri: cannot write"),
                                ("tracking.uri=ftp://example.org/mlflow", "tracking.uri: 'ftp://example.org/mlflow' is not"),
+                               ("search.work_dir=/proc/orchestrator", "search.work_dir: cannot write to /proc"),
+                               ("search.storage=sqlite:////proc/optuna.db", "search.storage: cannot write to /proc"),
+                               (f"search.storage=sqlite:///{tmp_path}", "is a folder; name a database file"),
+                               ("search.storage=sqlite:///:memory:", "search.storage: an in-memory database"),
+                               ("tracking.uri=sqlite:///:memory:", "tracking.uri: an in-memory database"),
+                               ("tracking.uri=mysql://u@127.0.0.1:9/mlflow", "tracking.uri: cannot use the MLflow store"),
                                ("search.study_name=it's", "search.study_name: \"it's\" is not a usable name")]:
         code = main(["search", "--config", str(experiment), override])
         err = capsys.readouterr().err

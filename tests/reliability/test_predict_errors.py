@@ -49,8 +49,11 @@ def test_each_bad_input_is_one_line_and_exit_2(tmp_path, registered_model, input
          "--model models:/tiny-clf@no-such-alias: not found"),
         (["--model", "models:/tiny-clf/99", "--input", "in.csv", "--output", "o.csv"], "models:/tiny-clf/99: not found"),
         (["--model", "runs:/0123456789abcdef/model", "--input", "in.csv", "--output", "o.csv"], "not found"),
-        (["--model", "./no-model-folder", "--input", "in.csv", "--output", "o.csv"], "no such model folder"),
+        (["--model", "./no-model-folder", "--input", "in.csv", "--output", "o.csv"], "not an MLflow model folder"),
+        (["--model", ".", "--input", "in.csv", "--output", "o.csv"], "not an MLflow model folder (no MLmodel"),
+        (["--model", model, "--input", "in.csv", "--output", "hard-link.csv"], "is the input file"),
     ]
+    os.link(inputs, tmp_path / "hard-link.csv")  # the same file under another name
     failures = []
     for args, expected in cases:
         code = main(["predict", *args, "--tracking-uri", uri])
@@ -60,6 +63,7 @@ def test_each_bad_input_is_one_line_and_exit_2(tmp_path, registered_model, input
             failures.append(f"{args}: exit {code}: {err[-800:]}")
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "o.csv").exists()
+    assert (tmp_path / "hard-link.csv").read_text() == inputs.read_text()  # the input was not overwritten
 
 
 def test_predict_never_creates_a_store_where_there_is_none(tmp_path, inputs):

@@ -33,6 +33,11 @@ OUT_OF_RANGE = [
     ("search.gpus_per_trial=0", "search.gpus_per_trial: must be >= 1, found 0"),
     ("data.validation_size=1.5", "data.validation_size: must be > 0 and < 1, found 1.5"),
     ("data.max_train_rows=0", "data.max_train_rows: must be >= 1, found 0"),
+    ("data.max_train_rows=2", "data.max_train_rows (2) is fewer than the 3 classes"),
+    ("data.label_column=text", "data.text_column and data.label_column are both 'text'"),
+    ("space.epochs={low: true, high: 3}", "space.epochs: low, high and step must be whole numbers"),
+    ("space.freeze_layers={low: 1, high: 2, when: {strategy: [partal]}}", "strategy is never one of ['partal']"),
+    ("space.head={choices: [cls, mean], when: {head: [cls]}}", "space.head.when: head cannot depend on itself"),
     ("search.metric=val_f2", "search.metric: 'val_f2' is not a metric the trials produce"),
     ("search.metric=val_loss", "set search.direction: minimize"),
     ("search.metric=val_f1_neutrall", "search.metric: 'val_f1_neutrall' is not a metric the trials produce "

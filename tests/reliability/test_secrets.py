@@ -62,6 +62,17 @@ def test_the_storage_url_can_come_from_the_environment(tmp_path, monkeypatch):
     assert explicit.search.storage == "sqlite:///x.db"  # the experiment's own setting wins
 
 
+def test_passwords_with_url_characters_are_masked_whole():
+    from orchestrator.config.secrets import redact, remember
+
+    for url, password in [("postgresql://u:ab/cd-Secret77@127.0.0.1:5432/db", "ab/cd-Secret77"),
+                          ("postgresql://u:Sp@ce-Secret55@127.0.0.1/db", "Sp@ce-Secret55"),
+                          ("http://admin:a:b:c-Secret9@mlflow:5000", "a:b:c-Secret9")]:
+        remember(url)
+        assert password not in redact(url)
+        assert password not in scrub(f"failed: {url}; the password {password} was refused")
+
+
 def test_scrub_masks_url_passwords_and_secret_variables(monkeypatch):
     monkeypatch.setenv("PGPASSWORD", "from-the-Env-123")
     text = (f"could not connect to postgresql+psycopg://u:{PASSWORD}@h:5432/db; "
