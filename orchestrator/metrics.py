@@ -13,7 +13,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-
 LOWER_IS_BETTER = ("loss",)
 PER_CLASS = ("precision", "recall", "f1")
 
@@ -47,7 +46,8 @@ def metric_problem(metric: str, direction: str, label_names: list[str] | None = 
                 f"val_recall_<label>")
     wanted = "minimize" if metric.endswith(LOWER_IS_BETTER) else "maximize"
     if direction != wanted:
-        return f"{metric} is better when {'lower' if wanted == 'minimize' else 'higher'}; set search.direction: {wanted}"
+        better = "lower" if wanted == "minimize" else "higher"
+        return f"{metric} is better when {better}; set search.direction: {wanted}"
     return None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from orchestrator import metrics, scheduler
 from orchestrator.config import ConfigError, ExperimentConfig
-from orchestrator.data import DataError, Splits, load_splits
+from orchestrator.data import Splits, load_splits
 from orchestrator.heads import check_heads
 from orchestrator.model_source import ModelSource, resolve_model
 from orchestrator.paths import sqlite_path

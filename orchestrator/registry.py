@@ -10,10 +10,9 @@ version (re-running a finished study is safe), and gives it an alias if it was l
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
-
-import math
 
 import mlflow
 import pandas as pd

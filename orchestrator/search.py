@@ -39,8 +39,20 @@ from orchestrator.interrupt import Interrupt
 from orchestrator.launcher import TrialFailed, TrialLauncher
 from orchestrator.preflight import Checked, preflight
 from orchestrator.progress import StudyProgress
-from orchestrator.study import (DIED, FINISHED, Sampling, SpaceExhausted, StudyLock, check_identity, claim, create_study,
-                                finished, heartbeat, make_storage, recover_dead_trials)
+from orchestrator.study import (
+    DIED,
+    FINISHED,
+    Sampling,
+    SpaceExhausted,
+    StudyLock,
+    check_identity,
+    claim,
+    create_study,
+    finished,
+    heartbeat,
+    make_storage,
+    recover_dead_trials,
+)
 from orchestrator.tracking import Tracker, is_outage
 
 log = logging.getLogger(__name__)

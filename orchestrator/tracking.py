@@ -43,7 +43,8 @@ TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED", "REQUEST_LIMI
 def is_outage(error: BaseException) -> bool:
     """A store that cannot be reached or answers 5xx: worth retrying later. Anything else (a
     refused name, a missing run, a bug) is not, and must be reported as what it is."""
-    if isinstance(error, (requests.ConnectionError, requests.Timeout, ConnectionError, sqlalchemy.exc.OperationalError)):
+    unreachable = (requests.ConnectionError, requests.Timeout, ConnectionError, sqlalchemy.exc.OperationalError)
+    if isinstance(error, unreachable):
         return True
     if isinstance(error, MlflowException):
         if error.error_code in TRANSIENT_CODES:

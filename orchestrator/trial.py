@@ -23,10 +23,10 @@ import torch
 
 from orchestrator import memory, paths, plots, scheduler, train
 from orchestrator.config import ExperimentConfig, TrainingConfig, from_dict
+from orchestrator.config.load import FROM_ENVIRONMENT
 from orchestrator.config.secrets import scrub
 from orchestrator.data import Splits, load_saved_splits
 from orchestrator.study import make_pruner
-from orchestrator.config.load import FROM_ENVIRONMENT
 from orchestrator.tracking import BestEffort, Tracker
 
 

@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from orchestrator.config import SearchConfig, from_dict
+from orchestrator.config import from_dict
 from orchestrator.study import Sampling, SpaceExhausted, StudyLock, claim, create_study, make_storage, requeue_once
 
 N_TRIALS = 12
