@@ -39,7 +39,7 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int) -> Checked:
     problems = _model_problems(cfg, model) + _metric_problems(cfg, splits)
     if problems:
         raise ConfigError(cfg.source, problems)
-    check_store(cfg.tracking.uri)  # last: on a fresh machine this creates the embedded store
+    check_store(cfg.tracking.uri)
     return Checked(slots, splits, model)
 
 

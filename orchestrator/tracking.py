@@ -76,13 +76,17 @@ def fail_fast(uri: str) -> None:
 
 
 def check_store(uri: str) -> None:
-    """Reach the store with a read, so that an unreachable or unusable one stops a command before it
-    creates anything (an embedded SQLite store is created here, as the search would anyway)."""
+    """Stop a command before it creates anything when the store cannot work: a server is asked
+    for one experiment; a database URL must have its driver installed. Nothing is connected to
+    or created in a database here: several processes starting at once on a fresh database would
+    race to create MLflow's tables, which the study lock serialises later."""
     fail_fast(uri)
-    uri = absolute_sqlite(uri)
     try:
-        MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
-    except Exception as e:  # noqa: BLE001 - connection refused, missing driver, not an MLflow database...
+        if uri.startswith(("http://", "https://", "databricks")):
+            MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+        elif "://" in uri:
+            sqlalchemy.make_url(uri).get_dialect().import_dbapi()
+    except Exception as e:  # noqa: BLE001 - connection refused, missing driver, bad credentials...
         raise TrackingError(f"tracking.uri: cannot use the MLflow store {redact(uri)!r}: "
                             f"{scrub(str(e)).strip().splitlines()[-1][:500]}") from e
 

@@ -139,8 +139,11 @@ def test_rerun_continues_the_same_study_without_duplicates(experiment):
 def test_bad_model_choices_exit_2_before_any_run(experiment, tmp_path, tiny_model, capsys):
     from transformers import DistilBertConfig, DistilBertModel
 
+    from orchestrator.heads import load_tokenizer
+
     distil = tmp_path / "distil"
     DistilBertModel(DistilBertConfig(vocab_size=200, dim=32, n_layers=1, n_heads=2, hidden_dim=64)).save_pretrained(distil)
+    load_tokenizer(str(tiny_model)).save_pretrained(distil)
     assert main(["search", "--config", str(experiment), f"model.name_or_path={distil}",
                  "space.head=[cls, pooler]"]) == 2
     assert "head 'pooler': DistilBertModel" in capsys.readouterr().err
