@@ -1,8 +1,8 @@
 """After the trials: MLflow made to agree with Optuna, the study's plots, and the champion.
 
-The best trial's saved best-epoch model is evaluated on the held-out test split, logged on its
-trial run and handed to the registry. Run under the study lock, so that with several processes
-on one study it happens once.
+The best trial's saved best-epoch model is evaluated on the held-out test split (the task's
+metrics and error analysis), logged on its trial run and handed to the registry. Run under the
+study lock, so that with several processes on one study it happens once.
 """
 
 from __future__ import annotations
@@ -12,16 +12,15 @@ import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator import paths, plots, registry
+from orchestrator import paths, registry
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import Splits
-from orchestrator.metrics import classification_metrics, report
 from orchestrator.serve import Classifier
 from orchestrator.study import DIED, FINISHED
+from orchestrator.tasks import Task
 from orchestrator.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -68,44 +67,74 @@ def reconcile_runs(study: optuna.Study, tracker: Tracker, parent: str, cfg: Expe
 
 
 def evaluate(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str,
-             best: optuna.trial.FrozenTrial, run_id: str) -> dict:
-    """Test-split metrics of the best trial's saved model, logged on its run and the parent run.
+             best: optuna.trial.FrozenTrial, run_id: str, task: Task) -> dict:
+    """Test-split metrics of the best trial's saved model (with the post-processing validation
+    chose), logged with the task's error analysis on its run, and on the parent run.
 
     The metrics are logged last, in one batch: their presence says the evaluation and its
     artifacts are complete, so an evaluation cut short by an interrupt is redone, not reused.
     """
+    main = f"test_{task.main_metric}"
     logged = tracker.run_metrics(run_id)
-    if "test_macro_f1" in logged:  # evaluated by an earlier run or another process on the study
+    if main in logged:  # evaluated by an earlier run or another process on the study
         metrics = {k: v for k, v in logged.items() if k.startswith("test_")}
     else:
-        texts = list(splits.data["test"]["text"])
-        labels = np.asarray(splits.data["test"]["label"])
-        probs = Classifier(best.user_attrs["checkpoint"]).predict_proba(texts)
-        names = splits.label_names
-        metrics = classification_metrics(labels, probs, names, "test")
-        tracker.log_figure(run_id, plots.confusion_figure(labels, probs, names, "test"), "confusion_matrix_test.png")
-        tracker.log_text(run_id, report(labels, probs.argmax(-1), names), "classification_report_test.txt")
-        tracker.log_table(run_id, plots.misclassified(texts, labels, probs, names), "misclassified_test.json")
+        examples = splits.data["test"]
+        evaluation, outputs = Classifier(best.user_attrs["checkpoint"]).evaluate(examples, "test")
+        metrics = evaluation.metrics
+        for artifact in task.artifacts(evaluation, outputs, examples, splits.label_names, "test"):
+            getattr(tracker, f"log_{artifact.kind}")(run_id, artifact.value, artifact.name)
         tracker.log_metrics(run_id, metrics)
-    tracker.log_metrics(parent, {"champion_test_macro_f1": metrics["test_macro_f1"],
-                                 "champion_test_accuracy": metrics["test_accuracy"],
-                                 f"champion_{cfg.search.metric}": best.value})
+    shown = {f"champion_{k}": metrics[k] for k in (main, "test_accuracy", "test_micro_f1") if k in metrics}
+    tracker.log_metrics(parent, {**shown, f"champion_{cfg.search.metric}": best.value})
     tracker.set_tags(parent, {"best_trial": best.number, "best_trial_run_id": run_id})
     return metrics
 
 
 def register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str, best: optuna.trial.FrozenTrial,
-             run_id: str, metrics: dict) -> registry.Registration:
-    """The best trial's model into the registry, with an alias (see `registry.register`)."""
+             run_id: str, metrics: dict, task: Task) -> registry.Registration:
+    """The best trial's model into the registry, with an alias (see `registry.register`): it
+    becomes champion if it beats the current one on this study's test split."""
     checkpoint = best.user_attrs["checkpoint"]
-    example = list(splits.data["test"]["text"][:5])
+    main = f"test_{task.main_metric}"
+    example = [_as_text(x) for x in splits.data["test"][:5][task.columns[0]]]
     registration = registry.register(
-        tracker.client, cfg.model_name, run_id, checkpoint, metrics["test_macro_f1"], example,
+        tracker.client, cfg.model_name, run_id, checkpoint, metrics[main], example,
         Classifier(checkpoint).predict_frame(example),
-        tags={"orchestrator_study": cfg.study_name, "optuna_trial_number": str(best.number)})
+        tags={"orchestrator_study": cfg.study_name, "optuna_trial_number": str(best.number)},
+        metric=main, test_data=splits.split_digest("test"), rescore=_rescorer(splits, main))
     tracker.set_tags(parent, {"registered_model": f"{registration.name}/{registration.version}",
                               "registered_alias": registration.alias})
     return registration
+
+
+def _as_text(value) -> str:
+    """An example input as text: a token task's tokens joined the way its texts are split again."""
+    if isinstance(value, list):
+        return ("" if all(len(t) == 1 for t in value) else " ").join(value)
+    return value
+
+
+def _rescorer(splits: Splits, metric: str):
+    """Scores a registered version on this study's test split, when it predicts the same labels."""
+    def rescore(version) -> float:
+        import mlflow
+
+        try:
+            classifier = mlflow.pyfunc.load_model(version.source).unwrap_python_model().classifier
+        except Exception as e:  # noqa: BLE001 - any failure to load means: cannot compare
+            raise registry.ScoreUnreadable(f"version {version.version} (the current champion) could not be loaded "
+                                           f"to re-score it on this test split ({type(e).__name__}: {e})") from e
+        if classifier.label_names != splits.label_names:
+            raise registry.ScoreUnreadable(
+                f"version {version.version} (the current champion) predicts labels {classifier.label_names[:10]}, "
+                f"this study {splits.label_names[:10]}; they cannot be compared on one test split")
+        evaluation, _ = classifier.evaluate(splits.data["test"], "test")
+        if metric not in evaluation.metrics:
+            raise registry.ScoreUnreadable(f"version {version.version} (the current champion) is a "
+                                           f"{classifier.task.name} model without {metric}")
+        return evaluation.metrics[metric]
+    return rescore
 
 
 def log_study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:

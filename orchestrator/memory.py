@@ -93,8 +93,9 @@ def plan_batch(requested: int, max_per_device: int | None) -> tuple[int, int]:
 
 
 def cuda_measure(build: Callable[[], tuple], vocab_size: int, max_length: int, precision: str,
-                 device: int = 0) -> Measure:
-    """A `Measure` on a CUDA device. `build()` returns a fresh (model, optimizer) on that device."""
+                 device: int = 0, task=None) -> Measure:
+    """A `Measure` on a CUDA device. `build()` returns a fresh (model, optimizer) on that device;
+    `task` gives the labels and loss (default: single-label cross-entropy)."""
     import torch
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -107,10 +108,15 @@ def cuda_measure(build: Callable[[], tuple], vocab_size: int, max_length: int, p
             model, optimizer = build()
             ids = torch.randint(1000 % vocab_size, vocab_size, (batch_size, max_length), device=f"cuda:{device}")
             batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-            labels = torch.zeros(batch_size, dtype=torch.long, device=ids.device)
             with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
                 logits = model(**batch)
-            torch.nn.functional.cross_entropy(logits.float(), labels).backward()
+            if task is None:
+                labels = torch.zeros(batch_size, dtype=torch.long, device=ids.device)
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+            else:
+                labels = task.dummy_labels(batch_size, max_length, logits.shape[-1], ids.device)
+                loss = task.loss(logits.float(), labels)
+            loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             torch.cuda.synchronize(device)
@@ -124,16 +130,20 @@ def cuda_measure(build: Callable[[], tuple], vocab_size: int, max_length: int, p
 
 
 def probe_config(model_path: str, params, num_labels: int, precision: str, target: float = 0.9,
-                 device: int = 0) -> ProbeResult:
-    """Probe one trial configuration (model, head, strategy, max length, precision) on a GPU."""
+                 device: int = 0, task=None) -> ProbeResult:
+    """Probe one trial configuration (task, model, head, strategy, max length, precision) on a GPU."""
     import copy
+    import dataclasses
 
     import torch
 
-    from orchestrator.heads import TextClassifier, load_encoder
+    from orchestrator.heads import load_encoder
+    from orchestrator.tasks import get_task
 
-    template = TextClassifier(load_encoder(model_path, pooler=params.head == "pooler"), num_labels, params.head,
-                              params.dropout, params.mlp_hidden)
+    task = task or get_task("single_label")
+    if params.head is None:
+        params = dataclasses.replace(params, head=task.heads[0])
+    template = task.build_model(load_encoder(model_path, pooler=params.head == "pooler"), num_labels, params)
     template.apply_strategy(params.strategy, params.freeze_layers)
 
     def build():
@@ -142,7 +152,7 @@ def probe_config(model_path: str, params, num_labels: int, precision: str, targe
         return model, torch.optim.AdamW(trainable, lr=1e-5)
 
     total = torch.cuda.get_device_properties(device).total_memory
-    measure = cuda_measure(build, template.encoder.config.vocab_size, params.max_length, precision, device)
+    measure = cuda_measure(build, template.encoder.config.vocab_size, params.max_length, precision, device, task)
     return find_max_batch(measure, total, target)
 
 
@@ -157,7 +167,10 @@ def probe_experiment(cfg) -> list[str]:
         return ["no GPU visible: on CPU there is no probe, configured batch sizes are used as given"]
     t = cfg.training
     precision = precision_for(cpu=False)
-    result = probe_config(resolve_model(cfg.model).path, t, 2, precision, cfg.search.memory_target)
+    from orchestrator.tasks import get_task
+
+    result = probe_config(resolve_model(cfg.model).path, t, 2, precision, cfg.search.memory_target,
+                          task=get_task(cfg.task, cfg))
     name = torch.cuda.get_device_name(0)
     sizes = ", ".join(f"{b}:{'OOM' if p is None else f'{p / 2**30:.1f}G'}" for b, p in result.measurements)
     return [f"{name}: head={t.head} strategy={t.strategy} max_length={t.max_length} precision={precision}",

@@ -1,4 +1,5 @@
-"""Scores from true labels and class probabilities; one implementation for trials, champion and baseline."""
+"""single_label scores from true labels and class probabilities; one implementation for trials, champion
+and baseline."""
 
 from __future__ import annotations
 
@@ -13,13 +14,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-LOWER_IS_BETTER = ("loss",)
+from orchestrator.tasks.base import safe_name
+
 PER_CLASS = ("precision", "recall", "f1")
-
-
-def safe_name(label: str) -> str:
-    """A label as it appears in a metric name (MLflow keys allow only some characters)."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
 
 
 def metric_names(label_names: list[str], prefix: str = "val") -> list[str]:
@@ -31,30 +28,20 @@ def metric_names(label_names: list[str], prefix: str = "val") -> list[str]:
     return names
 
 
-def metric_problem(metric: str, direction: str, label_names: list[str] | None = None) -> str | None:
-    """Why `metric` cannot be optimised in `direction`, or None. Without labels, checks the form only."""
-    if label_names is not None:
-        known = metric_names(label_names)
-        if metric not in known:
-            return (f"{metric!r} is not a metric the trials produce for labels {label_names}; "
-                    f"choose one of {', '.join(known)}")
-    elif not metric.startswith("val_") or not (
-            metric[4:] in ("macro_f1", "accuracy", "loss", "pr_auc", "roc_auc")
-            or metric[4:].startswith(tuple(f"{k}_" for k in PER_CLASS))):
-        return (f"{metric!r} is not a metric the trials produce; use val_macro_f1, val_accuracy, val_loss, "
-                f"val_pr_auc / val_roc_auc (two classes) or val_f1_<label> / val_precision_<label> / "
-                f"val_recall_<label>")
-    wanted = "minimize" if metric.endswith(LOWER_IS_BETTER) else "maximize"
-    if direction != wanted:
-        better = "lower" if wanted == "minimize" else "higher"
-        return f"{metric} is better when {better}; set search.direction: {wanted}"
-    return None
+def metric_form_ok(metric: str) -> bool:
+    """Could `metric` be one of `metric_names` for some labels?"""
+    if not metric.startswith("val_"):
+        return False
+    name = metric[4:]
+    return name in ("macro_f1", "accuracy", "loss", "pr_auc", "roc_auc") or name.startswith(
+        tuple(f"{k}_" for k in PER_CLASS))
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, label_names: list[str],
-                           prefix: str) -> dict[str, float]:
-    """Plain, stable names: `{prefix}_macro_f1`, `{prefix}_accuracy`, per-class P/R/F1, binary AUCs."""
-    preds = probs.argmax(-1)
+                           prefix: str, preds: np.ndarray | None = None) -> dict[str, float]:
+    """Plain, stable names: `{prefix}_macro_f1`, `{prefix}_accuracy`, per-class P/R/F1, binary AUCs.
+    `preds` defaults to the most probable class (a tuned threshold decides otherwise)."""
+    preds = probs.argmax(-1) if preds is None else preds
     ids = list(range(len(label_names)))
     out = {
         f"{prefix}_macro_f1": float(f1_score(labels, preds, average="macro", labels=ids, zero_division=0)),

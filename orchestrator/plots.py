@@ -1,4 +1,4 @@
-"""Figures and tables for runs: confusion matrices and misclassified examples. No tracking here."""
+"""single_label figures and tables for runs: confusion matrices and misclassified examples. No tracking here."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 from orchestrator.metrics import confusion  # noqa: E402
 
 
-def confusion_figure(labels: np.ndarray, probs: np.ndarray, label_names: list[str], title: str):
-    matrix = confusion(labels, probs.argmax(-1), len(label_names))
+def confusion_figure(labels: np.ndarray, preds: np.ndarray, label_names: list[str], title: str):
+    matrix = confusion(labels, preds, len(label_names))
     size = max(4.0, 0.7 * len(label_names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ConfusionMatrixDisplay(matrix, display_labels=label_names).plot(ax=ax, colorbar=False, cmap="Blues")
@@ -24,9 +24,9 @@ def confusion_figure(labels: np.ndarray, probs: np.ndarray, label_names: list[st
     return fig
 
 
-def misclassified(texts: list[str], labels: np.ndarray, probs: np.ndarray, label_names: list[str]) -> pd.DataFrame:
+def misclassified(texts: list[str], labels: np.ndarray, probs: np.ndarray, preds: np.ndarray,
+                  label_names: list[str]) -> pd.DataFrame:
     """Wrong predictions, most confident first: where a model is surely wrong is worth reading."""
-    preds = probs.argmax(-1)
     wrong = np.flatnonzero(preds != labels)
     frame = pd.DataFrame({
         "text": [texts[i] for i in wrong],

@@ -13,12 +13,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import metrics, scheduler
+from orchestrator import scheduler
 from orchestrator.config import ConfigError, ExperimentConfig
-from orchestrator.data import Splits, load_splits
+from orchestrator.data import Splits
 from orchestrator.heads import check_heads
 from orchestrator.model_source import ModelSource, resolve_model
 from orchestrator.paths import sqlite_path
+from orchestrator.tasks import Task, get_task
 from orchestrator.tracking import check_store
 
 
@@ -27,6 +28,7 @@ class Checked:
     slots: list[scheduler.Slot]
     splits: Splits
     model: ModelSource
+    task: Task
 
 
 def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int) -> Checked:
@@ -34,13 +36,14 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int) -> Checked:
     problems = writable_problems(cfg)
     if problems:
         raise ConfigError(cfg.source, problems)
-    splits = load_splits(cfg.data)
+    task = get_task(cfg.task, cfg)
+    splits = task.load_splits(cfg.data)
     model = resolve_model(cfg.model)
-    problems = _model_problems(cfg, model) + _metric_problems(cfg, splits)
+    problems = _model_problems(cfg, model) + _metric_problems(cfg, splits, task)
     if problems:
         raise ConfigError(cfg.source, problems)
     check_store(cfg.tracking.uri)
-    return Checked(slots, splits, model)
+    return Checked(slots, splits, model, task)
 
 
 def _values(cfg: ExperimentConfig, name: str) -> list:
@@ -69,8 +72,8 @@ def _model_problems(cfg: ExperimentConfig, model: ModelSource) -> list[str]:
     return problems
 
 
-def _metric_problems(cfg: ExperimentConfig, splits: Splits) -> list[str]:
-    problem = metrics.metric_problem(cfg.search.metric, cfg.search.direction, splits.label_names)
+def _metric_problems(cfg: ExperimentConfig, splits: Splits, task: Task) -> list[str]:
+    problem = task.metric_problem(cfg.search.metric, cfg.search.direction, splits.label_names)
     return [f"search.metric: {problem}"] if problem else []
 
 

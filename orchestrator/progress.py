@@ -104,12 +104,13 @@ def print_summary(summary, console: Console, config_path: str) -> None:
         if summary.champion_elsewhere:
             p(f"the best trial's checkpoint is not on this machine but on {summary.champion_elsewhere!r}: "
               f"the search process there evaluates it on test and registers it (re-run it there if it has ended)")
-        if summary.champion_test:
-            p(f"champion test macro-F1: {summary.champion_test['test_macro_f1']:.4f}  "
-              f"(accuracy {summary.champion_test['test_accuracy']:.4f})")
-    if summary.baseline:
-        p(f"baseline (TF-IDF + balanced logistic regression) test macro-F1: "
-          f"{summary.baseline['baseline_test_macro_f1']:.4f}")
+        test = summary.champion_test
+        if summary.test_metric in test:
+            extra = f"  (accuracy {test['test_accuracy']:.4f})" if "test_accuracy" in test else ""
+            p(f"champion {pretty(summary.test_metric)}: {test[summary.test_metric]:.4f}{extra}")
+    baseline = summary.baseline.get(f"baseline_{summary.test_metric}")
+    if baseline is not None:
+        p(f"baseline ({summary.baseline_name}) {pretty(summary.test_metric)}: {baseline:.4f}")
     r = summary.registration
     if r is not None:
         state = "already registered" if r.reused else f"registered as version {r.version}"
@@ -121,6 +122,14 @@ def print_summary(summary, console: Console, config_path: str) -> None:
           f"with tracking URI {summary.tracking_uri}")
     p(f"took {summary.seconds:.0f} s ({summary.seconds / 60:.1f} min)")
     p(f"open the MLflow UI: python -m orchestrator ui --config {config_path}")
+
+
+def pretty(metric: str) -> str:
+    """A metric's name as people write it: test_macro_f1 -> test macro-F1, val_f1 -> val F1."""
+    words = metric.split("_")
+    if words[-1] == "f1":
+        words = words[:-2] + [f"{words[-2]}-F1"] if len(words) > 2 else [words[0], "F1"]
+    return " ".join(words)
 
 
 def _fmt(v) -> str:

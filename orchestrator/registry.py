@@ -1,14 +1,19 @@
 """The Model Registry: log the champion as a pyfunc, register it, move aliases.
 
-`champion` moves to a new version only if its test macro-F1 beats the current champion's, both
-scores read; otherwise the new version gets `challenger`. If the current champion's score cannot
-be read (the store fails, its tag is missing or not a number), `champion` stays where it is and
-the registration says so. Registering the same study's same trial twice returns the existing
-version (re-running a finished study is safe), and gives it an alias if it was left without one.
+`champion` moves to a new version only if its test score beats the current champion's, like with
+like: the same metric (the task's, e.g. `test_macro_f1`, `test_f1`) measured on the same test
+split (tag `test_data`, the split's fingerprint). A champion measured on another split (or with
+another metric) is re-scored on the new test split when the caller can (`rescore`); otherwise the
+new version gets `challenger` and the registration says why the two could not be compared. If
+the current champion's score cannot be read (the store fails, its tag is missing or not a
+number), `champion` stays where it is and the registration says so. Registering the same study's
+same trial twice returns the existing version (re-running a finished study is safe), and gives it
+an alias if it was left without one.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -25,7 +30,8 @@ from orchestrator.tracking import is_missing
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-SCORE_TAG = "test_macro_f1"
+SCORE_TAG = "test_macro_f1"  # the metric of versions registered before tasks had their own
+METRIC_TAG, DATA_TAG = "test_metric", "test_data"
 PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
 
 
@@ -66,8 +72,13 @@ def _requirements() -> list[str]:
 
 
 def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Path, score: float,
-             example_texts: list[str], example_output: pd.DataFrame, tags: dict[str, str]) -> Registration:
-    """Log `checkpoint` as a pyfunc model under `run_id`, register it under `name`, set an alias."""
+             example_texts: list[str], example_output: pd.DataFrame, tags: dict[str, str],
+             metric: str = SCORE_TAG, test_data: str | None = None, rescore=None) -> Registration:
+    """Log `checkpoint` as a pyfunc model under `run_id`, register it under `name`, set an alias.
+
+    `score` is `metric` on the test split whose fingerprint is `test_data`; `rescore(version)`
+    returns the current champion's `metric` on that split, or raises `ScoreUnreadable`."""
+    read = functools.partial(champion_score, client, name, metric, test_data, rescore)
     existing = _find_version(client, name, tags)
     if existing is not None:
         aliases = existing.aliases or []
@@ -76,7 +87,7 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
             return Registration(name, str(existing.version), alias, score, None, f"models:/{name}@{alias}",
                                 reused=True)
         # Registered by a run that stopped before it set the alias: decide it now.
-        alias, previous, note = _set_alias(client, name, existing.version, score)
+        alias, previous, note = _set_alias(client, name, existing.version, score, read)
         return Registration(name, str(existing.version), alias, score, previous, f"models:/{name}@{alias}",
                             reused=True, note=note)
 
@@ -87,15 +98,16 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
             signature=infer_signature(example, example_output), input_example=example.head(2),
             pip_requirements=_requirements(),
         )
-    version = mlflow.register_model(info.model_uri, name, tags={**tags, SCORE_TAG: f"{score:.6f}"})
-    alias, previous, note = _set_alias(client, name, version.version, score)
-    log.info("registered %s version %s as @%s (test macro-F1 %.4f, previous champion %s)",
-             name, version.version, alias, score, previous)
+    scores = {METRIC_TAG: metric, metric: f"{score:.6f}", **({DATA_TAG: test_data} if test_data else {})}
+    version = mlflow.register_model(info.model_uri, name, tags={**tags, **scores})
+    alias, previous, note = _set_alias(client, name, version.version, score, read)
+    log.info("registered %s version %s as @%s (%s %.4f, previous champion %s)",
+             name, version.version, alias, metric, score, previous)
     return Registration(name, str(version.version), alias, score, previous, f"models:/{name}@{alias}", note=note)
 
 
-def _set_alias(client: MlflowClient, name: str, version, score: float) -> tuple[str, float | None, str | None]:
-    alias, previous, note = choose_alias(score, lambda: champion_score(client, name))
+def _set_alias(client: MlflowClient, name: str, version, score: float, read) -> tuple[str, float | None, str | None]:
+    alias, previous, note = choose_alias(score, read)
     client.set_registered_model_alias(name, alias, version)
     return alias, previous, note
 
@@ -108,20 +120,31 @@ def _find_version(client: MlflowClient, name: str, tags: dict[str, str]):
     return None
 
 
-def champion_score(client: MlflowClient, name: str) -> float | None:
-    """The current champion's test score; None when there is no champion; `ScoreUnreadable`
-    when there is one whose score cannot be read."""
+def champion_score(client: MlflowClient, name: str, metric: str = SCORE_TAG, test_data: str | None = None,
+                   rescore=None) -> float | None:
+    """The current champion's `metric` on the test split `test_data`; None when there is no
+    champion; `ScoreUnreadable` when there is one whose comparable score cannot be had."""
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as e:
         if is_missing(e) or (e.error_code == "INVALID_PARAMETER_VALUE" and "alias" in e.message.lower()):
             return None
         raise ScoreUnreadable(f"reading the current champion of {name!r} failed ({e.message[:300]})") from e
-    value = current.tags.get(SCORE_TAG)
+    its_metric = current.tags.get(METRIC_TAG, SCORE_TAG)
+    its_data = current.tags.get(DATA_TAG)
+    if its_metric != metric or (test_data is not None and its_data != test_data):
+        if rescore is None:
+            raise ScoreUnreadable(f"version {current.version} (the current champion) was scored with {its_metric} on "
+                                  f"test split {its_data or 'unrecorded'}, this one with {metric} on {test_data}")
+        score = rescore(current)
+        log.info("re-scored the champion (version %s) on test split %s: %s %.4f", current.version, test_data,
+                 metric, score)
+        return score
+    value = current.tags.get(metric)
     try:
         score = float(value)
     except (TypeError, ValueError):
-        raise ScoreUnreadable(f"version {current.version} (the current champion) has tag {SCORE_TAG}={value!r}, "
+        raise ScoreUnreadable(f"version {current.version} (the current champion) has tag {metric}={value!r}, "
                               f"not a number") from None
     if not math.isfinite(score):
         raise ScoreUnreadable(f"version {current.version} (the current champion) has score {score}")

@@ -30,15 +30,14 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
 from orchestrator import champion, paths, registry, scheduler, space
-from orchestrator.baseline import fit_baseline
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import public, redact, scrub
-from orchestrator.data import Splits, save_splits, tokenize
+from orchestrator.data import save_splits, tokenize
 from orchestrator.heads import load_tokenizer
 from orchestrator.interrupt import Interrupt
 from orchestrator.launcher import TrialFailed, TrialLauncher
 from orchestrator.preflight import Checked, preflight
-from orchestrator.progress import StudyProgress
+from orchestrator.progress import StudyProgress, pretty
 from orchestrator.study import (
     DIED,
     FINISHED,
@@ -77,6 +76,8 @@ class Summary:
     best_params: dict = field(default_factory=dict)
     best_value: float | None = None
     metric: str = "val_macro_f1"
+    test_metric: str = "test_macro_f1"  # the task's score on test, which the registry compares
+    baseline_name: str = ""
     champion_test: dict = field(default_factory=dict)
     baseline: dict = field(default_factory=dict)
     registration: registry.Registration | None = None
@@ -157,13 +158,15 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, progress: Stu
         _phase(summary, progress, "preparing the data")
         data_dir = _prepare_data(checked, paths.inside(study_dir, study_dir / "data"), cfg)
         _phase(summary, progress, "fitting the baseline")
-        summary.baseline = baseline = _baseline(tracker, parent, checked.splits, cfg)
-    splits = checked.splits
-    progress.print(f"study {cfg.study_name!r}: {len(splits.data['train'])} train / "
+        summary.baseline = baseline = _baseline(tracker, parent, checked, cfg)
+    splits, task = checked.splits, checked.task
+    summary.test_metric, summary.baseline_name = f"test_{task.main_metric}", task.baseline_name
+    main = f"baseline_val_{task.main_metric}"
+    progress.print(f"study {cfg.study_name!r} ({task.name}): {len(splits.data['train'])} train / "
                    f"{len(splits.data['validation'])} validation / {len(splits.data['test'])} test rows, "
-                   f"labels {splits.label_names}; {len(checked.slots)} slot(s): "
-                   f"{', '.join(s.name for s in checked.slots)}; baseline (TF-IDF + logistic regression) "
-                   f"val macro-F1 {baseline['baseline_val_macro_f1']:.4f}")
+                   f"{task.describe(splits)}; {len(checked.slots)} slot(s): "
+                   f"{', '.join(s.name for s in checked.slots)}; baseline ({task.baseline_name}) "
+                   f"{pretty(main[9:])} {baseline[main]:.4f}")
 
     _phase(summary, progress, "running trials")
     opened.close_run = close_run = _run_closer(tracker)
@@ -212,13 +215,14 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
             run_ids = champion.reconcile_runs(study, tracker, parent, cfg)
             if usable and not interrupt.requested:  # an interrupted study is not done: nothing gets registered
                 _phase(summary, progress, "evaluating the champion on test")
-                metrics = champion.evaluate(cfg, checked.splits, tracker, parent, best, run_ids[best.number])
+                metrics = champion.evaluate(cfg, checked.splits, tracker, parent, best, run_ids[best.number],
+                                            checked.task)
                 summary.champion_test = metrics
                 if cfg.registry.register:
                     _phase(summary, progress, "registering the champion")
                     with interrupt.critical():
                         summary.registration = champion.register(cfg, checked.splits, tracker, parent, best,
-                                                                 run_ids[best.number], metrics)
+                                                                 run_ids[best.number], metrics, checked.task)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = None  # the interrupt's own cleanup closes the parent run
@@ -351,15 +355,15 @@ def _prepare_data(checked: Checked, root: Path, cfg: ExperimentConfig) -> Path:
         return folder
     tokenizer = load_tokenizer(checked.model.path, None, cfg.model.trust_remote_code)
     for length in lengths:
-        tokenize(checked.splits, tokenizer, int(length), folder)
+        tokenize(checked.splits, tokenizer, int(length), folder, checked.task)
     return folder
 
 
-def _baseline(tracker: Tracker, parent: str, splits: Splits, cfg: ExperimentConfig) -> dict:
+def _baseline(tracker: Tracker, parent: str, checked: Checked, cfg: ExperimentConfig) -> dict:
     logged = tracker.run_metrics(parent)
-    if "baseline_test_macro_f1" in logged:  # resumed study: same data (its fingerprint is checked), same numbers
+    if f"baseline_test_{checked.task.main_metric}" in logged:  # resumed study: same data (fingerprint checked)
         return {k: v for k, v in logged.items() if k.startswith("baseline_")}
-    metrics = fit_baseline(splits, cfg.data.seed)
+    metrics = checked.task.baseline(checked.splits, cfg.data.seed)
     tracker.log_metrics(parent, metrics)
     return metrics
 

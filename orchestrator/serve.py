@@ -1,8 +1,10 @@
 """Load a trained classifier and predict: from a checkpoint folder, or `models:/NAME@ALIAS`.
 
 `Classifier` is what every prediction goes through: the champion's test evaluation, the MLflow
-pyfunc that deployment loads (`ClassifierPyfunc`), and `python -m orchestrator predict`.
-Output: one `label` column and one `prob_<label>` column per class.
+pyfunc that deployment loads (`ClassifierPyfunc`), and `python -m orchestrator predict`. The
+saved model's task decides the output: single_label a `label` column, multi_label a `labels`
+list, both with one `prob_<label>` column per class; token_classification `spans` (and `words`
+for segmentation).
 
 `predict_file` checks everything a user can get wrong (input file and column, output folder and
 format, the model URI and the store it names) before it loads the model, and never creates a
@@ -11,20 +13,21 @@ store: a missing one is an error, not an empty new database.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 
 import mlflow.pyfunc
-import numpy as np
 import pandas as pd
 import torch
-from transformers import DataCollatorWithPadding
+from torch.utils.data import DataLoader
 
 from orchestrator.data import DataError, read_table
 from orchestrator.data.read import as_text, is_missing
-from orchestrator.heads import TextClassifier
 from orchestrator.paths import absolute_sqlite, sqlite_path
+from orchestrator.tasks import Evaluation, get_task
+from orchestrator.train import collect_logits, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -33,38 +36,44 @@ OUTPUTS = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 
 
 class Classifier:
+    """A saved model of any task (`orchestrator.tasks`), with the post-processing validation chose."""
+
     def __init__(self, directory: str | Path, device: str | None = None):
-        self.model, self.tokenizer, self.info = TextClassifier.load(directory)
+        info = json.loads((Path(directory) / "classifier.json").read_text())
+        self.task = get_task(info.get("task", "single_label"))
+        self.model, self.tokenizer, self.info = self.task.load_model(directory)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.label_names: list[str] = self.info["label_names"]
         self.max_length: int = self.info["max_length"]
-        self._collate = DataCollatorWithPadding(self.tokenizer)
+        self.post: dict = self.info.get("post", {})
+        self.saved: dict = self.info.get("saved", {})
+        self.task.restore(self.saved)
+        self._collate = self.task.collator(self.tokenizer)
 
-    @torch.no_grad()
-    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        out = []
-        for i in range(0, len(texts), batch_size):
-            enc = self.tokenizer([str(t) for t in texts[i:i + batch_size]], truncation=True,
-                                 max_length=self.max_length)
-            batch = self._collate([{k: enc[k][j] for k in enc} for j in range(len(enc["input_ids"]))])
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            out.append(torch.softmax(self.model(**batch).float(), dim=-1).cpu().numpy())
-        return np.concatenate(out) if out else np.empty((0, len(self.label_names)))
+    def outputs(self, examples, batch_size: int = 64):
+        """The task's per-example outputs (probabilities) for a Dataset of its examples."""
+        encoded = self.task.encode(examples, self.tokenizer, self.max_length, with_labels=False)
+        loader = DataLoader(model_inputs(encoded), batch_size=batch_size, collate_fn=self._collate)
+        batches = ({k: v.to(self.device) for k, v in batch.items()} for batch in loader)
+        return self.task.gather(collect_logits(self.model, batches), encoded)
+
+    def evaluate(self, examples, prefix: str) -> tuple[Evaluation, object]:
+        """Metrics against the examples' true labels, with the saved post-processing; and the outputs."""
+        outputs = self.outputs(examples)
+        return self.task.evaluate(outputs, examples, self.label_names, prefix, self.post), outputs
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64):
+        return self.outputs(self.task.examples_from_texts(texts, self.saved), batch_size)
 
     def predict_frame(self, texts: list[str]) -> pd.DataFrame:
-        return to_frame(self.predict_proba(texts), self.label_names)
-
-
-def to_frame(probs: np.ndarray, label_names: list[str]) -> pd.DataFrame:
-    frame = pd.DataFrame({"label": [label_names[i] for i in probs.argmax(-1)]})
-    for i, name in enumerate(label_names):
-        frame[f"prob_{name}"] = probs[:, i].astype(np.float64)
-    return frame
+        """The registered model's output: one row per text (labels, label sets or spans, and probabilities)."""
+        texts = [str(t) for t in texts]
+        return self.task.output_frame(self.predict_proba(texts), texts, self.label_names, self.post, self.saved)
 
 
 class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc: a DataFrame with a `text` column in, labels and probabilities out."""
+    """MLflow pyfunc: a DataFrame with a `text` column in, the task's predictions out."""
 
     def load_context(self, context):
         self.classifier = Classifier(context.artifacts["classifier"])
@@ -82,16 +91,17 @@ def predict_file(model_uri: str, input_path: str, output_path: str, text_column:
                  tracking_uri: str | None = None) -> pd.DataFrame:
     """Predict every row of a table file with a registered (or logged) model; write a table.
 
-    The output keeps the input's columns as they were written and adds `predicted_label` (named
-    so it never collides with a `label` column of true labels) and one `prob_<label>` column per
-    class; a row whose text is empty gets empty prediction columns. Input and output formats:
-    csv, tsv, json/jsonl, parquet (by extension).
+    The output keeps the input's columns as they were written and adds the model's outputs, named
+    `predicted_<name>` so they never collide with a column of true labels (`predicted_label`,
+    `predicted_labels`, `predicted_spans`...), and one `prob_<label>` column per class; a row whose
+    text is empty gets empty prediction columns. Lists (label sets, spans) are written as JSON.
+    Input and output formats: csv, tsv, json/jsonl, parquet (by extension).
     """
     frame = read_table(input_path, "--input")
     if text_column not in frame.columns:
         raise DataError(f"--input {input_path}: column {text_column!r} not found; columns found: "
                         f"{list(frame.columns)}. Pass --text-column.")
-    taken = [c for c in frame.columns if c == "predicted_label" or str(c).startswith("prob_")]
+    taken = [c for c in frame.columns if str(c).startswith(("predicted_", "prob_"))]
     if taken:
         raise DataError(f"--input {input_path}: columns {taken} would be overwritten by the predictions; "
                         f"rename them")
@@ -108,7 +118,7 @@ def predict_file(model_uri: str, input_path: str, output_path: str, text_column:
         log.warning("%s: %d of %d rows have an empty %r; they get no prediction", input_path,
                     len(texts) - len(present), len(texts), text_column)
     result = model.predict(pd.DataFrame({TEXT_COLUMN: [texts[i] for i in present]}))
-    result = result.rename(columns={"label": "predicted_label"})
+    result = result.rename(columns={c: f"predicted_{c}" for c in result.columns if not c.startswith("prob_")})
     result.index = present
     result = result.reindex(range(len(texts)))
     out = pd.concat([frame.reset_index(drop=True), result], axis=1)
@@ -174,6 +184,9 @@ def _check_model(model_uri: str, tracking_uri: str | None) -> None:
 
 def _write(frame: pd.DataFrame, path: Path) -> None:
     suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):  # a cell holds text: label sets and spans as JSON, not Python's repr
+        frame = frame.apply(lambda column: column.map(
+            lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v))
     if suffix in (".json", ".jsonl"):
         frame.to_json(path, orient="records", lines=True, force_ascii=False)
     elif suffix == ".parquet":

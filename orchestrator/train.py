@@ -7,6 +7,7 @@ is how a pruner stops a trial). The result carries the best epoch's weights, not
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,31 +15,30 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
-from imblearn.over_sampling import RandomOverSampler
-from imblearn.under_sampling import RandomUnderSampler
 from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding, get_scheduler
+from transformers import get_scheduler
 
 from orchestrator import data as data_mod
 from orchestrator.config import ModelConfig, TrainingConfig
 from orchestrator.data import Splits
-from orchestrator.heads import TextClassifier, load_encoder, load_tokenizer
-from orchestrator.metrics import classification_metrics
+from orchestrator.heads import load_encoder, load_tokenizer
+from orchestrator.tasks import Evaluation, Task, get_task
 
 StepCallback = Callable[[int, dict], None]
 EvalCallback = Callable[[int, int, dict], bool]  # (epoch, step, metrics) -> keep going?
+MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
 
 @dataclass
 class TrainResult:
-    model: TextClassifier  # best epoch's weights, on CPU, eval mode
+    model: torch.nn.Module  # best epoch's weights, on CPU, eval mode
     tokenizer: object
     best_epoch: int  # 1-based; 0 if no epoch finished
     best_metrics: dict[str, float]
-    val_probs: np.ndarray  # validation probabilities at the best epoch
+    val_outputs: object = None  # the task's per-example validation outputs at the best epoch
+    val_evaluation: Evaluation | None = None  # their metrics, fitted post-processing and predictions
     history: list[dict] = field(default_factory=list)
     stopped: str | None = None  # "pruned" or "non-finite loss"
     seconds_per_epoch: float = 0.0
@@ -59,64 +59,58 @@ def precision_for(cpu: bool) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def resample_indices(labels: np.ndarray, method: str, seed: int) -> np.ndarray:
-    """Training-row indices after over/under-sampling (the training split only)."""
-    index = np.arange(len(labels)).reshape(-1, 1)
-    if method == "oversample":
-        idx, _ = RandomOverSampler(random_state=seed).fit_resample(index, labels)
-    elif method == "undersample":
-        idx, _ = RandomUnderSampler(random_state=seed).fit_resample(index, labels)
-    else:
-        return index.ravel()
-    return idx.ravel()
+def task_of(splits: Splits) -> Task:
+    """The task the splits were made for, with default settings."""
+    return get_task(splits.record.get("settings", {}).get("task", "single_label"))
 
 
-def class_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
-    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
-    weights = len(labels) / (num_labels * np.maximum(counts, 1))
-    return torch.tensor(weights, dtype=torch.float32)
+def model_inputs(dataset):
+    """An encoded split without the task's metadata columns: what the collator and model take."""
+    return dataset.remove_columns([c for c in dataset.column_names if c not in MODEL_COLUMNS])
 
 
 def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_path: str,
           on_step: StepCallback | None = None, on_evaluate: EvalCallback | None = None,
           metric: str = "val_macro_f1", greater_is_better: bool = True, cpu: bool = False,
           per_device_batch_size: int | None = None, gradient_accumulation_steps: int = 1,
-          cache_dir: str | None = None) -> TrainResult:
+          cache_dir: str | None = None, task: Task | None = None) -> TrainResult:
     """Fine-tune once; the best epoch is the one with the best validation `metric`.
 
-    Machine settings stay apart from hyperparameters: `per_device_batch_size` x
-    `gradient_accumulation_steps` (x processes) makes up `params.batch_size` when a device cannot
-    hold it. Under a multi-process launch, callbacks run on the main process only and its
-    decision to stop is shared with the others.
+    What is predicted (labels, encoding, head, loss, metrics) is the `task`'s business; this loop
+    is the same for every task. Machine settings stay apart from hyperparameters:
+    `per_device_batch_size` x `gradient_accumulation_steps` (x processes) makes up
+    `params.batch_size` when a device cannot hold it. Under a multi-process launch, callbacks run
+    on the main process only and its decision to stop is shared with the others.
     """
     # ---- setup
+    task = task or task_of(splits)
+    if params.head is None:
+        params = dataclasses.replace(params, head=task.heads[0])
     set_seed(params.seed)
     use_cpu = cpu or not torch.cuda.is_available()
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=precision_for(use_cpu),
                               gradient_accumulation_steps=gradient_accumulation_steps)
     main = accelerator.is_main_process
     tokenizer = load_tokenizer(model_path, model_cfg.revision, model_cfg.trust_remote_code)
-    tokenized = data_mod.tokenize(splits, tokenizer, params.max_length, cache_dir)
-    train_labels = np.asarray(splits.data["train"]["label"])
-    rows = resample_indices(train_labels, params.imbalance, params.seed)
-    train_set = tokenized["train"].select(rows) if params.imbalance in ("oversample", "undersample") \
-        else tokenized["train"]
-    counts = np.bincount(train_labels[rows], minlength=splits.num_labels)
-    collate = DataCollatorWithPadding(tokenizer)
+    encoded = data_mod.tokenize(splits, tokenizer, params.max_length, cache_dir, task)
+    rows = task.train_rows(splits, params)
+    train_set = model_inputs(encoded["train"] if rows is None else encoded["train"].select(rows))
+    collate = task.collator(tokenizer)
     generator = torch.Generator().manual_seed(params.seed)
     per_device = per_device_batch_size or math.ceil(params.batch_size / accelerator.num_processes)
     train_loader = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=collate, generator=generator)
-    val_loader = DataLoader(tokenized["validation"], batch_size=params.eval_batch_size, collate_fn=collate)
+    val_loader = DataLoader(model_inputs(encoded["validation"]), batch_size=params.eval_batch_size,
+                            collate_fn=collate)
 
     encoder = load_encoder(model_path, model_cfg.revision, model_cfg.trust_remote_code)
-    model = TextClassifier(encoder, splits.num_labels, params.head, params.dropout, params.mlp_hidden)
+    model = task.build_model(encoder, splits.num_labels, params)
     model.apply_strategy(params.strategy, params.freeze_layers)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW(_param_groups(model, params.weight_decay), lr=params.learning_rate)
     total_steps = math.ceil(len(train_loader) / gradient_accumulation_steps) * params.epochs
     scheduler = get_scheduler(params.scheduler, optimizer, num_warmup_steps=int(params.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
-    weights = class_weights(train_labels, splits.num_labels) if params.imbalance == "class_weights" else None
+    weights = task.loss_weights(splits, params)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler)
     if weights is not None:
@@ -124,7 +118,7 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
 
     # ---- train
     sign = 1.0 if greater_is_better else -1.0
-    best = {"epoch": 0, "score": -math.inf, "state": None, "metrics": {}, "probs": None}
+    best = {"epoch": 0, "score": -math.inf, "state": None, "metrics": {}, "outputs": None, "evaluation": None}
     history, stopped, step, epoch_seconds = [], None, 0, []
     for epoch in range(1, params.epochs + 1):
         model.train()
@@ -133,8 +127,7 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
         for batch in train_loader:
             with accelerator.accumulate(model):
                 labels = batch.pop("labels")
-                logits = model(**batch)
-                loss = F.cross_entropy(logits.float(), labels, weight=weights)
+                loss = task.loss(model(**batch), labels, weights)
                 if not _all_finite(loss, accelerator):
                     stopped = f"non-finite loss ({loss.item()}) at step {step + 1}"
                     break
@@ -157,16 +150,15 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
         epoch_seconds.append(time.perf_counter() - start)
 
         # ---- evaluate
-        labels, probs = predict_probs(model, val_loader, accelerator)
-        metrics = classification_metrics(labels, probs, splits.label_names, "val")
-        metrics["val_loss"] = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)),
-                                               torch.from_numpy(labels)).item())
-        metrics["epoch_seconds"] = epoch_seconds[-1]
+        outputs = task.gather(collect_logits(model, val_loader, accelerator), encoded["validation"])
+        evaluation = task.evaluate(outputs, splits.data["validation"], splits.label_names, "val")
+        metrics = {**evaluation.metrics, "epoch_seconds": epoch_seconds[-1]}
         history.append({"epoch": epoch, "step": step, **metrics})
         if sign * metrics[metric] > best["score"]:
             # Keep the best epoch's weights on the CPU; they are what gets registered.
             unwrapped = accelerator.unwrap_model(model)
-            best.update(epoch=epoch, score=sign * metrics[metric], metrics=metrics, probs=probs,
+            best.update(epoch=epoch, score=sign * metrics[metric], metrics=metrics, outputs=outputs,
+                        evaluation=evaluation,
                         state={k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()})
         keep_going = on_evaluate(epoch, step, metrics) if (main and on_evaluate) else True
         if accelerator.num_processes > 1:  # every process must leave the loop together
@@ -182,10 +174,9 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     accelerator.free_memory()
     return TrainResult(
         model=final, tokenizer=tokenizer, best_epoch=best["epoch"], best_metrics=best["metrics"],
-        val_probs=best["probs"] if best["probs"] is not None else np.empty((0, splits.num_labels)),
-        history=history, stopped=stopped,
+        val_outputs=best["outputs"], val_evaluation=best["evaluation"], history=history, stopped=stopped,
         seconds_per_epoch=float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
-        train_rows=len(train_set), class_counts={n: int(c) for n, c in zip(splits.label_names, counts)},
+        train_rows=len(train_set), class_counts=task.label_counts(splits, "train", rows),
         trainable_parameters=trainable, processes=accelerator.num_processes,
     )
 
@@ -198,20 +189,30 @@ def _all_finite(loss: torch.Tensor, accelerator: Accelerator) -> bool:
 
 
 @torch.no_grad()
-def predict_probs(model, loader, accelerator: Accelerator | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) over a loader; labels are -1 where the batch has none."""
+def collect_logits(model, loader, accelerator: Accelerator | None = None):
+    """Float logits of every row of `loader`, in order: an (rows, labels) array from a sequence
+    model; from a token model a list with one (tokens, labels) array per row, holding the
+    positions its attention mask covers."""
     model.eval()
-    all_labels, all_probs = [], []
+    blocks, per_token = [], False
     for batch in loader:
-        labels = batch.pop("labels", None)
-        if labels is None:
-            labels = torch.full((batch["input_ids"].shape[0],), -1, device=batch["input_ids"].device)
-        probs = torch.softmax(model(**batch).float(), dim=-1)
+        batch.pop("labels", None)
+        logits, mask = model(**batch).float(), batch["attention_mask"]
+        per_token = logits.ndim == 3
         if accelerator is not None:
-            probs, labels = accelerator.gather_for_metrics((probs, labels))
-        all_probs.append(probs.cpu().numpy())
-        all_labels.append(labels.cpu().numpy())
-    return np.concatenate(all_labels), np.concatenate(all_probs)
+            if per_token:  # ranks' batches are padded to different lengths
+                logits = accelerator.pad_across_processes(logits, dim=1)
+                mask = accelerator.pad_across_processes(mask, dim=1)
+            logits, mask = accelerator.gather_for_metrics((logits, mask))
+        logits = logits.cpu().numpy()
+        if per_token:
+            keep = mask.cpu().numpy().astype(bool)
+            blocks.extend(row[m] for row, m in zip(logits, keep))
+        else:
+            blocks.append(logits)
+    if per_token:
+        return blocks
+    return np.concatenate(blocks) if blocks else np.empty((0, 0), dtype=np.float32)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

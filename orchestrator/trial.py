@@ -17,16 +17,16 @@ import os
 import traceback
 from pathlib import Path
 
-import numpy as np
 import optuna
 import torch
 
-from orchestrator import memory, paths, plots, scheduler, train
+from orchestrator import memory, paths, scheduler, train
 from orchestrator.config import ExperimentConfig, TrainingConfig, from_dict
 from orchestrator.config.load import FROM_ENVIRONMENT
 from orchestrator.config.secrets import scrub
 from orchestrator.data import Splits, load_saved_splits
 from orchestrator.study import make_pruner
+from orchestrator.tasks import Task, get_task
 from orchestrator.tracking import BestEffort, Tracker
 
 
@@ -49,12 +49,13 @@ def run_trial(job: dict) -> dict | None:
     trial = optuna.trial.Trial(study, job["trial_id"])
     params = dataclasses.replace(cfg.training, **trial.params)
     splits = load_saved_splits(job["splits_dir"])
-    run = _TrialRun(cfg, job, trial, splits) if is_main else None
+    task = get_task(cfg.task, cfg)
+    run = _TrialRun(cfg, job, trial, splits, task) if is_main else None
 
     # batch_size is the effective batch: each of a multi-process launch's ranks takes its share.
     per_device, accumulation = math.ceil(params.batch_size / int(os.environ.get("WORLD_SIZE", "1"))), 1
     if torch.cuda.is_available():
-        per_device, accumulation = memory.plan_batch(per_device, _probe(study, params, job, run))
+        per_device, accumulation = memory.plan_batch(per_device, _probe(study, params, job, run, task))
     oom_retried = False
     while True:
         if run:
@@ -64,7 +65,7 @@ def run_trial(job: dict) -> dict | None:
                 params, cfg.model, splits, job["model_path"], run.on_step if run else None,
                 run.on_evaluate if run else None, metric=cfg.search.metric,
                 greater_is_better=cfg.search.direction == "maximize", per_device_batch_size=per_device,
-                gradient_accumulation_steps=accumulation, cache_dir=job["cache_dir"])
+                gradient_accumulation_steps=accumulation, cache_dir=job["cache_dir"], task=task)
             break
         except Exception as e:  # noqa: BLE001 - an OOM gets one retry; everything else fails the trial
             if memory.is_oom(e) and not oom_retried and per_device > 1:
@@ -89,19 +90,19 @@ def _release() -> None:
         torch.cuda.empty_cache()
 
 
-def _probe(study: optuna.Study, params: TrainingConfig, job: dict, run: _TrialRun | None) -> int | None:
+def _probe(study: optuna.Study, params: TrainingConfig, job: dict, run: _TrialRun | None, task: Task) -> int | None:
     """Largest per-device batch for this configuration on this GPU, cached in the study."""
     props = torch.cuda.get_device_properties(0)
     precision = train.precision_for(cpu=False)
-    key_text = "|".join(map(str, (job["model_fingerprint"], params.head, params.strategy, params.freeze_layers,
-                                  params.max_length, precision, props.name, props.total_memory)))
+    key_text = "|".join(map(str, (job["model_fingerprint"], task.name, params.head, params.strategy,
+                                  params.freeze_layers, params.max_length, precision, props.name, props.total_memory)))
     key = "probe:" + hashlib.sha1(key_text.encode()).hexdigest()[:16]
     cached = study.user_attrs.get(key)
     if cached is not None:
         return cached["batch_size"] or None
     result = memory.probe_config(job["model_path"], params, len(json.loads(Path(job["splits_dir"], "label_names.json")
                                                                            .read_text())), precision,
-                                 job.get("memory_target", 0.9))
+                                 job.get("memory_target", 0.9), task=task)
     entry = {**result.to_dict(), "config": key_text}
     study.set_user_attr(key, entry)
     if run:
@@ -112,8 +113,8 @@ def _probe(study: optuna.Study, params: TrainingConfig, job: dict, run: _TrialRu
 class _TrialRun:
     """The main process's view of a trial: its MLflow run, Optuna reports and progress events."""
 
-    def __init__(self, cfg: ExperimentConfig, job: dict, trial: optuna.Trial, splits: Splits):
-        self.cfg, self.job, self.trial, self.splits = cfg, job, trial, splits
+    def __init__(self, cfg: ExperimentConfig, job: dict, trial: optuna.Trial, splits: Splits, task: Task):
+        self.cfg, self.job, self.trial, self.splits, self.task = cfg, job, trial, splits, task
         self.metric = cfg.search.metric
         self.maximize = cfg.search.direction == "maximize"
         tracking = cfg.tracking
@@ -174,13 +175,9 @@ class _TrialRun:
         return {"state": "COMPLETE", "value": value, "reason": None}
 
     def _log_validation(self, result: train.TrainResult) -> None:
-        labels = np.asarray(self.splits.data["validation"]["label"])
-        texts = list(self.splits.data["validation"]["text"])
-        names = self.splits.label_names
-        fig = plots.confusion_figure(labels, result.val_probs, names, f"validation, epoch {result.best_epoch}")
-        self._track("log_figure", fig, "confusion_matrix_validation.png")
-        self._track("log_table", plots.misclassified(texts, labels, result.val_probs, names),
-                               "misclassified_validation.json")
+        for artifact in self.task.artifacts(result.val_evaluation, result.val_outputs, self.splits.data["validation"],
+                                            self.splits.label_names, "validation"):
+            self._track(f"log_{artifact.kind}", artifact.value, artifact.name)
 
     def _is_best(self, value: float) -> bool:
         try:
@@ -192,7 +189,8 @@ class _TrialRun:
     def _keep_checkpoint(self, result: train.TrainResult, params: TrainingConfig) -> None:
         """Save this trial's best-epoch model (the driver deletes non-best ones at the end)."""
         folder = Path(self.job["checkpoint_dir"]) / f"trial-{self.trial.number}"
-        meta = {"label_names": self.splits.label_names, "max_length": params.max_length,
+        meta = {"task": self.task.name, "label_names": self.splits.label_names, "max_length": params.max_length,
+                "post": result.val_evaluation.post, "saved": self.task.saved_settings(self.splits),
                 "study": self.cfg.study_name, "trial": self.trial.number, "params": dataclasses.asdict(params)}
         result.model.save(folder, result.tokenizer, meta)
         self.trial.set_user_attr("checkpoint", str(folder.resolve()))

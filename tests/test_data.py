@@ -1,8 +1,8 @@
 import zipfile
 
 import pytest
-
 from conftest import make_rows, write_csv
+
 from orchestrator import paths
 from orchestrator.config import DataConfig
 from orchestrator.data import DataError, load_splits, tokenize

@@ -5,7 +5,8 @@ import torch
 from orchestrator.config import DataConfig, ModelConfig, TrainingConfig
 from orchestrator.data import load_splits
 from orchestrator.heads import TextClassifier, load_encoder
-from orchestrator.train import class_weights, resample_indices, train
+from orchestrator.tasks.single_label import SingleLabel
+from orchestrator.train import train
 
 
 @pytest.fixture
@@ -29,14 +30,15 @@ def test_training_learns_and_keeps_the_best_epoch(splits, tiny_model):
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     assert all("learning_rate" in m for _, m in steps)
     # The returned weights are the best epoch's: they reproduce its validation probabilities.
-    from orchestrator.data import tokenize
-    from transformers import DataCollatorWithPadding
     from torch.utils.data import DataLoader
-    from orchestrator.train import predict_probs
-    val = tokenize(splits, result.tokenizer, params.max_length)["validation"]
-    _, probs = predict_probs(result.model, DataLoader(val, batch_size=64,
-                                                      collate_fn=DataCollatorWithPadding(result.tokenizer)))
-    np.testing.assert_allclose(probs, result.val_probs, atol=1e-5)
+    from transformers import DataCollatorWithPadding
+
+    from orchestrator.data import tokenize
+    from orchestrator.train import collect_logits, model_inputs
+    val = model_inputs(tokenize(splits, result.tokenizer, params.max_length)["validation"])
+    logits = collect_logits(result.model, DataLoader(val, batch_size=64,
+                                                     collate_fn=DataCollatorWithPadding(result.tokenizer)))
+    np.testing.assert_allclose(SingleLabel().gather(logits, None), result.val_outputs, atol=1e-5)
 
 
 def test_evaluate_callback_can_stop_training(splits, tiny_model):
@@ -58,13 +60,21 @@ def test_frozen_strategy_leaves_encoder_bit_identical(splits, tiny_model):
 
 
 def test_resampling_balances_training_rows_only():
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from orchestrator.data import Splits
+
     labels = np.array([0] * 50 + [1] * 10 + [2] * 5)
-    over = resample_indices(labels, "oversample", seed=0)
-    under = resample_indices(labels, "undersample", seed=0)
+    train_split = Dataset.from_dict({"text": ["x"] * 65, "label": labels.tolist()},
+                                    features=Features({"text": Value("string"), "label": ClassLabel(num_classes=3)}))
+    splits = Splits(DatasetDict(train=train_split), ["a", "b", "c"])
+    task = SingleLabel()
+    over = task.train_rows(splits, TrainingConfig(imbalance="oversample", seed=0))
+    under = task.train_rows(splits, TrainingConfig(imbalance="undersample", seed=0))
     assert np.bincount(labels[over]).tolist() == [50, 50, 50]
     assert np.bincount(labels[under]).tolist() == [5, 5, 5]
     assert set(over) == set(range(65))
-    weights = class_weights(labels, 3)
+    weights = task.loss_weights(splits, TrainingConfig(imbalance="class_weights"))
     assert weights[2] > weights[1] > weights[0]
     assert torch.isclose((weights * torch.tensor([50.0, 10.0, 5.0])).sum(), torch.tensor(65.0))
 
@@ -95,11 +105,11 @@ def test_resampling_changes_train_counts_and_never_validation(tmp_path, tiny_mod
     expected = max(before["train"].values()) if method == "oversample" else min(before["train"].values())
     assert counts == {expected}
     assert {k: s.class_counts(k) for k in ("train", "validation", "test")} == before
-    assert len(result.val_probs) == sum(before["validation"].values())
+    assert len(result.val_outputs) == sum(before["validation"].values())
 
 
 def test_non_finite_loss_stops_the_trial_at_once(splits, tiny_model, monkeypatch):
-    import orchestrator.train as train_mod
+    import orchestrator.tasks.single_label as train_mod
 
     real = train_mod.F.cross_entropy
     calls = []

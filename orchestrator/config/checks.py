@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from orchestrator import metrics, space
+from orchestrator import space
 from orchestrator.config.schema import ExperimentConfig, ParamSpace, TrainingConfig, rules
 from orchestrator.config.secrets import redact
 
@@ -22,14 +22,16 @@ TRACKING = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+", 
 
 
 def check(cfg: ExperimentConfig, problems: list[str]) -> None:
-    for section in ("data", "model", "training", "search", "tracking", "registry"):
+    for section in ("data", "model", "training", "search", "postprocess", "tracking", "registry"):
         _check_fields(getattr(cfg, section), section, problems)
-    _check_fields(cfg, "", problems, skip={"data", "model", "training", "search", "tracking", "registry"})
+    _check_fields(cfg, "", problems, skip={"data", "model", "training", "search", "postprocess", "tracking",
+                                           "registry"})
     for name, p in cfg.space.items():
         _check_param(name, p, problems)
     _check_conditions(cfg, problems)
     _check_names(cfg, problems)
     _check_search(cfg, problems)
+    _check_task(cfg, problems)
     _check_tracking(cfg, problems)
     d = cfg.data
     if not d.hub and not d.train:
@@ -121,9 +123,27 @@ def _check_search(cfg: ExperimentConfig, problems: list[str]) -> None:
         problems.append(f"search.storage: {redact(s.storage)!r} is not supported; use sqlite:///path/optuna.db "
                         f"(one machine) or postgresql://user@host/db (several machines; the password in "
                         f"PGPASSWORD or ~/.pgpass, or the whole URL in $ORCHESTRATOR_STORAGE)")
-    problem = metrics.metric_problem(s.metric, s.direction)
+
+def _check_task(cfg: ExperimentConfig, problems: list[str]) -> None:
+    """The task exists, and the head, imbalance handling and metric are ones it has."""
+    from orchestrator.tasks import REGISTRY, get_task
+
+    if cfg.task not in REGISTRY:
+        problems.append(f"task: {cfg.task!r} is not one of {', '.join(REGISTRY)}")
+        return
+    task = get_task(cfg.task, cfg)
+    for name, allowed in (("head", task.heads), ("imbalance", task.imbalance)):
+        p = cfg.space.get(name)
+        values = [(f"training.{name}", getattr(cfg.training, name))]
+        values += [(f"space.{name}.choices", v) for v in (p.choices or ())] if p is not None else []
+        for key, value in values:
+            if value is not None and value not in allowed:
+                problems.append(f"{key}: {value!r} is not available for task {cfg.task}; use one of "
+                                f"{', '.join(allowed)}")
+    problem = task.metric_problem(cfg.search.metric, cfg.search.direction)
     if problem:
         problems.append(f"search.metric: {problem}")
+    problems.extend(task.config_problems(cfg))
 
 
 def _check_tracking(cfg: ExperimentConfig, problems: list[str]) -> None:

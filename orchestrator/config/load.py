@@ -85,12 +85,26 @@ def from_dict(raw: dict, source: str = "<dict>", problems: list[str] | None = No
     cfg = _build(ExperimentConfig, raw, "", problems, skip={"space", "source"})
     space = _build_space(space_raw, problems)
     if cfg is not None:
-        cfg = dataclasses.replace(cfg, space=space, source=source)
+        cfg = _task_defaults(dataclasses.replace(cfg, space=space, source=source))
         secrets.remember(cfg.search.storage)
         secrets.remember(cfg.tracking.uri)
         checks.check(cfg, problems)
     if problems:
         raise ConfigError(source, problems)
+    return cfg
+
+
+def _task_defaults(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Settings whose default depends on the task: the head and the metric the search optimises."""
+    from orchestrator.tasks import REGISTRY, task_class
+
+    if cfg.task not in REGISTRY:
+        return cfg  # reported by the checks
+    task = task_class(cfg.task)
+    if cfg.training.head is None:
+        cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, head=task.heads[0]))
+    if cfg.search.metric is None:
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, metric=f"val_{task.main_metric}"))
     return cfg
 
 

@@ -12,14 +12,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-HEADS = ("cls", "pooler", "mean", "cls_mean", "mlp")
+HEADS = ("cls", "pooler", "mean", "cls_mean", "mlp")  # one vector per text
+TOKEN_HEADS = ("linear", "mlp")  # one prediction per token (token_classification)
 STRATEGIES = ("full", "partial", "frozen")
 IMBALANCE = ("none", "class_weights", "oversample", "undersample")
 SCHEDULERS = ("linear", "cosine")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "none")
 DIRECTIONS = ("maximize", "minimize")
-TASKS = ("single_label",)
+TAG_SCHEMES = ("auto", "BIO", "BIOES", "BMES")
+THRESHOLDS = ("none", "tune")
+THRESHOLD_OBJECTIVES = ("f1", "precision", "recall")
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,13 @@ class DataConfig:
     hub_config: str | None = setting(None, "the hub dataset's configuration name")
     delimiter: str | None = setting(None, "csv delimiter; default: tab for .tsv, comma otherwise")
     text_column: str = setting("text", "column holding the text")
-    label_column: str = setting("label", "column holding the label")
+    label_column: str = setting("label", "column holding the label (multi_label: the labels)")
+    label_separator: str | None = setting(None, "multi_label: separator of the labels in one cell, e.g. ';' "
+                                                "(a JSON list needs none)")
+    tokens_column: str = setting("tokens", "token_classification: column holding the list of tokens")
+    tags_column: str = setting("tags", "token_classification: column holding the list of tags")
+    tag_scheme: str = setting("auto", "token_classification: BIO, BIOES, BMES (segmentation) or auto",
+                              choices=TAG_SCHEMES)
     validation_size: float = setting(0.15, "share of train carved as validation (when no file)", gt=0, lt=1)
     test_size: float = setting(0.2, "share of train carved as test (when no file)", gt=0, lt=1)
     max_train_rows: int | None = setting(None, "stratified subsample of train, for quick runs", ge=1)
@@ -106,12 +115,15 @@ class TrainingConfig:
     eval_batch_size: int = setting(64, "evaluation batch size", ge=1)
     max_length: int = setting(128, "tokens per text; checked against the model's position limit", ge=2)
     dropout: float = setting(0.1, "dropout before the classification layer", ge=0, lt=1)
-    head: str = setting("cls", "classification head", choices=HEADS)
+    head: str | None = setting(None, "head; default: the task's first (cls for texts, linear for tokens)",
+                               choices=HEADS + ("linear",))
     mlp_hidden: int = setting(256, "hidden size of the mlp head", ge=1)
     strategy: str = setting("full", "fine-tuning strategy", choices=STRATEGIES)
     freeze_layers: int = setting(0, "bottom encoder layers frozen by strategy partial", ge=0)
     imbalance: str = setting("none", "class-imbalance handling (training split only)", choices=IMBALANCE)
     scheduler: str = setting("linear", "learning-rate schedule after warm-up", choices=SCHEDULERS)
+    window_overlap: int = setting(32, "token_classification: tokens shared by the windows a long sequence is "
+                                      "cut into", ge=0)
     grad_clip: float = setting(1.0, "max gradient norm; 0 turns clipping off", ge=0)
     log_every: int = setting(5, "optimizer steps between train_loss / learning_rate points", ge=1)
     seed: int = setting(42, "seed of initialisation, dropout and shuffling", **SEED)
@@ -143,7 +155,8 @@ class SearchConfig:
     pruner_startup_trials: int = setting(2, "trials that finish before any is pruned", ge=0)
     pruner_warmup_epochs: int = setting(2, "epochs a trial runs before it can be pruned", ge=0)
     seed: int = setting(42, "sampler seed (each trial's sampling is seeded by it and the trial number)", **SEED)
-    metric: str = setting("val_macro_f1", "validation metric the search optimises")
+    metric: str | None = setting(None, "validation metric the search optimises; default: the task's "
+                                       "(val_macro_f1; token_classification val_f1)")
     direction: str = setting("maximize", "whether a higher metric is better", choices=DIRECTIONS)
     # When the experiment does not set it: $ORCHESTRATOR_STORAGE, else this (see `load.py`).
     storage: str = setting("sqlite:///mlruns/optuna.db", "Optuna storage URL (sqlite:/// or postgresql://)")
@@ -153,6 +166,19 @@ class SearchConfig:
     work_dir: str = setting("mlruns/studies", "per study: splits, caches, checkpoints, trial logs")
     gpus_per_trial: int = setting(1, ">1: each trial is an Accelerate multi-process (DDP) launch", ge=1)
     memory_target: float = setting(0.9, "batch-size probe: peak share of GPU memory a trial may use", gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    threshold: str | None = setting(None, "decision thresholds tuned on validation (tune) or not (none); default: "
+                                          "tune for multi_label, none otherwise", choices=THRESHOLDS)
+    objective: str = setting("f1", "f1: the threshold of best F1; precision (recall): the one that reaches "
+                                   "postprocess.target precision (recall) with the most recall (precision)",
+                             choices=THRESHOLD_OBJECTIVES)
+    target: float | None = setting(None, "the precision or recall to reach (objective precision / recall)",
+                                   gt=0, le=1)
+    positive_label: str | None = setting(None, "single_label with two classes: the positive class; default: the "
+                                               "second label in sorted order (1 of 0/1, spam of ham/spam)")
 
 
 @dataclass(frozen=True)
@@ -172,12 +198,14 @@ class RegistryConfig:
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "experiment"
-    task: str = setting("single_label", "what is predicted", choices=TASKS)
+    # Checked against the tasks' registry (`orchestrator.tasks.REGISTRY`), which a new task joins.
+    task: str = setting("single_label", "what is predicted: single_label, multi_label or token_classification")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     space: dict[str, ParamSpace] = field(default_factory=dict)
     search: SearchConfig = field(default_factory=SearchConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     source: str = "<defaults>"  # the file it came from, for messages

@@ -25,11 +25,12 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def describe(cfg: DataConfig, task: str, sources: dict[str, dict]) -> dict:
+def describe(cfg: DataConfig, task: str, sources: dict[str, dict], extra: dict | None = None) -> dict:
     """The record of where a study's data came from. `sources`: split -> {location, sha256} for
-    files, or {hub, config, fingerprint} for a hub dataset."""
+    files, or {hub, config, fingerprint} for a hub dataset; `extra`: the task's own settings that
+    shape the examples (e.g. the label separator)."""
     settings = {"text_column": cfg.text_column, "label_column": cfg.label_column, "delimiter": cfg.delimiter,
-                "max_train_rows": cfg.max_train_rows, "seed": cfg.seed, "task": task}
+                "max_train_rows": cfg.max_train_rows, "seed": cfg.seed, "task": task, **(extra or {})}
     # Split sizes matter only for the splits carved from train.
     if "validation" not in sources:
         settings["validation_size"] = cfg.validation_size

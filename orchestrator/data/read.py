@@ -17,7 +17,7 @@ import pandas as pd
 
 from orchestrator import paths
 
-SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl", ".parquet")
+SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl", ".parquet", ".conll")
 
 
 class DataError(ValueError):
@@ -48,6 +48,9 @@ def read_table(location: str, key: str, delimiter: str | None = None) -> pd.Data
     parquet cells the values as stored (missing: None). Use `as_text` for a column's values."""
     path = local_file(location, key)
     suffix = path.suffix.lower()
+    if suffix == ".conll":
+        raise DataError(f"{key}: {location} is a CoNLL file, which only token_classification training data may be; "
+                        f"give a {', '.join(s for s in SUFFIXES if s != '.conll')} file")
     try:
         if suffix in (".json", ".jsonl"):
             frame = _read_json(path, key, location)

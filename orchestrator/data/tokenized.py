@@ -1,4 +1,4 @@
-"""Tokenized splits, computed once per (data fingerprint, tokenizer fingerprint, max length).
+"""Tokenized splits, computed once per (data fingerprint, tokenizer fingerprint, max length, task encoding).
 
 An in-process cache hands the same object to every use in a process; with `cache_dir`, the result
 is saved under a folder named by that key, so every trial process memory-maps the same arrays
@@ -35,9 +35,16 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def tokenize(splits: Splits, tokenizer, max_length: int, cache_dir: str | Path | None = None) -> DatasetDict:
-    """Tokenized splits (`input_ids`, `attention_mask`, `labels`), computed once per key."""
-    key = hashlib.sha256(f"{splits.digest}|{tokenizer_fingerprint(tokenizer)}|{max_length}".encode()).hexdigest()[:16]
+def tokenize(splits: Splits, tokenizer, max_length: int, cache_dir: str | Path | None = None,
+             task=None) -> DatasetDict:
+    """Encoded splits (`input_ids`, `attention_mask`, `labels` and the task's metadata), computed once
+    per key. `task` (an `orchestrator.tasks.Task`) defaults to the one the splits were made for."""
+    if task is None:
+        from orchestrator.tasks import get_task
+
+        task = get_task(splits.record.get("settings", {}).get("task", "single_label"))
+    text = f"{splits.digest}|{tokenizer_fingerprint(tokenizer)}|{max_length}|{task.encoding_key()}"
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
     if key in _TOKENIZED:
         return _TOKENIZED[key]
     folder = Path(cache_dir) / f"tokenized-{max_length}-{key}" if cache_dir else None
@@ -45,13 +52,8 @@ def tokenize(splits: Splits, tokenizer, max_length: int, cache_dir: str | Path |
         _TOKENIZED[key] = load_from_disk(str(folder))
         return _TOKENIZED[key]
 
-    def encode(batch):
-        enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
-        enc["labels"] = batch["label"]
-        return enc
-
-    tokenized = splits.data.map(encode, batched=True, remove_columns=["text", "label"],
-                                desc=f"tokenizing (max_length={max_length})")
+    tokenized = DatasetDict({split: task.encode(examples, tokenizer, max_length)
+                             for split, examples in splits.data.items()})
     if folder is not None:
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
         try:

@@ -7,9 +7,9 @@ import sys
 import time
 
 import optuna
+from conftest import tiny_experiment
 from mlflow import MlflowClient
 
-from conftest import tiny_experiment
 from orchestrator.__main__ import main
 
 

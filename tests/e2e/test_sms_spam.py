@@ -31,6 +31,7 @@ def test_search_explores_head_strategy_and_imbalance_on_sms_spam(tmp_path, monke
                   "freeze_layers": {"low": 1, "high": 3, "when": {"strategy": ["partial"]}},
                   "imbalance": ["none", "class_weights", "oversample", "undersample"]},
         "search": {"n_trials": 4, "sampler": "random", "seed": 0, "pruner": "none"},
+        "postprocess": {"threshold": "tune"},  # the spam decision threshold, tuned on validation
         "registry": {"model_name": "sms-clf"},
     }
     (tmp_path / "sms.yaml").write_text(yaml.safe_dump(cfg))
@@ -55,3 +56,15 @@ def test_search_explores_head_strategy_and_imbalance_on_sms_spam(tmp_path, monke
     champion = client.get_model_version_by_alias("sms-clf", "champion")
     # Spam is easy for a sentence encoder even after one short epoch on 240 messages.
     assert float(champion.tags["test_macro_f1"]) > 0.8
+    # The threshold validation chose travels with the registered model, which applies it.
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/sms-clf/{champion.version}")
+    classifier = model.unwrap_python_model().classifier
+    assert classifier.label_names == ["ham", "spam"] and classifier.post["positive"] == 1
+    threshold = classifier.post["threshold"]
+    out = model.predict(pd.DataFrame({"text": ["WINNER!! claim your free prize now", "see you"]}))
+    assert ((out["prob_spam"] >= threshold) == (out["label"] == "spam")).all()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import make_rows, write_csv
+
 from orchestrator.__main__ import main
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from mlflow import MlflowClient
-
 from conftest import tiny_experiment
+from mlflow import MlflowClient
 
 N_TRIALS = 4
 

@@ -8,7 +8,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from orchestrator import registry, trial as trial_mod
+from orchestrator import registry
+from orchestrator import trial as trial_mod
 from orchestrator.tracking import BestEffort, Tracker, is_missing, is_outage
 
 

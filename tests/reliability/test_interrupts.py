@@ -8,9 +8,8 @@ import time
 
 import optuna
 import pytest
-from mlflow import MlflowClient
-
 from conftest import tiny_experiment
+from mlflow import MlflowClient
 
 N_TRIALS = 3
 

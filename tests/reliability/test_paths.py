@@ -5,8 +5,8 @@ import zipfile
 
 import optuna
 import pytest
-
 from conftest import tiny_experiment
+
 from orchestrator import champion, paths
 from orchestrator.__main__ import main
 

@@ -14,9 +14,9 @@ import textwrap
 
 import optuna
 import pytest
+from conftest import tiny_experiment
 from mlflow import MlflowClient
 
-from conftest import tiny_experiment
 from orchestrator.__main__ import main
 
 KILLER = textwrap.dedent("""

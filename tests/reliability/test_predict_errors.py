@@ -7,8 +7,8 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import make_rows, write_csv
+
 from orchestrator.__main__ import main
 
 

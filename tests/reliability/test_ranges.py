@@ -4,8 +4,8 @@ layers, label names) too. A space with fewer configurations than trials never re
 
 import optuna
 import pytest
-
 from conftest import tiny_experiment
+
 from orchestrator.__main__ import main
 
 # (override, what the message must say); the tiny model takes 128 positions and has 2 layers.

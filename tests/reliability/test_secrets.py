@@ -11,8 +11,8 @@ import uuid
 from pathlib import Path
 
 import sqlalchemy
-
 from conftest import tiny_experiment
+
 from orchestrator.config import load_config
 from orchestrator.config.secrets import scrub
 

@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import optuna
+from conftest import make_rows, tiny_experiment, write_csv
 from transformers import BertConfig, BertModel
 
-from conftest import make_rows, tiny_experiment, write_csv
 from orchestrator.__main__ import main
 from orchestrator.config import DataConfig
 from orchestrator.data import load_splits, save_splits, tokenize

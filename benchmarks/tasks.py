@@ -1,0 +1,114 @@
+"""A task's whole study on real data against its baseline, as a user runs it; results as JSON.
+
+    python benchmarks/tasks.py goemotions [key=value ...]    # experiments/goemotions.yaml
+    python benchmarks/tasks.py weibo_ner [key=value ...]     # experiments/weibo_ner.yaml
+    python benchmarks/tasks.py cws_pku [key=value ...]       # PKU segmentation, splits carved here
+
+Runs `python -m orchestrator search` in a fresh folder (its own MLflow and Optuna stores), then
+reads the parent run: the champion's test metric, the baseline's on the same split, the best
+validation value, trial states and wall time. Writes `benchmarks/results/<name>.json` with the
+machine, versions and commit; `docs/benchmarks.md` quotes these files.
+
+The PKU set has only its gold test part (non-commercial research use; see its SOURCE.md): it is
+cut here into train / validation / test by contiguous blocks of sentences (70 / 15 / 15, in
+document order, so near-duplicate neighbours stay in one split), written to the run's folder and
+never into the project.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+EXPERIMENTS = {"goemotions": "experiments/goemotions.yaml", "weibo_ner": "experiments/weibo_ner.yaml"}
+
+
+def pku_experiment(folder: Path) -> Path:
+    """Splits of the PKU gold test set by contiguous blocks, and an experiment over them."""
+    import yaml
+
+    lines = (SHARED / "cws_pku" / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    a, b = int(len(lines) * 0.70), int(len(lines) * 0.85)
+    for split, part in (("train", lines[:a]), ("validation", lines[a:b]), ("test", lines[b:])):
+        (folder / f"{split}.jsonl").write_text("\n".join(part) + "\n", encoding="utf-8")
+    cfg = yaml.safe_load((ROOT / "experiments" / "weibo_ner.yaml").read_text(encoding="utf-8"))
+    cfg.update(name="cws-pku", task="token_classification")
+    cfg["data"] = {split: str(folder / f"{split}.jsonl") for split in ("train", "validation", "test")}
+    cfg["data"]["tag_scheme"] = "BMES"
+    cfg["registry"] = {"model_name": "cws-pku"}
+    path = folder / "cws_pku.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def run(name: str, overrides: list[str]) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    config = pku_experiment(folder) if name == "cws_pku" else ROOT / EXPERIMENTS[name]
+    stores = [f"search.storage=sqlite:///{folder}/optuna.db", f"tracking.uri=sqlite:///{folder}/mlflow.db",
+              f"tracking.artifact_location={folder}/artifacts", f"search.work_dir={folder}/studies"]
+    start = time.perf_counter()
+    # From the project root: the experiments name their data relative to it.
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "search", "--config", str(config), *stores,
+                           *overrides], cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    (folder / "search.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        sys.exit(f"search failed (exit {proc.returncode}); see {folder / 'search.log'}")
+    return {"name": name, "config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else config.name,
+            "overrides": overrides, "wall_seconds": round(seconds, 1), **_read(folder, config), **_machine()}
+
+
+def _read(folder: Path, config: Path) -> dict:
+    import optuna
+    from mlflow import MlflowClient
+
+    from orchestrator.config import load_config
+    from orchestrator.tasks import get_task
+
+    cfg = load_config(config)
+    main = get_task(cfg.task).main_metric
+    uri = f"sqlite:///{folder}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    parent = next(r for r in client.search_runs([experiment.experiment_id])
+                  if r.data.tags.get("orchestrator_role") == "study")
+    study = optuna.load_study(study_name=cfg.study_name, storage=f"sqlite:///{folder}/optuna.db")
+    metrics = parent.data.metrics
+    return {"task": cfg.task, "metric": f"test_{main}", "champion": metrics.get(f"champion_test_{main}"),
+            "baseline": metrics.get(f"baseline_test_{main}"),
+            "baseline_validation": metrics.get(f"baseline_val_{main}"),
+            "best_validation": study.best_value, "search_metric": cfg.search.metric,
+            "best_params": study.best_params, "trials": [t.state.name for t in study.trials],
+            "other_metrics": {k: v for k, v in metrics.items() if k.startswith(("champion_", "baseline_"))}}
+
+
+def _machine() -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    import os
+
+    return {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "python": platform.python_version(), "commit": commit.stdout.strip(),
+            "versions": {p: version(p) for p in ("torch", "transformers", "accelerate", "optuna", "mlflow")}}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in (*EXPERIMENTS, "cws_pku"):
+        sys.exit(f"usage: python benchmarks/tasks.py {{{','.join((*EXPERIMENTS, 'cws_pku'))}}} [key=value ...]")
+    result = run(sys.argv[1], sys.argv[2:])
+    out = ROOT / "benchmarks" / "results" / f"{sys.argv[1]}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""What is predicted: one module per task, registered here by name (the experiment's `task:`).
+
+Adding a task is adding its module and one line to `REGISTRY`; nothing else branches on the task.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from orchestrator.tasks.base import Artifact, Evaluation, Task
+
+REGISTRY = {
+    "single_label": "orchestrator.tasks.single_label:SingleLabel",
+    "multi_label": "orchestrator.tasks.multi_label:MultiLabel",
+    "token_classification": "orchestrator.tasks.token_classification:TokenClassification",
+}
+
+
+def task_class(name: str) -> type[Task]:
+    module, _, cls = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_task(name: str, cfg=None) -> Task:
+    """The task `name`, with the experiment's settings when given (a `KeyError` for an unknown name)."""
+    return task_class(name)(cfg)
+
+
+__all__ = ["Artifact", "Evaluation", "REGISTRY", "Task", "get_task", "task_class"]

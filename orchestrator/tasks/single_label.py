@@ -1,0 +1,221 @@
+"""single_label: one class per text (sentiment, topic, spam...). The default task.
+
+Labels are read as written and ordered integer-aware; missing splits are carved from train
+stratified by label; the model is a `TextClassifier` trained with cross-entropy (optionally
+class-weighted, or on an over/under-sampled training split); predictions are the most probable
+class, or for two classes optionally the positive class above a threshold tuned on validation
+(`postprocess.threshold: tune`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from orchestrator import metrics, plots
+from orchestrator.baseline import fit_baseline
+from orchestrator.config.schema import HEADS, IMBALANCE, DataConfig, ExperimentConfig
+from orchestrator.data import fingerprint
+from orchestrator.data.read import DataError, as_text, is_missing
+from orchestrator.data.splits import Splits, carve, drop_empty, read_columns, sort_labels, warn_overlap, where
+from orchestrator.tasks import thresholds
+from orchestrator.tasks.base import Artifact, Evaluation, Task
+
+
+class SingleLabel(Task):
+    name = "single_label"
+    heads = HEADS
+    imbalance = IMBALANCE
+    main_metric = "macro_f1"
+    columns = ("text", "label")
+    baseline_name = "TF-IDF + balanced logistic regression"
+
+    # ---- config
+    def metric_names(self, label_names: list[str], prefix: str = "val") -> list[str]:
+        return metrics.metric_names(label_names, prefix)
+
+    def metric_form_ok(self, metric: str) -> bool:
+        return metrics.metric_form_ok(metric)
+
+    def metric_help(self) -> str:
+        return ("use val_macro_f1, val_accuracy, val_loss, val_pr_auc / val_roc_auc (two classes) or "
+                "val_f1_<label> / val_precision_<label> / val_recall_<label>")
+
+    def config_problems(self, cfg: ExperimentConfig) -> list[str]:
+        p = cfg.postprocess
+        problems = []
+        if p.threshold == "tune" and p.objective != "f1" and p.target is None:
+            problems.append(f"postprocess.target: objective {p.objective} needs the {p.objective} to reach, "
+                            f"e.g. postprocess.target=0.9")
+        return problems
+
+    # ---- data
+    def load_splits(self, cfg: DataConfig) -> Splits:
+        columns, sources = read_columns(cfg, [cfg.text_column, cfg.label_column])
+        data = {}
+        for split, cells in columns.items():
+            texts = [as_text(v) for v in cells[cfg.text_column]]
+            labels = [as_text(v) for v in cells[cfg.label_column]]
+            keep = [i for i, (t, x) in enumerate(zip(texts, labels)) if not is_missing(t) and not is_missing(x)]
+            drop_empty(split, cfg, len(texts), keep, "an empty text or label")
+            data[split] = ([texts[i] for i in keep], [labels[i] for i in keep])
+        values = set(data["train"][1])
+        if len(values) < 2:
+            raise DataError(f"{where(cfg, 'train')}: column {cfg.label_column!r} has a single class "
+                            f"{sorted(values)}; a classifier needs at least two")
+        label_names = sort_labels(values)
+        index = {name: i for i, name in enumerate(label_names)}
+        features = Features({"text": Value("string"), "label": ClassLabel(names=label_names)})
+        for split, (texts, labels) in data.items():
+            unseen = sorted(set(labels) - set(index))
+            if unseen:
+                raise DataError(
+                    f"{where(cfg, split)}: labels {unseen[:10]} in column {cfg.label_column!r} do not occur "
+                    f"in the training split (which has {label_names}); fix the labels or add training rows")
+            data[split] = Dataset.from_dict({"text": texts, "label": [index[x] for x in labels]}, features=features)
+        _check_stratifiable(data, cfg, label_names)
+
+        def split_off(dataset: Dataset, size: float | int) -> tuple[Dataset, Dataset]:
+            if isinstance(size, int):  # the row cap keeps `size` rows
+                parts = dataset.train_test_split(train_size=size, stratify_by_column="label", seed=cfg.seed)
+                return parts["test"], parts["train"]
+            parts = dataset.train_test_split(test_size=size, stratify_by_column="label", seed=cfg.seed)
+            return parts["train"], parts["test"]
+
+        splits = Splits(DatasetDict(carve(data, cfg, split_off)), label_names,
+                        fingerprint.describe(cfg, self.name, sources))
+        warn_overlap(splits)
+        return splits
+
+    def label_counts(self, splits: Splits, split: str, rows: np.ndarray | None = None) -> dict[str, int]:
+        labels = np.asarray(splits.data[split]["label"])
+        if rows is not None:
+            labels = labels[rows]
+        counts = Counter(labels.tolist())
+        return {name: counts.get(i, 0) for i, name in enumerate(splits.label_names)}
+
+    # ---- encoding
+    def encode(self, examples: Dataset, tokenizer, max_length: int, with_labels: bool = True) -> Dataset:
+        def encode(batch):
+            enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
+            if with_labels:
+                enc["labels"] = batch["label"]
+            return enc
+
+        return examples.map(encode, batched=True, remove_columns=examples.column_names,
+                            desc=f"tokenizing (max_length={max_length})")
+
+    def collator(self, tokenizer):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    # ---- model and loss
+    def build_model(self, encoder, num_labels: int, params):
+        from orchestrator.heads import TextClassifier
+
+        return TextClassifier(encoder, num_labels, params.head, params.dropout, params.mlp_hidden)
+
+    def loss(self, logits, labels, weights=None):
+        return F.cross_entropy(logits.float(), labels, weight=weights)
+
+    def loss_weights(self, splits: Splits, params):
+        if params.imbalance != "class_weights":
+            return None
+        labels = np.asarray(splits.data["train"]["label"])
+        counts = np.bincount(labels, minlength=splits.num_labels).astype(np.float64)
+        return torch.tensor(len(labels) / (splits.num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+
+    def train_rows(self, splits: Splits, params) -> np.ndarray | None:
+        if params.imbalance not in ("oversample", "undersample"):
+            return None
+        from imblearn.over_sampling import RandomOverSampler
+        from imblearn.under_sampling import RandomUnderSampler
+
+        labels = np.asarray(splits.data["train"]["label"])
+        index = np.arange(len(labels)).reshape(-1, 1)
+        sampler = RandomOverSampler if params.imbalance == "oversample" else RandomUnderSampler
+        rows, _ = sampler(random_state=params.seed).fit_resample(index, labels)
+        return rows.ravel()
+
+    def dummy_labels(self, batch_size: int, length: int, num_labels: int, device):
+        return torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    # ---- outputs, post-processing, metrics
+    def gather(self, rows: np.ndarray, encoded) -> np.ndarray:
+        return torch.softmax(torch.from_numpy(np.asarray(rows, dtype=np.float32)), dim=-1).numpy()
+
+    def evaluate(self, outputs: np.ndarray, examples, label_names: list[str], prefix: str,
+                 post: dict | None = None) -> Evaluation:
+        labels = np.asarray(examples["label"])
+        if post is None:
+            post = self._fit_post(outputs, labels, label_names)
+        preds = predict(outputs, post)
+        out = metrics.classification_metrics(labels, outputs, label_names, prefix, preds)
+        probs = torch.as_tensor(np.ascontiguousarray(outputs))
+        out[f"{prefix}_loss"] = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), torch.from_numpy(labels)).item())
+        return Evaluation(out, post, preds)
+
+    def _fit_post(self, probs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
+        p = self.cfg.postprocess if self.cfg is not None else None
+        if p is None or p.threshold != "tune" or len(label_names) != 2:
+            return {}
+        positive = label_names.index(p.positive_label) if p.positive_label in label_names else 1
+        return {"positive": positive,
+                "threshold": thresholds.tune(probs[:, positive], labels == positive, p.objective, p.target)}
+
+    def artifacts(self, evaluation: Evaluation, outputs, examples, label_names: list[str],
+                  split: str) -> list[Artifact]:
+        labels = np.asarray(examples["label"])
+        texts = list(examples["text"])
+        preds = evaluation.predictions
+        return [
+            Artifact("figure", f"confusion_matrix_{split}.png",
+                     plots.confusion_figure(labels, preds, label_names, split)),
+            Artifact("text", f"classification_report_{split}.txt", metrics.report(labels, preds, label_names)),
+            Artifact("table", f"misclassified_{split}.json", plots.misclassified(texts, labels, outputs, preds,
+                                                                                 label_names)),
+        ]
+
+    # ---- baseline
+    def baseline(self, splits: Splits, seed: int) -> dict[str, float]:
+        return fit_baseline(splits, seed)
+
+    # ---- the registered model
+    def examples_from_texts(self, texts: list[str], saved: dict) -> Dataset:
+        return Dataset.from_dict({"text": [str(t) for t in texts]}, features=Features({"text": Value("string")}))
+
+    def output_frame(self, outputs: np.ndarray, texts: list[str], label_names: list[str], post: dict,
+                     saved: dict) -> pd.DataFrame:
+        preds = predict(outputs, post)
+        frame = pd.DataFrame({"label": [label_names[i] for i in preds]})
+        for i, name in enumerate(label_names):
+            frame[f"prob_{name}"] = outputs[:, i].astype(np.float64)
+        return frame
+
+
+def predict(probs: np.ndarray, post: dict) -> np.ndarray:
+    """Class ids: the most probable class, or with a tuned threshold the positive class when its
+    probability reaches the threshold (two classes)."""
+    if "threshold" not in post or len(probs) == 0:
+        return probs.argmax(-1) if len(probs) else np.zeros(0, dtype=int)
+    positive = post["positive"]
+    return np.where(probs[:, positive] >= post["threshold"], positive, 1 - positive)
+
+
+def _check_stratifiable(data: dict[str, Dataset], cfg: DataConfig, label_names: list[str]) -> None:
+    counts = Counter(data["train"]["label"])
+    needed = 1 + ("validation" not in data) + ("test" not in data)
+    too_few = {label_names[i]: c for i, c in counts.items() if c < needed + 1}
+    if needed > 1 and too_few:
+        raise DataError(
+            f"{where(cfg, 'train')}: too few rows per class for a stratified split: {too_few}; each class needs "
+            f"at least {needed + 1}. Add rows, merge rare classes, or provide data.validation/data.test files.")
+    if cfg.max_train_rows and cfg.max_train_rows < len(label_names):
+        raise DataError(f"data.max_train_rows ({cfg.max_train_rows}) is fewer than the {len(label_names)} classes; "
+                        f"a stratified subsample needs a row of each")
