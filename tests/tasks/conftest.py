@@ -62,8 +62,8 @@ def ner_dir(tmp_path) -> Path:
 def tiny_zh_model(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT over a character vocabulary (CJK characters split one by one by
     BertPreTokenizer), with a fast tokenizer, saved as safetensors."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from conftest import save_tiny_bert
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     out = tmp_path_factory.mktemp("tiny-zh-bert")
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -71,16 +71,7 @@ def tiny_zh_model(tmp_path_factory) -> Path:
     tok = Tokenizer(models.WordPiece({p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                   model_max_length=128)
-    fast.save_pretrained(out)
-    config = BertConfig(vocab_size=len(pieces), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(out)
+    save_tiny_bert(tok, out)
     return out
 
 
