@@ -42,3 +42,31 @@ def test_a_champion_registered_before_tasks_is_read_as_test_macro_f1(tmp_path):
     client = _champion(tmp_path, {"test_macro_f1": "0.5"})  # no test_metric / test_data tags
     assert registry.champion_score(client, "m") == 0.5
     assert registry.choose_alias(0.4, lambda: registry.champion_score(client, "m"))[0] == "challenger"
+
+
+def test_rescoring_loads_the_registered_champion_and_scores_it_on_the_new_split(registered_model, data_dir,
+                                                                                 monkeypatch):
+    import mlflow
+
+    from orchestrator.champion import _rescorer
+    from orchestrator.config import DataConfig
+    from orchestrator.data import load_splits
+    from orchestrator.serve import Classifier
+
+    uri, checkpoint = registered_model
+    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: uri)  # as the search sets it for its store
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri, registry_uri=uri)
+    champion = client.get_model_version_by_alias("tiny-clf", "champion")
+    splits = load_splits(DataConfig(train=str(data_dir / "train.csv"), test=str(data_dir / "test.csv")))
+    score = _rescorer(splits, "test_macro_f1")(champion)
+    expected = Classifier(checkpoint).evaluate(splits.data["test"], "test")[0].metrics["test_macro_f1"]
+    assert score == expected and 0 <= score <= 1
+
+    import pytest
+    from conftest import make_rows, write_csv
+
+    two = write_csv(data_dir / "two.csv", make_rows(60, seed=8, labels=("positive", "negative")))
+    other = load_splits(DataConfig(train=str(two)))
+    with pytest.raises(registry.ScoreUnreadable, match="cannot be compared"):
+        _rescorer(other, "test_macro_f1")(champion)  # another label set: no comparison
