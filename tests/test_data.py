@@ -80,3 +80,15 @@ def test_labels_with_unicode_digits_are_labels(tmp_path):
     rows = [{"text": f"text {i}", "label": ["²", "1", "10", "x"][i % 4]} for i in range(80)]
     s = load_splits(DataConfig(train=str(write_csv(tmp_path / "u.csv", rows))))
     assert s.label_names == ["1", "10", "x", "²"]  # integers in numeric order, then the rest
+
+
+def test_a_first_row_with_an_unquoted_delimiter_is_an_error_not_a_shifted_column(tmp_path):
+    from orchestrator.data import DataError, read_table
+
+    path = tmp_path / "in.csv"
+    path.write_text("text\nThank you so much, this is wonderful!\nplain\n")
+    # pandas alone would make "Thank you so much" the row's index and the text " this is wonderful!".
+    with pytest.raises(DataError, match="more fields than the header.*quoted"):
+        read_table(str(path), "--input")
+    path.write_text('text\n"Thank you so much, this is wonderful!"\nplain\n')
+    assert read_table(str(path), "--input")["text"].tolist() == ["Thank you so much, this is wonderful!", "plain"]

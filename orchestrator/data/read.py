@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -61,8 +62,7 @@ def read_table(location: str, key: str, delimiter: str | None = None) -> pd.Data
             # utf-8-sig: spreadsheet programs start their CSV exports with a byte-order mark.
             # skip_blank_lines=False: a blank line is a row with an empty text, not no row at all
             # (predictions must line up with the input's rows).
-            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                                encoding="utf-8-sig", skip_blank_lines=False)
+            frame = _read_delimited(path, sep, key, location)
     except DataError:
         raise
     except UnicodeDecodeError as e:
@@ -75,6 +75,19 @@ def read_table(location: str, key: str, delimiter: str | None = None) -> pd.Data
     if len(frame) == 0:
         raise DataError(f"{key}: {location} has no rows")
     return frame
+
+
+def _read_delimited(path: Path, sep: str, key: str, location: str) -> pd.DataFrame:
+    # index_col=False: when a first row has one field more than the header, pandas would otherwise
+    # quietly make the first column the index, so an unquoted "Thank you, great" became " great".
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                               encoding="utf-8-sig", skip_blank_lines=False, index_col=False)
+        except pd.errors.ParserWarning:
+            raise DataError(f"{key}: {location}: some rows have more fields than the header; a text that holds "
+                            f"the delimiter {sep!r} must be quoted (\"...\"), or set data.delimiter") from None
 
 
 def _read_json(path: Path, key: str, location: str) -> pd.DataFrame:

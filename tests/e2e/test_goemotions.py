@@ -53,7 +53,7 @@ def test_multi_label_search_registers_thresholds_and_predicts_label_sets(tmp_pat
     assert {"per_label_validation.json", "per_label_test.json"} <= artifacts
 
     texts = tmp_path / "in.csv"
-    texts.write_text("text\nThank you so much, this is wonderful!\nI'm so sad and angry about this.\n")
+    texts.write_text('text\n"Thank you so much, this is wonderful!"\nI\'m so sad and angry about this.\n')
     assert main(["predict", "--model", "models:/goemo-clf@champion", "--input", str(texts),
                  "--output", str(tmp_path / "out.jsonl"), "--tracking-uri", uri]) == 0
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
@@ -66,10 +66,10 @@ def test_multi_label_search_registers_thresholds_and_predicts_label_sets(tmp_pat
     # The thresholds tuned on validation travel with the registered model: one per label.
     import mlflow
 
-    from orchestrator.serve import Classifier
-
-    local = mlflow.artifacts.download_artifacts("models:/goemo-clf@champion", tracking_uri=uri)
-    folder = next(Path(local).rglob("classifier.json")).parent
-    info = json.loads((folder / "classifier.json").read_text())
-    assert info["task"] == "multi_label" and len(info["post"]["thresholds"]) == len(info["label_names"])
-    assert Classifier(folder).post == info["post"] and len(set(info["post"]["thresholds"])) > 1
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    classifier = mlflow.pyfunc.load_model("models:/goemo-clf@champion").unwrap_python_model().classifier
+    thresholds = classifier.post["thresholds"]
+    assert classifier.task.name == "multi_label" and len(thresholds) == len(classifier.label_names)
+    assert len(set(thresholds)) > 1  # tuned per label, not one cut for all
+    assert rows[0]["text"] == "Thank you so much, this is wonderful!"
