@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
@@ -56,7 +57,10 @@ class Classifier:
         encoded = self.task.encode(examples, self.tokenizer, self.max_length, with_labels=False)
         loader = DataLoader(model_inputs(encoded), batch_size=batch_size, collate_fn=self._collate)
         batches = ({k: v.to(self.device) for k, v in batch.items()} for batch in loader)
-        return self.task.gather(collect_logits(self.model, batches), encoded)
+        rows = collect_logits(self.model, batches)
+        if isinstance(rows, np.ndarray) and rows.size == 0:  # no input: no batch told the label count
+            rows = rows.reshape(0, len(self.label_names))
+        return self.task.gather(rows, encoded)
 
     def evaluate(self, examples, prefix: str) -> tuple[Evaluation, object]:
         """Metrics against the examples' true labels, with the saved post-processing; and the outputs."""
