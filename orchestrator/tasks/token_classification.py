@@ -3,7 +3,7 @@
 Examples are sentences: a list of tokens (characters for Chinese, words otherwise) and a tag per
 token, from json/jsonl/parquet list columns, a hub dataset, or CoNLL files (`token tag` per
 line, a blank line between sentences). Tag schemes, spans and scores live in `tagging.py`;
-subword alignment, windows and their merging in `windows.py`; the model in `token_heads.py`.
+subword alignment, windows and their merging in `windows.py`; the model in `token_heads.py` (beside it in this package).
 
 Metrics are entity-level (seqeval, micro-averaged) for BIO/BIOES, word-level (SIGHAN) for BMES,
 plus word-level tag accuracy and loss. The module runs past ~400 lines because reading and
@@ -154,12 +154,12 @@ class TokenClassification(Task):
 
     # ---- model and loss
     def build_model(self, encoder, num_labels: int, params):
-        from orchestrator.token_heads import TokenClassifier
+        from orchestrator.tasks.token_heads import TokenClassifier
 
         return TokenClassifier(encoder, num_labels, params.head or self.heads[0], params.dropout, params.mlp_hidden)
 
     def load_model(self, directory):
-        from orchestrator.token_heads import TokenClassifier
+        from orchestrator.tasks.token_heads import TokenClassifier
 
         return TokenClassifier.load(directory)
 

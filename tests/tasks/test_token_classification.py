@@ -278,7 +278,7 @@ def test_crf_baseline_learns_the_synthetic_entities(ner_dir):
 
 def test_a_tiny_chinese_model_trains_a_step_and_evaluates(ner_dir, tiny_zh_model, zh_tokenizer, tmp_path):
     from orchestrator.heads import load_encoder
-    from orchestrator.token_heads import TokenClassifier
+    from orchestrator.tasks.token_heads import TokenClassifier
 
     cfg = ExperimentConfig(task="token_classification", training=TrainingConfig(window_overlap=4))
     task = TokenClassification(cfg)
@@ -335,7 +335,7 @@ def test_a_tiny_chinese_model_trains_a_step_and_evaluates(ner_dir, tiny_zh_model
 
 def test_the_mlp_head_and_strategies(tiny_zh_model):
     from orchestrator.heads import HeadError, load_encoder
-    from orchestrator.token_heads import TokenClassifier
+    from orchestrator.tasks.token_heads import TokenClassifier
 
     model = TokenClassifier(load_encoder(str(tiny_zh_model)), 3, head="mlp", mlp_hidden=16)
     assert model.encoder.pooler is None  # dropped: it would get no gradient
