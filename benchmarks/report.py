@@ -30,7 +30,9 @@ def table(results: list[dict]) -> str:
         command = " ".join(["python benchmarks/tasks.py", r["name"], *r["overrides"]])
         lines.append(f"| `{command}` | {r['task']} | {r['metric']} | {_fmt(r['champion'])} | {_fmt(r['baseline'])} "
                      f"| {'' if gap is None else f'{gap:+.4f}'} | {_fmt(r['best_validation'])} ({r['search_metric']}) "
-                     f"| {states} | {r['wall_seconds'] / 60:.1f} min | {r['machine']}, {r['date']}, {r['commit']} |")
+                     f"| {states} | {r['wall_seconds'] / 60:.1f} min{'*' if r.get('note') else ''} "
+                     f"| {r['machine']}, {r['date']}, {r['commit']} |")
+    lines += ["", *(f"\\* {r['name']}: {r['note']}" for r in results if r.get("note"))]
     return "\n".join(lines)
 
 

@@ -52,6 +52,7 @@ def pku_experiment(folder: Path) -> Path:
 
 def run(name: str, overrides: list[str]) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    machine = _machine()  # the code that runs is the code at the start
     config = pku_experiment(folder) if name == "cws_pku" else ROOT / EXPERIMENTS[name]
     stores = [f"search.storage=sqlite:///{folder}/optuna.db", f"tracking.uri=sqlite:///{folder}/mlflow.db",
               f"tracking.artifact_location={folder}/artifacts", f"search.work_dir={folder}/studies"]
@@ -64,7 +65,7 @@ def run(name: str, overrides: list[str]) -> dict:
     if proc.returncode != 0:
         sys.exit(f"search failed (exit {proc.returncode}); see {folder / 'search.log'}")
     return {"name": name, "config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else config.name,
-            "overrides": overrides, "wall_seconds": round(seconds, 1), **_read(folder, config), **_machine()}
+            "overrides": overrides, "wall_seconds": round(seconds, 1), **_read(folder, config), **machine}
 
 
 def _read(folder: Path, config: Path) -> dict:
@@ -92,8 +93,9 @@ def _read(folder: Path, config: Path) -> dict:
 
 
 def _machine() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     import os
+
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
 
     return {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "python": platform.python_version(), "commit": commit.stdout.strip(),
