@@ -80,14 +80,14 @@ def read_table(location: str, key: str, delimiter: str | None = None) -> pd.Data
 def _read_delimited(path: Path, sep: str, key: str, location: str) -> pd.DataFrame:
     # index_col=False: when a first row has one field more than the header, pandas would otherwise
     # quietly make the first column the index, so an unquoted "Thank you, great" became " great".
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", pd.errors.ParserWarning)
-        try:
-            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                               encoding="utf-8-sig", skip_blank_lines=False, index_col=False)
-        except pd.errors.ParserWarning:
-            raise DataError(f"{key}: {location}: some rows have more fields than the header; a text that holds "
-                            f"the delimiter {sep!r} must be quoted (\"...\"), or set data.delimiter") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                            encoding="utf-8-sig", skip_blank_lines=False, index_col=False)
+    if any("does not match length of data" in str(w.message) for w in caught):
+        raise DataError(f"{key}: {location}: some rows have more fields than the header; a text that holds "
+                        f"the delimiter {sep!r} must be quoted (\"...\"), or set data.delimiter")
+    return frame
 
 
 def _read_json(path: Path, key: str, location: str) -> pd.DataFrame:
