@@ -24,7 +24,7 @@ from orchestrator import data as data_mod
 from orchestrator.config import ModelConfig, TrainingConfig
 from orchestrator.data import Splits
 from orchestrator.heads import load_encoder, load_tokenizer
-from orchestrator.tasks import Evaluation, Task, get_task
+from orchestrator.tasks import Evaluation, Task, task_of
 
 StepCallback = Callable[[int, dict], None]
 EvalCallback = Callable[[int, int, dict], bool]  # (epoch, step, metrics) -> keep going?
@@ -57,11 +57,6 @@ def precision_for(cpu: bool) -> str:
     if cpu:
         return "no"  # fp32 on CPU: CPU autocast costs more than it saves for these models
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def task_of(splits: Splits) -> Task:
-    """The task the splits were made for, with default settings."""
-    return get_task(splits.record.get("settings", {}).get("task", "single_label"))
 
 
 def model_inputs(dataset):

@@ -40,9 +40,9 @@ def tokenize(splits: Splits, tokenizer, max_length: int, cache_dir: str | Path |
     """Encoded splits (`input_ids`, `attention_mask`, `labels` and the task's metadata), computed once
     per key. `task` (an `orchestrator.tasks.Task`) defaults to the one the splits were made for."""
     if task is None:
-        from orchestrator.tasks import get_task
+        from orchestrator.tasks import task_of
 
-        task = get_task(splits.record.get("settings", {}).get("task", "single_label"))
+        task = task_of(splits)
     text = f"{splits.digest}|{tokenizer_fingerprint(tokenizer)}|{max_length}|{task.encoding_key()}"
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
     if key in _TOKENIZED:

@@ -26,4 +26,9 @@ def get_task(name: str, cfg=None) -> Task:
     return task_class(name)(cfg)
 
 
-__all__ = ["Artifact", "Evaluation", "REGISTRY", "Task", "get_task", "task_class"]
+def task_of(splits) -> Task:
+    """The task the splits were made for (their fingerprint record says), with default settings."""
+    return get_task(splits.record.get("settings", {}).get("task", "single_label"))
+
+
+__all__ = ["Artifact", "Evaluation", "REGISTRY", "Task", "get_task", "task_class", "task_of"]
