@@ -54,8 +54,9 @@ def test_rescoring_loads_the_registered_champion_and_scores_it_on_the_new_split(
     from orchestrator.serve import Classifier
 
     uri, checkpoint = registered_model
-    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: uri)  # as the search sets it for its store
-    mlflow.set_registry_uri(uri)
+    # As the search's Tracker does; restored after, since another test may have set its own store in-process.
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", uri)
+    monkeypatch.setattr(mlflow.tracking._model_registry.utils, "_registry_uri", uri)
     client = MlflowClient(uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("tiny-clf", "champion")
     splits = load_splits(DataConfig(train=str(data_dir / "train.csv"), test=str(data_dir / "test.csv")))
