@@ -28,7 +28,7 @@ def exit_code(summary) -> int:
     return 0 if summary.best_trial is not None else 1
 
 
-def search(config: str, overrides: list[str], gpus: str | None, workers: int) -> int:
+def search(config: str, overrides: list[str], gpus: str | None, workers: int, ray_address: str | None) -> int:
     from rich.console import Console
 
     from orchestrator.config import load_config
@@ -36,7 +36,7 @@ def search(config: str, overrides: list[str], gpus: str | None, workers: int) ->
     from orchestrator.search import run_search
 
     cfg = load_config(config, overrides)
-    summary = run_search(cfg, gpus=gpus, workers=workers)
+    summary = run_search(cfg, gpus=gpus, workers=workers, ray_address=ray_address)
     print_summary(summary, Console(), config)
     return exit_code(summary)
 
@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.n_trials=3")
     p.add_argument("--gpus", default=None, help="all (default: every visible GPU), none, or a list like 0,1,3")
     p.add_argument("--workers", type=int, default=1, help="trials at once on CPU (cores are split between them)")
+    p.add_argument("--ray-address", default=None,
+                   help="with search.executor=ray: the cluster to join (auto, HOST:6379, ray://HOST:10001); "
+                        "default $RAY_ADDRESS, else a Ray started on this machine")
     p = sub.add_parser("probe", help="largest per-device batch under search.memory_target of GPU memory")
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("overrides", nargs="*")
@@ -128,14 +131,15 @@ def _run(command: str, args: dict) -> int:
 
     from orchestrator.config import ConfigError
     from orchestrator.data import DataError
+    from orchestrator.execution.base import ExecutorError
+    from orchestrator.execution.slots import SlotError
     from orchestrator.paths import PathError
-    from orchestrator.scheduler import SlotError
     from orchestrator.study import StorageError
     from orchestrator.tracking import TrackingError
 
     try:
         return {"search": search, "probe": probe, "predict": predict, "ui": ui}[command](**args)
-    except (ConfigError, DataError, PathError, SlotError, StorageError, TrackingError) as e:
+    except (ConfigError, DataError, ExecutorError, PathError, SlotError, StorageError, TrackingError) as e:
         print(f"error: {scrub(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

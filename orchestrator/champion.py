@@ -8,6 +8,7 @@ study lock, so that with several processes on one study it happens once.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -21,7 +22,7 @@ from orchestrator.data import Splits
 from orchestrator.serve import Classifier
 from orchestrator.study import DIED, FINISHED
 from orchestrator.tasks import Task
-from orchestrator.tracking import Tracker
+from orchestrator.tracking import CHECKPOINT_ARTIFACT, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,37 @@ def drop_other_checkpoints(study_dir: Path, study: optuna.Study, best: optuna.tr
     for path in folder.glob("trial-*") if folder.exists() else ():
         if path.name not in keep:
             shutil.rmtree(paths.inside(folder, path), ignore_errors=True)
+
+
+def drop_stored_checkpoints(study: optuna.Study, tracker: Tracker, keep: int) -> None:
+    """Delete the stored checkpoints of finished trials that rank below the `keep` best, so a long
+    study does not fill the artifact store (each trial uploaded its own while it ranked among them)."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(done, key=lambda t: (-t.value if maximize else t.value, t.number))
+    for t in ranked[keep:]:
+        run_id = t.user_attrs.get("checkpoint_run")
+        if run_id and tracker.has_artifacts(run_id, CHECKPOINT_ARTIFACT):
+            tracker.delete_artifacts(run_id, CHECKPOINT_ARTIFACT)
+
+
+def fetch_checkpoint(best: optuna.trial.FrozenTrial, tracker: Tracker, study_dir: Path) -> str:
+    """The best trial's checkpoint folder on this disk: where its trial saved it, if that was here,
+    else downloaded (once) from its run's artifacts into the study's folder."""
+    local = best.user_attrs.get("checkpoint")
+    if local and Path(local).exists():
+        return local
+    folders = paths.inside(study_dir, study_dir / "checkpoints")
+    target = folders / f"trial-{best.number}"
+    if (target / "classifier.json").exists():  # fetched by an earlier run: a trial's checkpoint never changes
+        return str(target)
+    tmp = paths.inside(folders, folders / f".fetch-{best.number}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    fetched = tracker.download_artifacts(best.user_attrs["checkpoint_run"], CHECKPOINT_ARTIFACT, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(fetched, target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
 
 
 def reconcile_runs(study: optuna.Study, tracker: Tracker, parent: str, cfg: ExperimentConfig) -> dict[int, str]:
@@ -67,7 +99,7 @@ def reconcile_runs(study: optuna.Study, tracker: Tracker, parent: str, cfg: Expe
 
 
 def evaluate(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str,
-             best: optuna.trial.FrozenTrial, run_id: str, task: Task) -> dict:
+             best: optuna.trial.FrozenTrial, run_id: str, task: Task, checkpoint: str) -> dict:
     """Test-split metrics of the best trial's saved model (with the post-processing validation
     chose), logged with the task's error analysis on its run, and on the parent run.
 
@@ -80,7 +112,7 @@ def evaluate(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: st
         metrics = {k: v for k, v in logged.items() if k.startswith("test_")}
     else:
         examples = splits.data["test"]
-        evaluation, outputs = Classifier(best.user_attrs["checkpoint"]).evaluate(examples, "test")
+        evaluation, outputs = Classifier(checkpoint).evaluate(examples, "test")
         metrics = evaluation.metrics
         for artifact in task.artifacts(evaluation, outputs, examples, splits.label_names, "test"):
             getattr(tracker, f"log_{artifact.kind}")(run_id, artifact.value, artifact.name)
@@ -92,10 +124,9 @@ def evaluate(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: st
 
 
 def register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str, best: optuna.trial.FrozenTrial,
-             run_id: str, metrics: dict, task: Task) -> registry.Registration:
+             run_id: str, metrics: dict, task: Task, checkpoint: str) -> registry.Registration:
     """The best trial's model into the registry, with an alias (see `registry.register`): it
     becomes champion if it beats the current one on this study's test split."""
-    checkpoint = best.user_attrs["checkpoint"]
     main = f"test_{task.main_metric}"
     example = [_as_text(x) for x in splits.data["test"][:5][task.columns[0]]]
     registration = registry.register(

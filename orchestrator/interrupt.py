@@ -17,8 +17,8 @@ import signal
 import threading
 from contextlib import contextmanager
 
+from orchestrator.execution.processes import Children
 from orchestrator.progress import StudyProgress
-from orchestrator.scheduler import Children
 
 
 class Interrupt:

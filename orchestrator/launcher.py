@@ -1,24 +1,25 @@
-"""The driver's side of one trial: write its job, run it in a free slot's child process, read
-its outcome.
+"""The driver's side of one trial: build its `TrialJob`, hand it to the executor in a free slot,
+and turn its `TrialOutcome` into what the study records.
 
-The job file holds the config with every password redacted (`secrets.public`); the child gets
-the real storage and tracking URLs through its environment, which no file or log records.
+The job holds the config with every password redacted (`secrets.public`); the executor gets the
+real storage and tracking URLs separately and passes them to the trial process's environment,
+which no file or log records. A trial lost with its process, worker or node is FAIL and
+re-queued once with the same parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import queue
 from pathlib import Path
 
 import optuna
 
-from orchestrator import paths, scheduler
 from orchestrator.config import ExperimentConfig
-from orchestrator.config.load import FROM_ENVIRONMENT
 from orchestrator.config.secrets import public, scrub
+from orchestrator.execution.base import Executor
+from orchestrator.execution.job import TrialJob
 from orchestrator.interrupt import Interrupt
 from orchestrator.progress import StudyProgress
 from orchestrator.study import StudyLock, requeue_once
@@ -28,67 +29,56 @@ class TrialFailed(RuntimeError):
     """A trial that cannot produce a valid score (e.g. non-finite loss): marked FAIL, study goes on."""
 
 
-def secret_environment(cfg: ExperimentConfig) -> dict[str, str]:
-    """What a trial process needs that must not be written down: the stores' real URLs, in the
-    variables a config may take them from (`trial.job_config` reads them back)."""
-    return {variable: paths.absolute_sqlite(getattr(getattr(cfg, section), key))
-            for (section, key), variable in FROM_ENVIRONMENT.items()}
-
-
 class TrialLauncher:
-    """Run a claimed trial (parameters already sampled) in a free slot's child process. Returns
+    """Run a claimed trial (parameters already sampled) in a free slot of the executor. Returns
     the value, or raises `optuna.TrialPruned` / `TrialFailed`."""
 
     def __init__(self, cfg: ExperimentConfig, study_dir: Path, data_dir: Path, model_path: str,
-                 model_fingerprint: str, parent_run_id: str, slots: list[scheduler.Slot], progress: StudyProgress,
+                 model_fingerprint: str, parent_run_id: str, executor: Executor, progress: StudyProgress,
                  train_rows: int, interrupt: Interrupt, lock: StudyLock, close_run):
         self.cfg, self.study_dir, self.data_dir = cfg, study_dir, data_dir
         self.model_path, self.model_fingerprint = model_path, model_fingerprint
         self.parent, self.progress, self.train_rows = parent_run_id, progress, train_rows
         self.interrupt, self.lock, self.close_run = interrupt, lock, close_run
-        self.children = interrupt.children
-        self.env = secret_environment(cfg)
-        self.free: queue.Queue[scheduler.Slot] = queue.Queue()
-        for slot in slots:
+        self.executor = executor
+        self.free: queue.Queue[str] = queue.Queue()
+        for slot in executor.slots:
             self.free.put(slot)
+
+    def job(self, trial: optuna.Trial) -> TrialJob:
+        return TrialJob(
+            number=trial.number, trial_id=trial._trial_id, params=dict(trial.params),
+            config=public(self.cfg.to_dict()), source=self.cfg.source, model_path=self.model_path,
+            model_fingerprint=self.model_fingerprint, parent_run_id=self.parent, data_dir=str(self.data_dir),
+            checkpoint_dir=str(self.study_dir / "checkpoints"),
+            keep_local_checkpoint=self.executor.keeps_local_checkpoints,
+            keep_checkpoints=self.cfg.search.keep_checkpoints, memory_target=self.cfg.search.memory_target)
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = dataclasses.replace(self.cfg.training, **trial.params)
         if self.interrupt.requested:  # claimed just as the user interrupted: keep it for the next run
             self._requeue(trial)
             return self._fail(trial, "interrupted before it started; re-queued")
-        jobs = paths.inside(self.study_dir, self.study_dir / "jobs")
-        jobs.mkdir(parents=True, exist_ok=True)
-        result_path = jobs / f"trial-{trial.number}.result.json"
-        result_path.unlink(missing_ok=True)
-        job = {"config": public(self.cfg.to_dict()), "source": self.cfg.source, "trial_id": trial._trial_id,
-               "model_path": self.model_path, "model_fingerprint": self.model_fingerprint,
-               "parent_run_id": self.parent, "splits_dir": str(self.data_dir), "cache_dir": str(self.data_dir),
-               "checkpoint_dir": str(self.study_dir / "checkpoints"), "result": str(result_path),
-               "memory_target": self.cfg.search.memory_target}
-        job_path = jobs / f"trial-{trial.number}.json"
-        job_path.write_text(json.dumps(job, indent=1))
+        job = self.job(trial)
         slot = self.free.get()
         try:
-            trial.set_user_attr("slot", slot.name)
+            trial.set_user_attr("slot", slot)
             steps = math.ceil(self.train_rows / params.batch_size) * params.epochs
-            self.progress.start_trial(trial.number, trial.params, steps, params.epochs, slot.name)
-            outcome = scheduler.run_child(slot, job_path, self.study_dir / "logs" / f"trial-{trial.number}.log",
-                                          self.progress.event, self.children, self.env)
+            self.progress.start_trial(trial.number, trial.params, steps, params.epochs, slot)
+            outcome = self.executor.run(job, slot, self.progress.event)
         finally:
             self.free.put(slot)
-        result = json.loads(result_path.read_text()) if result_path.exists() else None
-        if result is None:  # the process died before recording an outcome
+        if outcome.lost:  # the process (or Ray worker, or node) died before recording an outcome
             reason = outcome.reason or "trial process ended without recording an outcome"
             self._close_orphan_run(trial, reason)
             if self._requeue(trial):
                 reason += "; re-queued once with the same parameters"
             return self._fail(trial, reason)
-        if result["state"] == "PRUNED":
-            raise optuna.TrialPruned(result["reason"])
-        if result["state"] == "FAIL":
-            return self._fail(trial, result["reason"])
-        return result["value"]
+        if outcome.state == "PRUNED":
+            raise optuna.TrialPruned(outcome.reason)
+        if outcome.state == "FAIL":
+            return self._fail(trial, outcome.reason or "failed")
+        return outcome.value
 
     def _requeue(self, trial: optuna.Trial) -> bool:
         with self.lock():

@@ -5,6 +5,10 @@
 A `!member` suffix on a `.zip` path names a file inside the archive. It is extracted once into
 a cache folder keyed by the archive's content (`datasets` treats `zip://` URLs as
 remote and refuses them when HF_HUB_OFFLINE is set, which is how air-gapped machines run).
+`s3://bucket/key` (and other fsspec object stores whose package is installed) is fetched into a
+cache folder keyed by the object's ETag, so a replaced object is fetched anew. Credentials and
+the endpoint come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_ENDPOINT_URL...), as for any AWS client.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import shutil
 from pathlib import Path
 
 PKG = "pkg://"
-CACHE = Path(os.environ.get("ORCHESTRATOR_CACHE", Path.home() / ".cache" / "orchestrator")) / "extracted"
+OBJECT_STORES = ("s3://", "gs://", "gcs://", "az://", "abfs://")
+CACHE_ROOT = Path(os.environ.get("ORCHESTRATOR_CACHE", Path.home() / ".cache" / "orchestrator"))
+CACHE = CACHE_ROOT / "extracted"
 
 
 class PathError(ValueError):
@@ -27,7 +33,12 @@ def resolve(location: str) -> str:
     archive, bang, member = location.partition(".zip!")  # a '!' elsewhere is part of a name
     if bang:
         archive += ".zip"
-    path = _resolve_pkg(archive) if archive.startswith(PKG) else archive
+    if archive.startswith(PKG):
+        path = _resolve_pkg(archive)
+    elif archive.startswith(OBJECT_STORES):
+        path = _fetch(archive)
+    else:
+        path = archive
     if bang:
         return _extract(Path(path), member)
     return path
@@ -59,6 +70,35 @@ def _extract(archive: Path, member: str) -> str:
                 shutil.rmtree(tmp, ignore_errors=True)
         except zipfile.BadZipFile as e:
             raise PathError(f"{archive}: not a readable zip archive ({e})") from None
+    return str(target)
+
+
+def _fetch(url: str) -> str:
+    """A local copy of an object in an object store, fetched once per version of the object."""
+    import hashlib
+
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url)
+        info = fs.info(path)
+    except ImportError as e:
+        raise PathError(f"{url}: reading {url.split('://')[0]}:// needs its fsspec package ({e.name}): "
+                        f"pip install 'orchestrator[cluster]'") from None
+    except FileNotFoundError:
+        raise PathError(f"{url}: no such object (check the bucket and key)") from None
+    except Exception as e:  # noqa: BLE001 - no credentials, access denied, endpoint down: the store says which
+        raise PathError(f"{url}: cannot read it: {type(e).__name__}: {str(e).strip()[:300]}") from None
+    if info.get("type") == "directory":
+        raise PathError(f"{url}: is a folder, not a file")
+    version = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("LastModified") or ""
+    key = hashlib.sha256(f"{url}|{version}|{info.get('size')}".encode()).hexdigest()[:16]
+    target = CACHE_ROOT / "remote" / key / Path(path).name
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+        fs.get(path, str(tmp))
+        os.replace(tmp, target)  # atomic: another process never reads half a file
     return str(target)
 
 

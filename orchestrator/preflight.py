@@ -13,9 +13,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import scheduler
 from orchestrator.config import ConfigError, ExperimentConfig
 from orchestrator.data import Splits
+from orchestrator.execution.base import Executor
+from orchestrator.execution.local import LocalExecutor
+from orchestrator.execution.slots import make_slots
 from orchestrator.heads import check_heads
 from orchestrator.model_source import ModelSource, resolve_model
 from orchestrator.paths import sqlite_path
@@ -25,14 +27,15 @@ from orchestrator.tracking import check_store
 
 @dataclass
 class Checked:
-    slots: list[scheduler.Slot]
+    executor: Executor
     splits: Splits
     model: ModelSource
     task: Task
 
 
-def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int) -> Checked:
-    slots = scheduler.make_slots(gpus, workers, cfg.search.gpus_per_trial)
+def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: str | None = None) -> Checked:
+    local = LocalExecutor(make_slots(gpus, workers, cfg.search.gpus_per_trial)) if cfg.search.executor == "local" \
+        else None
     problems = writable_problems(cfg)
     if problems:
         raise ConfigError(cfg.source, problems)
@@ -43,7 +46,14 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int) -> Checked:
     if problems:
         raise ConfigError(cfg.source, problems)
     check_store(cfg.tracking.uri)
-    return Checked(slots, splits, model, task)
+    return Checked(local or _ray_executor(cfg, ray_address), splits, model, task)
+
+
+def _ray_executor(cfg: ExperimentConfig, address: str | None) -> Executor:
+    """Joins the cluster last: the cheaper checks answer first."""
+    from orchestrator.execution.ray import RayExecutor
+
+    return RayExecutor(address, cfg.search.gpus_per_trial, cfg.search.cpus_per_trial)
 
 
 def _values(cfg: ExperimentConfig, name: str) -> list:

@@ -38,7 +38,7 @@ class StudyProgress:
         self.print(f"trial {number} started on {slot}: {shown}" if slot else f"trial {number} started: {shown}")
 
     def event(self, event: dict) -> None:
-        """A progress event from a trial process (see `scheduler.emit`)."""
+        """A progress event from a trial process (see `execution.job.emit`)."""
         info = self.trials.get(event["trial"])
         if info is None:
             return

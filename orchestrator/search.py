@@ -7,8 +7,9 @@
    and its MLflow parent run, created once under the study lock;
 3. preparing the data (splits and tokenization, cached under the data's fingerprint) and the
    TF-IDF baseline;
-4. the trials: each in a child process (`launcher.py`, `scheduler.py`, `trial.py`), within the
-   trial budget shared by every process on the study;
+4. the trials: each handed as a `TrialJob` to the executor (`launcher.py`, `execution/`), which
+   runs it in a child process here or as a Ray task on any node of a cluster (`trial.py` either
+   way), within the trial budget shared by every process on the study;
 5. the champion (`champion.py`): MLflow reconciled with Optuna, the best model evaluated on
    test and registered.
 Ctrl-C or SIGTERM in any phase (`interrupt.py`) closes what was opened and returns the summary
@@ -29,10 +30,12 @@ import optuna
 from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
-from orchestrator import champion, paths, registry, scheduler, space
+from orchestrator import champion, paths, registry, space
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import public, redact, scrub
 from orchestrator.data import save_splits, tokenize
+from orchestrator.execution.job import secret_environment
+from orchestrator.execution.processes import Children
 from orchestrator.heads import load_tokenizer
 from orchestrator.interrupt import Interrupt
 from orchestrator.launcher import TrialFailed, TrialLauncher
@@ -101,24 +104,27 @@ class _Opened:
     tracker: Tracker | None = None
     parent: str | None = None
     close_run: object = None
+    executor: object = None
 
 
 def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
-               progress: StudyProgress | None = None) -> Summary:
+               progress: StudyProgress | None = None, ray_address: str | None = None) -> Summary:
     started = time.perf_counter()
     progress = progress or StudyProgress(cfg.search.n_trials)
-    interrupt = Interrupt(progress, scheduler.Children())
+    interrupt = Interrupt(progress, Children())
     summary = Summary(cfg.study_name, metric=cfg.search.metric, tracking_uri=redact(cfg.tracking.uri))
     opened = _Opened()
     try:
         with interrupt:
             try:
-                _search(cfg, gpus, workers, progress, interrupt, summary, opened)
+                _search(cfg, gpus, workers, ray_address, progress, interrupt, summary, opened)
             except KeyboardInterrupt:
                 interrupt.stopping()
                 summary.interrupted = True
                 _close_after_interrupt(opened, interrupt)
     finally:
+        if opened.executor is not None:
+            opened.executor.close()
         progress.close()
     if opened.study is not None:
         summary.trials = _rows(opened.study)
@@ -133,10 +139,11 @@ def _phase(summary: Summary, progress: StudyProgress, name: str) -> None:
     progress.phase(name)
 
 
-def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, progress: StudyProgress, interrupt: Interrupt,
-            summary: Summary, opened: _Opened) -> None:
+def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: str | None, progress: StudyProgress,
+            interrupt: Interrupt, summary: Summary, opened: _Opened) -> None:
     _phase(summary, progress, "checking the input")
-    checked = preflight(cfg, gpus, workers)
+    checked = preflight(cfg, gpus, workers, ray_address)
+    opened.executor = executor = checked.executor
     work_dir = Path(cfg.search.work_dir).resolve()
     study_dir = paths.inside(work_dir, work_dir / cfg.study_name)
 
@@ -164,20 +171,21 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, progress: Stu
     main = f"baseline_val_{task.main_metric}"
     progress.print(f"study {cfg.study_name!r} ({task.name}): {len(splits.data['train'])} train / "
                    f"{len(splits.data['validation'])} validation / {len(splits.data['test'])} test rows, "
-                   f"{task.describe(splits)}; {len(checked.slots)} slot(s): "
-                   f"{', '.join(s.name for s in checked.slots)}; baseline ({task.baseline_name}) "
+                   f"{task.describe(splits)}; {len(executor.slots)} slot(s) ({executor.name}): "
+                   f"{_shown(executor.slots)}; baseline ({task.baseline_name}) "
                    f"{pretty(main[9:])} {baseline[main]:.4f}")
 
     _phase(summary, progress, "running trials")
     opened.close_run = close_run = _run_closer(tracker)
     recover_dead_trials(study, lock, close_run)
+    executor.open(study_dir, secret_environment(cfg), interrupt.children)
     launcher = TrialLauncher(cfg, study_dir, data_dir, checked.model.path, checked.model.fingerprint, parent,
-                             checked.slots, progress, len(splits.data["train"]), interrupt, lock, close_run)
+                             executor, progress, len(splits.data["train"]), interrupt, lock, close_run)
     budget = _budget(cfg, progress)
     progress.total = budget
     progress.done = finished(study)
     interrupt.patient = True
-    halted = _optimize(study, storage, lock, launcher, cfg, budget, len(checked.slots), progress, interrupt)
+    halted = _optimize(study, storage, lock, launcher, cfg, budget, len(executor.slots), progress, interrupt)
     interrupt.patient = False
     if halted:
         progress.print(halted)
@@ -202,7 +210,9 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
               parent: str, lock: StudyLock, interrupt: Interrupt, summary: Summary, progress: StudyProgress) -> None:
     best = _best_trial(study)
     champion.drop_other_checkpoints(study_dir, study, best)
-    usable = best is not None and Path(best.user_attrs.get("checkpoint", "/nonexistent")).exists()
+    # The best-epoch model is on this disk, or in the artifact store where any process can fetch it.
+    usable = best is not None and (Path(best.user_attrs.get("checkpoint", "/nonexistent")).exists()
+                                   or "checkpoint_run" in best.user_attrs)
     host = best.user_attrs.get("driver", "?").partition(":")[0] if best else None
     if usable or (best is not None and host != socket.gethostname()):
         summary.best_trial, summary.best_params, summary.best_value = best.number, best.params, best.value
@@ -213,16 +223,19 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
         champion.log_study_plots(study, tracker, parent)
         with lock():  # once, though every process on the study gets here
             run_ids = champion.reconcile_runs(study, tracker, parent, cfg)
+            champion.drop_stored_checkpoints(study, tracker, cfg.search.keep_checkpoints)
             if usable and not interrupt.requested:  # an interrupted study is not done: nothing gets registered
                 _phase(summary, progress, "evaluating the champion on test")
+                checkpoint = champion.fetch_checkpoint(best, tracker, study_dir)
                 metrics = champion.evaluate(cfg, checked.splits, tracker, parent, best, run_ids[best.number],
-                                            checked.task)
+                                            checked.task, checkpoint)
                 summary.champion_test = metrics
                 if cfg.registry.register:
                     _phase(summary, progress, "registering the champion")
                     with interrupt.critical():
                         summary.registration = champion.register(cfg, checked.splits, tracker, parent, best,
-                                                                 run_ids[best.number], metrics, checked.task)
+                                                                 run_ids[best.number], metrics, checked.task,
+                                                                 checkpoint)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = None  # the interrupt's own cleanup closes the parent run
@@ -388,6 +401,10 @@ def _rows(study: optuna.Study) -> list[TrialRow]:
         note = t.user_attrs.get("fail_reason", DIED) if t.state == TrialState.FAIL else ""
         rows.append(TrialRow(t.number, t.state.name, t.value, dict(t.params), note))
     return rows
+
+
+def _shown(slots: list[str], most: int = 8) -> str:
+    return ", ".join(slots[:most]) + (f" and {len(slots) - most} more" if len(slots) > most else "")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

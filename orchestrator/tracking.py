@@ -28,6 +28,7 @@ TAG_STUDY = "orchestrator_study"
 TAG_ROLE = "orchestrator_role"
 TAG_TRIAL = "optuna_trial_number"
 TAG_STATE = "trial_state"
+CHECKPOINT_ARTIFACT = "checkpoint"  # a trial run's artifact folder holding its best-epoch model
 # Optuna trial state -> MLflow run status (a pruned trial ended as intended: FINISHED).
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 
@@ -102,7 +103,7 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
-                exp_id = self.client.create_experiment(experiment, artifact_location=artifact_uri(artifact_location))
+                exp_id = self.client.create_experiment(experiment, artifact_location=self._location(artifact_location))
             else:
                 exp_id = exp.experiment_id
         except Exception as e:  # noqa: BLE001 - connection refused, locked database, not an MLflow database...
@@ -110,6 +111,14 @@ class Tracker:
                                 f"{scrub(str(e))[:500]}") from e
         self.experiment_id = exp_id
         self.experiment = experiment
+
+    def _location(self, artifact_location: str) -> str | None:
+        """A server keeps artifacts where it was told (`--artifacts-destination`, served to every
+        machine) unless told otherwise by a URL; a local folder named here would put them on this
+        machine's disk, out of reach of the others. An embedded store keeps them in that folder."""
+        if self.uri.startswith(("http://", "https://")) and "://" not in artifact_location:
+            return None
+        return artifact_uri(artifact_location)
 
     # ------------------------------------------------------------------ study (parent) run
 
@@ -194,6 +203,26 @@ class Tracker:
 
     def log_table(self, run_id: str, frame, path: str) -> None:
         self.client.log_table(run_id, frame, path)
+
+    def log_artifacts(self, run_id: str, folder: str | Path, path: str) -> bool:
+        """Upload a folder into the run's artifacts (to the server's object store, when tracking
+        is a server with `--serve-artifacts`). True once it is there."""
+        self.client.log_artifacts(run_id, str(folder), path)
+        return True
+
+    def download_artifacts(self, run_id: str, path: str, destination: str | Path) -> Path:
+        """A run's artifact folder, fetched into `destination` (created); returns the local folder."""
+        Path(destination).mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, path, str(destination)))
+
+    def delete_artifacts(self, run_id: str, path: str) -> None:
+        """Remove an artifact folder from a run (a finished one too), wherever the store keeps it."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        get_artifact_repository(self.client.get_run(run_id).info.artifact_uri).delete_artifacts(path)
+
+    def has_artifacts(self, run_id: str, path: str) -> bool:
+        return bool(self.client.list_artifacts(run_id, path))
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)

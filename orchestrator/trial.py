@@ -1,9 +1,10 @@
-"""One trial inside its own process: the objective's body, run by `python -m orchestrator.worker`.
+"""One trial inside its own process: the objective's body, run by `orchestrator.execution.worker`.
 
 The driver (`search.py`) has already created the Optuna trial and sampled its parameters; this
 process re-attaches to the trial through the storage, probes the batch size on a GPU, runs
 `train.train`, reports each epoch to the trial (so the pruner can stop it), logs the trial's
-nested MLflow run, keeps the best checkpoint so far, and returns its outcome as a dict.
+nested MLflow run, logs its best-epoch checkpoint to the run's artifacts while it ranks among
+the study's `search.keep_checkpoints` best, and returns its `TrialOutcome`.
 Half of the search, kept apart so that a crash, leak or OOM here takes only this trial down.
 """
 
@@ -14,41 +15,43 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import traceback
 from pathlib import Path
 
 import optuna
 import torch
 
-from orchestrator import memory, paths, scheduler, train
+from orchestrator import memory, paths, train
 from orchestrator.config import ExperimentConfig, TrainingConfig, from_dict
 from orchestrator.config.load import FROM_ENVIRONMENT
 from orchestrator.config.secrets import scrub
 from orchestrator.data import Splits, load_saved_splits
+from orchestrator.execution.job import TrialJob, TrialOutcome, emit
 from orchestrator.study import make_pruner
 from orchestrator.tasks import Task, get_task
-from orchestrator.tracking import BestEffort, Tracker
+from orchestrator.tracking import CHECKPOINT_ARTIFACT, BestEffort, Tracker
 
 
-def job_config(job: dict) -> ExperimentConfig:
+def job_config(job: TrialJob) -> ExperimentConfig:
     """The job's config (written with passwords redacted) with the stores' real URLs, which the
     driver passes through this process's environment."""
-    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in job["config"].items()}
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in job.config.items()}
     for (section, key), variable in FROM_ENVIRONMENT.items():
         if os.environ.get(variable):
             raw[section][key] = os.environ[variable]
-    return from_dict(raw, source=job["source"])
+    return from_dict(raw, source=job.source)
 
 
-def run_trial(job: dict) -> dict | None:
-    """Run the job's trial; returns {state, value, reason} on the main process, None elsewhere."""
+def run_trial(job: TrialJob) -> TrialOutcome | None:
+    """Run the job's trial; returns its outcome on the main process, None on other ranks."""
     cfg = job_config(job)
     is_main = int(os.environ.get("RANK", "0")) == 0
     storage = optuna.storages.RDBStorage(paths.absolute_sqlite(cfg.search.storage))
     study = optuna.load_study(study_name=cfg.study_name, storage=storage, pruner=make_pruner(cfg.search))
-    trial = optuna.trial.Trial(study, job["trial_id"])
+    trial = optuna.trial.Trial(study, job.trial_id)
     params = dataclasses.replace(cfg.training, **trial.params)
-    splits = load_saved_splits(job["splits_dir"])
+    splits = load_saved_splits(job.data_dir)
     task = get_task(cfg.task, cfg)
     run = _TrialRun(cfg, job, trial, splits, task) if is_main else None
 
@@ -62,10 +65,10 @@ def run_trial(job: dict) -> dict | None:
             run.record_batch(per_device, accumulation, oom_retried)
         try:
             result = train.train(
-                params, cfg.model, splits, job["model_path"], run.on_step if run else None,
+                params, cfg.model, splits, job.model_path, run.on_step if run else None,
                 run.on_evaluate if run else None, metric=cfg.search.metric,
                 greater_is_better=cfg.search.direction == "maximize", per_device_batch_size=per_device,
-                gradient_accumulation_steps=accumulation, cache_dir=job["cache_dir"], task=task)
+                gradient_accumulation_steps=accumulation, cache_dir=job.data_dir, task=task)
             break
         except Exception as e:  # noqa: BLE001 - an OOM gets one retry; everything else fails the trial
             if memory.is_oom(e) and not oom_retried and per_device > 1:
@@ -78,7 +81,7 @@ def run_trial(job: dict) -> dict | None:
                 reason = f"out of memory at per-device batch {per_device} (after one retry at half): {e}"
             if run:
                 run.finish("FAIL", reason)
-            return {"state": "FAIL", "value": None, "reason": reason} if is_main else None
+            return TrialOutcome("FAIL", reason=reason) if is_main else None
     return run.conclude(result, params) if run else None
 
 
@@ -90,45 +93,46 @@ def _release() -> None:
         torch.cuda.empty_cache()
 
 
-def _probe(study: optuna.Study, params: TrainingConfig, job: dict, run: _TrialRun | None, task: Task) -> int | None:
+def _probe(study: optuna.Study, params: TrainingConfig, job: TrialJob, run: _TrialRun | None, task: Task
+           ) -> int | None:
     """Largest per-device batch for this configuration on this GPU, cached in the study."""
     props = torch.cuda.get_device_properties(0)
     precision = train.precision_for(cpu=False)
-    key_text = "|".join(map(str, (job["model_fingerprint"], task.name, params.head, params.strategy,
+    key_text = "|".join(map(str, (job.model_fingerprint, task.name, params.head, params.strategy,
                                   params.freeze_layers, params.max_length, precision, props.name, props.total_memory)))
     key = "probe:" + hashlib.sha1(key_text.encode()).hexdigest()[:16]
     cached = study.user_attrs.get(key)
     if cached is not None:
         return cached["batch_size"] or None
-    result = memory.probe_config(job["model_path"], params, len(json.loads(Path(job["splits_dir"], "label_names.json")
-                                                                           .read_text())), precision,
-                                 job.get("memory_target", 0.9), task=task)
+    labels = len(json.loads(Path(job.data_dir, "label_names.json").read_text()))
+    result = memory.probe_config(job.model_path, params, labels, precision, job.memory_target, task=task)
     entry = {**result.to_dict(), "config": key_text}
     study.set_user_attr(key, entry)
     if run:
-        run.tracker.log_text(job["parent_run_id"], json.dumps(entry, indent=2), f"probes/{key[6:]}.json")
+        run.tracker.log_text(job.parent_run_id, json.dumps(entry, indent=2), f"probes/{key[6:]}.json")
     return result.batch_size or None
 
 
 class _TrialRun:
     """The main process's view of a trial: its MLflow run, Optuna reports and progress events."""
 
-    def __init__(self, cfg: ExperimentConfig, job: dict, trial: optuna.Trial, splits: Splits, task: Task):
+    def __init__(self, cfg: ExperimentConfig, job: TrialJob, trial: optuna.Trial, splits: Splits, task: Task):
         self.cfg, self.job, self.trial, self.splits, self.task = cfg, job, trial, splits, task
         self.metric = cfg.search.metric
         self.maximize = cfg.search.direction == "maximize"
         tracking = cfg.tracking
         self.tracker = BestEffort(lambda: Tracker(tracking.uri, cfg.experiment_name, tracking.artifact_location))
         params = dataclasses.replace(cfg.training, **trial.params)
-        self.run_id = self.tracker.start_trial(job["parent_run_id"], cfg.study_name, trial.number,
+        self.run_id = self.tracker.start_trial(job.parent_run_id, cfg.study_name, trial.number,
                                                dataclasses.asdict(params))
         if self.run_id:
             trial.set_user_attr("mlflow_run_id", self.run_id)
         trial.set_user_attr("pid", os.getpid())
 
-    def _track(self, method: str, *args, **kwargs) -> None:
+    def _track(self, method: str, *args, **kwargs):
         if self.run_id:  # None when the store was unreachable as the trial started
-            getattr(self.tracker, method)(self.run_id, *args, **kwargs)
+            return getattr(self.tracker, method)(self.run_id, *args, **kwargs)
+        return None
 
     def record_batch(self, per_device: int, accumulation: int, oom_retried: bool) -> None:
         info = {"per_device_batch_size": per_device, "gradient_accumulation_steps": accumulation,
@@ -139,12 +143,12 @@ class _TrialRun:
 
     def on_step(self, step: int, metrics: dict) -> None:
         self._track("log_metrics", {k: metrics[k] for k in ("train_loss", "learning_rate")}, step)
-        scheduler.emit({"type": "step", "trial": self.trial.number, "step": step, "epoch": metrics["epoch"],
+        emit({"type": "step", "trial": self.trial.number, "step": step, "epoch": metrics["epoch"],
                         "loss": metrics["train_loss"]})
 
     def on_evaluate(self, epoch: int, step: int, metrics: dict) -> bool:
         self._track("log_metrics", metrics, step=epoch)
-        scheduler.emit({"type": "eval", "trial": self.trial.number, "epoch": epoch,
+        emit({"type": "eval", "trial": self.trial.number, "epoch": epoch,
                         "value": metrics[self.metric]})
         self.trial.report(metrics[self.metric], epoch)
         return not self.trial.should_prune()
@@ -152,7 +156,7 @@ class _TrialRun:
     def finish(self, state: str, reason: str | None = None) -> None:
         self._track("finish_trial", state, reason)
 
-    def conclude(self, result: train.TrainResult, params: TrainingConfig) -> dict:
+    def conclude(self, result: train.TrainResult, params: TrainingConfig) -> TrialOutcome:
         self.trial.set_user_attr("processes", result.processes)
         self._track("log_metrics", {
             "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
@@ -162,35 +166,42 @@ class _TrialRun:
         if result.stopped == "pruned":
             reason = f"pruned after epoch {len(result.history)}"
             self.finish("PRUNED", reason)
-            return {"state": "PRUNED", "value": None, "reason": reason}
+            return TrialOutcome("PRUNED", reason=reason)
         if result.stopped or not result.best_metrics:
             reason = result.stopped or "no epoch finished"
             self.finish("FAIL", reason)
-            return {"state": "FAIL", "value": None, "reason": reason}
+            return TrialOutcome("FAIL", reason=reason)
         value = result.best_metrics[self.metric]
         self._log_validation(result)
-        if self._is_best(value):
+        if self._ranks_among_kept(value):
             self._keep_checkpoint(result, params)
         self.finish("COMPLETE")
-        return {"state": "COMPLETE", "value": value, "reason": None}
+        return TrialOutcome("COMPLETE", value, metrics=dict(result.best_metrics))
 
     def _log_validation(self, result: train.TrainResult) -> None:
         for artifact in self.task.artifacts(result.val_evaluation, result.val_outputs, self.splits.data["validation"],
                                             self.splits.label_names, "validation"):
             self._track(f"log_{artifact.kind}", artifact.value, artifact.name)
 
-    def _is_best(self, value: float) -> bool:
-        try:
-            best = self.trial.study.best_value
-        except ValueError:  # no completed trial yet
-            return True
-        return value > best if self.maximize else value < best
+    def _ranks_among_kept(self, value: float) -> bool:
+        """Whether this trial is among the `keep_checkpoints` best so far: only those save their
+        model (the driver deletes those that fall out of the ranking at the end)."""
+        done = self.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        better = [t for t in done if (t.value > value if self.maximize else t.value < value)]
+        return len(better) < self.job.keep_checkpoints
 
     def _keep_checkpoint(self, result: train.TrainResult, params: TrainingConfig) -> None:
-        """Save this trial's best-epoch model (the driver deletes non-best ones at the end)."""
-        folder = Path(self.job["checkpoint_dir"]) / f"trial-{self.trial.number}"
+        """Save this trial's best-epoch model and log it to the trial run's artifacts, from which
+        any machine can fetch it. The local copy stays where this is the driver's disk; elsewhere
+        (a Ray node) it is deleted once uploaded, and kept only if the upload failed."""
+        folder = Path(self.job.checkpoint_dir) / f"trial-{self.trial.number}"
         meta = {"task": self.task.name, "label_names": self.splits.label_names, "max_length": params.max_length,
                 "post": result.val_evaluation.post, "saved": self.task.saved_settings(self.splits),
                 "study": self.cfg.study_name, "trial": self.trial.number, "params": dataclasses.asdict(params)}
         result.model.save(folder, result.tokenizer, meta)
+        if self._track("log_artifacts", folder, CHECKPOINT_ARTIFACT):
+            self.trial.set_user_attr("checkpoint_run", self.run_id)
+            if not self.job.keep_local_checkpoint:
+                shutil.rmtree(folder, ignore_errors=True)
+                return
         self.trial.set_user_attr("checkpoint", str(folder.resolve()))

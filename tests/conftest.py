@@ -176,6 +176,7 @@ def trial_job(tmp_path, tiny_model, data_dir, monkeypatch):
 
     from orchestrator.config import from_dict
     from orchestrator.data import load_splits, save_splits
+    from orchestrator.execution.job import TrialJob
     from orchestrator.paths import absolute_sqlite
     from orchestrator.space import suggest
     from orchestrator.tracking import Tracker
@@ -192,7 +193,6 @@ def trial_job(tmp_path, tiny_model, data_dir, monkeypatch):
     tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
     parent = tracker.study_run("oom", None, {})
     data = save_splits(load_splits(cfg.data), tmp_path / "data")
-    return {"config": cfg.to_dict(), "source": "test", "trial_id": trial._trial_id,
-            "model_path": str(tiny_model), "model_fingerprint": "tiny", "parent_run_id": parent,
-            "splits_dir": str(data), "cache_dir": str(data), "checkpoint_dir": str(tmp_path / "ckpt"),
-            "result": str(tmp_path / "r.json")}, study
+    return TrialJob(number=trial.number, trial_id=trial._trial_id, params=dict(trial.params), config=cfg.to_dict(),
+                    source="test", model_path=str(tiny_model), model_fingerprint="tiny", parent_run_id=parent,
+                    data_dir=str(data), checkpoint_dir=str(tmp_path / "ckpt")), study

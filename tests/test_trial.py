@@ -33,7 +33,7 @@ def test_oom_retries_once_at_half_the_batch_with_accumulation(trial_job, monkeyp
     job, study = trial_job
     calls = _fake_oom(monkeypatch, times=1)
     outcome = trial_mod.run_trial(job)
-    assert outcome["state"] == "COMPLETE" and 0 <= outcome["value"] <= 1
+    assert outcome.state == "COMPLETE" and 0 <= outcome.value <= 1
     assert calls == [(16, 1), (8, 2)]
     attrs = study.trials[0].user_attrs
     assert (attrs["per_device_batch_size"], attrs["gradient_accumulation_steps"], attrs["oom_retried"]) == (8, 2, True)
@@ -44,10 +44,10 @@ def test_a_second_oom_fails_the_trial_with_the_reason(trial_job, monkeypatch):
     job, study = trial_job
     calls = _fake_oom(monkeypatch, times=2)
     outcome = trial_mod.run_trial(job)
-    assert outcome["state"] == "FAIL" and "out of memory at per-device batch 8" in outcome["reason"]
+    assert outcome.state == "FAIL" and "out of memory at per-device batch 8" in outcome.reason
     assert len(calls) == 2
     run_id = study.trials[0].user_attrs["mlflow_run_id"]
-    tracker = Tracker(from_dict(job["config"]).tracking.uri, "oom", "mlruns/artifacts")
+    tracker = Tracker(from_dict(job.config).tracking.uri, "oom", "mlruns/artifacts")
     run = tracker.client.get_run(run_id)
     assert run.info.status == "FAILED" and "out of memory" in run.data.tags["fail_reason"]
 
@@ -62,6 +62,6 @@ def test_the_trial_prunes_by_the_experiments_pruner_not_optunas_default(trial_jo
         other = study.ask()
         other.report(better, 1)
         study.tell(other, better)
-    job["config"]["search"]["pruner"] = pruner  # "median" keeps its 2 warm-up epochs
+    job.config["search"]["pruner"] = pruner  # "median" keeps its 2 warm-up epochs
     outcome = trial_mod.run_trial(job)
-    assert outcome["state"] == "COMPLETE", outcome
+    assert outcome.state == "COMPLETE", outcome

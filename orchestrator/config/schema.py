@@ -20,6 +20,7 @@ SCHEDULERS = ("linear", "cosine")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "none")
 DIRECTIONS = ("maximize", "minimize")
+EXECUTORS = ("local", "ray")
 TAG_SCHEMES = ("auto", "BIO", "BIOES", "BMES")
 THRESHOLDS = ("none", "tune")
 THRESHOLD_OBJECTIVES = ("f1", "precision", "recall")
@@ -165,6 +166,12 @@ class SearchConfig:
     study_name: str | None = setting(None, "default: the experiment's name")
     work_dir: str = setting("mlruns/studies", "per study: splits, caches, checkpoints, trial logs")
     gpus_per_trial: int = setting(1, ">1: each trial is an Accelerate multi-process (DDP) launch", ge=1)
+    executor: str = setting("local", "where trials run: local (child processes on this machine's slots) or ray "
+                                     "(Ray tasks on any node of the cluster at --ray-address)", choices=EXECUTORS)
+    cpus_per_trial: int = setting(1, "ray: CPUs a trial asks for (on a cluster without GPUs, its only request)",
+                                  ge=1)
+    keep_checkpoints: int = setting(3, "trials whose best-epoch checkpoint stays in the artifact store at the end "
+                                       "(the best ones)", ge=1)
     memory_target: float = setting(0.9, "batch-size probe: peak share of GPU memory a trial may use", gt=0, le=1)
 
 
@@ -185,7 +192,8 @@ class PostprocessConfig:
 class TrackingConfig:
     # When the experiment does not set it: $ORCHESTRATOR_TRACKING_URI, else this (see `load.py`).
     uri: str = setting("sqlite:///mlruns/mlflow.db", "MLflow tracking URI")
-    artifact_location: str = setting("mlruns/artifacts", "where a new MLflow experiment keeps artifacts")
+    artifact_location: str = setting("mlruns/artifacts", "where a new MLflow experiment keeps artifacts (a local "
+                                                          "folder: embedded stores only; a server keeps its own)")
     experiment: str | None = setting(None, "MLflow experiment; default: the experiment's name")
 
 

@@ -75,7 +75,7 @@ def test_a_failed_trial_keeps_its_whole_traceback_in_its_log(trial_job, monkeypa
 
     monkeypatch.setattr(trial_mod.train, "train", broken)
     outcome = trial_mod.run_trial(job)
-    assert outcome["state"] == "FAIL" and outcome["reason"] == "ValueError: shape mismatch in the head"
+    assert outcome.state == "FAIL" and outcome.reason == "ValueError: shape mismatch in the head"
     log = capfd.readouterr()
     text = log.out + log.err
     assert "Traceback (most recent call last)" in text and "in inner" in text  # where it happened, not just what

@@ -1,0 +1,175 @@
+"""Trial processes: running one trial in a child process, and stopping every running trial.
+
+Every trial runs in its own child process (`python -m orchestrator.execution.worker`), pinned to
+its slot, so memory fragmentation or leaks never accumulate across trials and a process that
+dies takes only its own trial with it. The same function runs it for the local executor and,
+on whichever node Ray chose, for the Ray executor. The child speaks through its stdout: lines
+starting with `job.EVENT` are progress events (JSON), the rest goes to its log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from orchestrator.config.secrets import scrub
+from orchestrator.execution.job import parse_event
+from orchestrator.execution.slots import Slot
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(slot: Slot, job: Path, result: Path) -> list[str]:
+    worker = ["-m", "orchestrator.execution.worker", str(job), str(result)]
+    if slot.processes == 1:
+        return [sys.executable, *worker]
+    if slot.cpu:
+        # `accelerate launch --cpu` runs a single process whatever --num_processes says (its
+        # multi-CPU path wants mpirun), so CPU ranks are started by torch's own launcher; the
+        # Accelerator in each sees WORLD_SIZE > 1 and joins a gloo process group.
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node",
+                str(slot.processes), "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *worker]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(slot.processes),
+            "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+            "--multi_gpu", *worker]
+
+
+@dataclass
+class ChildOutcome:
+    returncode: int
+    reason: str | None  # None when the process exited 0
+
+
+def exit_reason(returncode: int) -> str | None:
+    if returncode == 0:
+        return None
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (out of host memory? the OOM-killer sends SIGKILL)" if name == "SIGKILL" else ""
+        return f"trial process killed by {name}{hint}"
+    return f"trial process exited with code {returncode}"
+
+
+def _load_libc():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:  # not Linux: children may outlive a driver killed with -9
+        return None
+
+
+# Loaded up front: between fork and exec the child may only make a plain call, no imports.
+_LIBC = _load_libc()
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL when the driver dies (even by kill -9), so no
+    orphaned trial keeps writing to the stores after its study's driver is gone. Survives exec."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Children:
+    """The running trials of a driver, so an interrupt can stop them all at once. Holds child
+    processes (`subprocess.Popen`) and, for trials elsewhere, any handle with `terminate()`,
+    `wait(timeout) -> bool` (ended) and `kill()`."""
+
+    def __init__(self):
+        self._running: set = set()
+
+    def add(self, handle) -> None:
+        self._running.add(handle)
+
+    def discard(self, handle) -> None:
+        self._running.discard(handle)
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def terminate_all(self, grace: float = 10.0) -> None:
+        handles = [_ProcessGroup(h) if isinstance(h, subprocess.Popen) else h for h in list(self._running)]
+        for handle in handles:
+            handle.terminate()
+        for handle in handles:
+            if not handle.wait(grace):
+                handle.kill()
+
+
+class _ProcessGroup:
+    """A child process and everything it started (an Accelerate launch's ranks)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            self.proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Callable[[dict], None],
+              children: Children | None = None, secrets: dict[str, str] | None = None) -> ChildOutcome:
+    """Run one trial process to its end; forward its events, keep its output in `log_path`.
+
+    The child gets its own session: a Ctrl-C in the terminal reaches only the driver, which
+    decides whether running trials finish or stop. `secrets` reach it through its environment;
+    every line of its output is scrubbed of them before it is written to the log.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **slot.env, **(secrets or {}), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(log_path, "a", encoding="utf-8") as log:
+        proc = subprocess.Popen(command(slot, job, result), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env, errors="replace", start_new_session=True, preexec_fn=_die_with_parent)
+        if children is not None:
+            children.add(proc)
+        tail: list[str] = []
+        for line in proc.stdout:
+            event = parse_event(line)
+            if event is not None:
+                try:
+                    on_event(event)
+                except (ValueError, KeyError):  # a garbled or unknown event is no reason to stop reading
+                    pass
+                continue
+            line = scrub(line)
+            log.write(line)
+            tail = (tail + [line.rstrip()])[-5:]
+        returncode = proc.wait()
+        if children is not None:
+            children.discard(proc)
+    reason = exit_reason(returncode)
+    if reason and tail:
+        reason += f"; last output: {' | '.join(t for t in tail if t)[-300:]}"
+    if reason:
+        reason += f"; full log: {log_path}"
+    return ChildOutcome(returncode, reason)
+

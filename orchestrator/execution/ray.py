@@ -1,0 +1,271 @@
+"""The Ray executor: each trial as a Ray task that asks for `search.gpus_per_trial` GPUs (or
+`search.cpus_per_trial` CPUs on a cluster without GPUs); Ray places it on any node.
+
+On that node the task runs the very same trial process as the local executor
+(`processes.run_child`), so a crash, leak or OOM still takes down only its trial. What the trial
+needs travels through Ray's object store, since nodes share no disk: the saved splits (with their
+tokenization cache) and the model's files, each put once per study run and unpacked on a node
+into a folder named by its fingerprint. The stores' real URLs travel as a task argument, never in
+a file. Progress events come back through a Ray queue; the trial's log comes back with its
+outcome. The checkpoint goes to the trial run's MLflow artifacts, from which the driver fetches
+the champion's.
+
+Ray does not retry a trial (`max_retries=0`): a worker or node lost mid-trial makes the outcome
+`lost`, and the driver applies the study's own rule (FAIL, re-queued once). An interrupt cancels
+the running tasks (`ray.cancel(force=True)`), which kills their trial processes with them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import tarfile
+import tempfile
+import threading
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from orchestrator import paths
+from orchestrator.config.secrets import redact, scrub
+from orchestrator.execution.base import Executor, ExecutorError
+from orchestrator.execution.job import TrialJob, TrialOutcome
+from orchestrator.execution.slots import Slot
+
+POLL_S = 0.5  # how often a waiting slot thread forwards events and looks for its task's end
+LOG_LIMIT = 4 << 20  # a trial log beyond this comes back as its last 4 MiB
+# Ray's errors for a task whose worker, node or object went away: the trial is lost, not failed.
+LOST = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "ObjectLostError", "OwnerDiedError",
+        "TaskCancelledError", "ObjectReconstructionFailedError", "ActorDiedError", "OutOfMemoryError")
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError("search.executor=ray needs Ray: pip install 'orchestrator[cluster]' "
+                            "(or pip install 'ray[default]')") from None
+    return ray
+
+
+def connect(address: str | None) -> dict:
+    """Join the Ray cluster at `address` (`auto`, `host:port`, `ray://host:10001`; None: $RAY_ADDRESS,
+    else a Ray started on this machine for this process). Returns its resources."""
+    ray = _ray()
+    if address and address != "auto":
+        _reachable(address)
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=False,
+                     include_dashboard=False if not address else None)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ExecutorError(f"--ray-address {redact(address or 'auto')}: cannot join a Ray cluster: "
+                                f"{scrub(str(e)).strip().splitlines()[-1][:300]} (start one with `ray start --head` "
+                                f"or give the head's address)") from None
+    return ray.cluster_resources()
+
+
+def _reachable(address: str) -> None:
+    """Ray waits about a minute for a head that does not answer; a command should know in seconds."""
+    host_port = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    if not port.isdigit():
+        raise ExecutorError(f"--ray-address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as e:
+        raise ExecutorError(f"--ray-address {address}: nothing answers there ({e.strerror or e}); start the head "
+                            f"with `ray start --head` or check the address") from None
+
+
+class RayExecutor(Executor):
+    name = "ray"
+    keeps_local_checkpoints = False
+
+    def __init__(self, address: str | None, gpus_per_trial: int, cpus_per_trial: int):
+        resources = connect(address)
+        gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+        if gpus:
+            self.request = {"num_gpus": gpus_per_trial, "num_cpus": cpus_per_trial}
+            count = int(gpus // gpus_per_trial)
+            unit = f"{gpus_per_trial} GPU(s)"
+        else:
+            self.request = {"num_gpus": 0, "num_cpus": cpus_per_trial}
+            count = int(cpus // cpus_per_trial)
+            unit = f"{cpus_per_trial} CPU(s)"
+        if count < 1:
+            raise ExecutorError(f"the Ray cluster has {gpus:g} GPU(s) and {cpus:g} CPU(s): not enough for one trial "
+                                f"of {unit} (search.gpus_per_trial / search.cpus_per_trial)")
+        self.slots = [f"ray{i}" for i in range(count)]
+        self.resources = resources
+        self._packs: dict[tuple[str, str], object] = {}
+        self._pack_lock = threading.Lock()
+        self._events = None
+
+    def open(self, study_dir, secrets, children) -> None:
+        super().open(study_dir, secrets, children)
+        from ray.util.queue import Queue
+
+        self._events = Queue(actor_options={"num_cpus": 0})
+
+    def run(self, job: TrialJob, slot: str, on_event: Callable[[dict], None]) -> TrialOutcome:
+        ray = _ray()
+        data = self._pack(job.data_dir, Path(job.data_dir).name)
+        model = self._pack(job.model_path, job.model_fingerprint)
+        task = _remote(ray).options(**self.request, name=f"trial-{job.number}")
+        ref = task.remote(job.to_json(), data, model, self.secrets, self._events)
+        handle = _RayTask(ray, ref)
+        self.children.add(handle)
+        try:
+            while not ray.wait([ref], timeout=POLL_S)[0]:
+                self._forward(on_event)
+            self._forward(on_event)
+            try:
+                answer = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                kind = type(e).__name__
+                lost = any(name in kind for name in LOST) or "worker died" in str(e).lower()
+                reason = f"Ray task {kind}: {scrub(str(e)).strip().splitlines()[0][:300]}"
+                return TrialOutcome("FAIL", reason=reason, lost=lost)
+        finally:
+            self.children.discard(handle)
+        self._keep_log(job, answer)
+        if answer["result"] is not None:
+            return TrialOutcome.from_json(answer["result"])
+        return TrialOutcome("FAIL", reason=f"{answer['reason']} (on Ray node {answer['node']})", lost=True)
+
+    def close(self) -> None:
+        if self._events is not None:
+            _ray().kill(self._events.actor)
+            self._events = None
+
+    def _forward(self, on_event: Callable[[dict], None]) -> None:
+        """Hand on the events waiting in the queue (any trial's: `on_event` routes by trial number)."""
+        from ray.util.queue import Empty
+
+        try:
+            events = self._events.get_nowait_batch(self._events.qsize())
+        except Empty:
+            return
+        for event in events:
+            try:
+                on_event(event)
+            except (KeyError, ValueError):
+                pass
+
+    def _pack(self, folder: str, key: str):
+        """A folder's files in the object store, once per study run, for nodes to unpack."""
+        ray = _ray()
+        with self._pack_lock:
+            if (folder, key) not in self._packs:
+                self._packs[(folder, key)] = ray.put((key, pack(Path(folder))))
+            return self._packs[(folder, key)]
+
+    def _keep_log(self, job: TrialJob, answer: dict) -> None:
+        log = self.log_path(job)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"-- on Ray node {answer['node']}\n{answer['log']}")
+
+
+_TASK = None
+
+
+def _remote(ray):
+    """`_run_on_node` as a Ray task: a fresh worker process per trial (`max_calls=1`), which exits
+    after it, so nothing a trial leaves behind reaches the next; never retried by Ray."""
+    global _TASK
+    if _TASK is None:
+        _TASK = ray.remote(max_retries=0, max_calls=1)(_run_on_node)
+    return _TASK
+
+
+class _RayTask:
+    """A running trial's task, as `Children` stops it: cancelled, which kills its worker process
+    and, with it, the trial process (it dies with its parent)."""
+
+    def __init__(self, ray, ref):
+        self.ray, self.ref = ray, ref
+
+    def terminate(self) -> None:
+        self.ray.cancel(self.ref, force=True)
+
+    def wait(self, timeout: float) -> bool:
+        return bool(self.ray.wait([self.ref], timeout=timeout)[0])
+
+    def kill(self) -> None:
+        self.terminate()
+
+
+def pack(folder: Path) -> bytes:
+    """A folder as an uncompressed tar (model weights do not compress; speed matters more)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(folder, arcname=".")
+    return buffer.getvalue()
+
+
+def unpack(packed: tuple[str, bytes], root: Path) -> Path:
+    """The packed folder under `root/<key>`, unpacked once per node (atomically: concurrent trials
+    on one node never see half a folder)."""
+    key, data = packed
+    target = paths.inside(root, root / key)
+    if (target / ".complete").exists():
+        return target
+    tmp = target.with_name(f"{key}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        tar.extractall(tmp, filter="data")
+    (tmp / ".complete").touch()
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another trial on this node unpacked it first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def node_root() -> Path:
+    """Where a node keeps unpacked data, models and trial folders: $ORCHESTRATOR_NODE_DIR, else the temp folder."""
+    return Path(os.environ.get("ORCHESTRATOR_NODE_DIR") or Path(tempfile.gettempdir()) / "orchestrator-node")
+
+
+def _run_on_node(job_json: str, data: tuple, model: tuple, secrets: dict, events) -> dict:
+    """The Ray task: unpack what the trial needs, run its process as the local executor would,
+    return its outcome and log."""
+    import ray
+
+    from orchestrator.config.secrets import remember
+
+    # This worker process runs this one trial (`max_calls=1`): the secrets in its environment are
+    # what `scrub` blanks out of the trial's log, and what its trial process inherits.
+    os.environ.update(secrets)
+    for value in secrets.values():
+        remember(value)
+    root = node_root()
+    job = TrialJob.from_json(job_json)
+    work = root / "trials" / f"{uuid.uuid4().hex[:12]}-trial-{job.number}"
+    work.mkdir(parents=True, exist_ok=True)
+    # A checkpoint whose upload failed stays on the node, under its study's name.
+    checkpoints = root / "checkpoints" / Path(job.checkpoint_dir).parent.name
+    job = replace(job, data_dir=str(unpack(data, root / "data")), model_path=str(unpack(model, root / "models")),
+                  checkpoint_dir=str(checkpoints), keep_local_checkpoint=False)
+    (work / "job.json").write_text(job.to_json())
+    gpus = tuple(int(g) for g in ray.get_gpu_ids())
+    cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    slot = Slot(f"ray:{ray.util.get_node_ip_address()}", max(1, len(gpus)), gpus, cpus,
+                {} if gpus else {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(cpus),
+                                 "MKL_NUM_THREADS": str(cpus)})
+    from orchestrator.execution.processes import run_child
+
+    result, log = work / "result.json", work / "trial.log"
+    child = run_child(slot, work / "job.json", result, log, events.put, None, secrets)
+    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    answer = {"result": result.read_text() if result.exists() else None, "reason": child.reason,
+              "log": text[-LOG_LIMIT:], "node": ray.util.get_node_ip_address()}
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return answer

@@ -1,0 +1,35 @@
+"""`python -m orchestrator.execution.worker JOB.json RESULT.json`: run one trial in this process.
+
+Started by `processes.run_child`, one process per trial (or per rank under an Accelerate launch),
+for the local executor and, on a Ray node, for the Ray executor alike. Writes the trial's
+`TrialOutcome` to RESULT.json (atomically); exits 0 whenever the outcome was recorded, whatever
+it was. No outcome file means the process died: the driver's executor reports the trial lost.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def main(job_path: str, result_path: str) -> int:
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    from orchestrator.execution.job import TrialJob
+    from orchestrator.trial import run_trial
+
+    outcome = run_trial(TrialJob.from_json(Path(job_path).read_text()))
+    if outcome is not None:
+        result = Path(result_path)
+        tmp = result.with_suffix(".tmp")
+        tmp.write_text(outcome.to_json())
+        os.replace(tmp, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
