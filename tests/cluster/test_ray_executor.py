@@ -15,7 +15,7 @@ import optuna
 import pytest
 from conftest import tiny_experiment
 
-from .conftest import wait_until
+from .stack import wait_until
 
 pytestmark = pytest.mark.cluster
 

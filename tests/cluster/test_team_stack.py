@@ -13,14 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import optuna
 import pytest
 import requests
 import yaml
 from conftest import tiny_experiment
 
-from .conftest import S3_KEYS, wait_until
+from .stack import S3_KEYS, s3_client, wait_until
 from .test_ray_executor import ROOT
 
 pytestmark = pytest.mark.cluster
@@ -39,9 +38,7 @@ def _texts(root: Path) -> str:
 
 
 def test_a_study_on_the_team_stack(ray_cluster, mlflow_server, s3, postgres, tiny_model, data_dir, tmp_path):
-    bucket = boto3.client("s3", endpoint_url=s3, region_name="us-east-1",
-                          aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"])
+    bucket = s3_client(s3)
     bucket.upload_file(str(data_dir / "train.csv"), "team", "data/train.csv")
     experiment = tiny_experiment(
         tmp_path / "team.yaml", tiny_model, data_dir, "team", training={"epochs": 6},
