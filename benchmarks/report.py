@@ -1,9 +1,11 @@
-"""Write the tasks table of docs/benchmarks.md from benchmarks/results/*.json (`benchmarks/tasks.py`).
+"""Write the result tables of docs/benchmarks.md: tasks from benchmarks/results/*.json
+(`benchmarks/tasks.py`), Ray dispatch and checkpoint upload from benchmarks/results/cluster/
+cluster.json (`benchmarks/cluster.py`).
 
     python benchmarks/report.py
 
-Replaces what stands between the `<!-- tasks:begin -->` and `<!-- tasks:end -->` markers, so the
-figures there are the result files' figures, never typed by hand.
+Replaces what stands between each section's `<!-- NAME:begin -->` and `<!-- NAME:end -->`
+markers, so the figures there are the result files' figures, never typed by hand.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- tasks:begin -->", "<!-- tasks:end -->"
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def _fmt(value) -> str:
@@ -36,12 +38,46 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cluster_table(r: dict) -> str:
+    d, u = r["dispatch"], r["upload"]
+    n = len(d["local"]["trial_seconds"])
+    ray_first, local_first = d["ray"]["trial_seconds"][0], d["local"]["trial_seconds"][0]
+    later = d["later_trial_mean_seconds"]
+    return "\n".join([
+        f"Machine: {r['machine']}, {r['date']}, commit {r['commit']}; {n} trials per executor, one at a time.",
+        "",
+        "| per trial (driver's wall time) | local executor | Ray executor (1-node cluster) | Ray − local "
+        "| Ray / local |",
+        "|---|---|---|---|---|",
+        f"| first trial (Ray ships data and model to the node) | {local_first:.1f} s | {ray_first:.1f} s "
+        f"| {d['first_trial_extra_seconds']:+.1f} s | {ray_first / local_first:.2f} |",
+        f"| later trials, mean | {later['local']:.1f} s | {later['ray']:.1f} s "
+        f"| {d['later_trial_extra_seconds']:+.1f} s | {d['ratio_ray_to_local']:.2f} |",
+        "",
+        f"| checkpoint of {u['checkpoint_mb']:.0f} MB | upload | download |",
+        "|---|---|---|",
+        f"| embedded store (local folder) | {u['embedded_upload_s']:.1f} s | {u['embedded_download_s']:.1f} s |",
+        f"| MLflow server (basic auth) → S3 (moto on loopback) | {u['server_upload_s']:.1f} s "
+        f"| {u['server_download_s']:.1f} s |",
+        f"| by hand: boto3 `upload_file` straight to the same bucket | {u['boto3_upload_s']:.1f} s | |",
+        "",
+        f"Through the MLflow server the upload takes {u['ratio_server_to_boto3']:.2f}× the direct upload."])
+
+
+def _replace(text: str, name: str, body: str) -> str:
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    start, stop = text.index(begin) + len(begin), text.index(end)
+    return text[:start] + "\n" + body + "\n" + text[stop:]
+
+
 def main() -> None:
-    results = [json.loads(p.read_text()) for p in sorted((ROOT / "benchmarks" / "results").glob("*.json"))]
-    text = DOC.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    DOC.write_text(text[:start] + "\n" + table(results) + "\n" + text[end:])
-    print(table(results))
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    text = _replace(DOC.read_text(), "tasks", table(results))
+    cluster = RESULTS / "cluster" / "cluster.json"
+    if cluster.exists():
+        text = _replace(text, "cluster", cluster_table(json.loads(cluster.read_text())))
+    DOC.write_text(text)
+    print(text[text.index("## Tasks on real data"):text.index("## Test suite")])
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from orchestrator.config import ConfigError, ExperimentConfig
 from orchestrator.data import Splits
-from orchestrator.execution.base import Executor
+from orchestrator.execution.base import Executor, ExecutorError
 from orchestrator.execution.local import LocalExecutor
 from orchestrator.execution.slots import make_slots
 from orchestrator.heads import check_heads
@@ -34,6 +34,9 @@ class Checked:
 
 
 def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: str | None = None) -> Checked:
+    if ray_address and cfg.search.executor != "ray":
+        raise ExecutorError(f"--ray-address {ray_address}: trials run on Ray only with search.executor=ray "
+                            f"(the experiment has {cfg.search.executor}); add search.executor=ray")
     local = LocalExecutor(make_slots(gpus, workers, cfg.search.gpus_per_trial)) if cfg.search.executor == "local" \
         else None
     problems = writable_problems(cfg)
@@ -53,7 +56,14 @@ def _ray_executor(cfg: ExperimentConfig, address: str | None) -> Executor:
     """Joins the cluster last: the cheaper checks answer first."""
     from orchestrator.execution.ray import RayExecutor
 
-    return RayExecutor(address, cfg.search.gpus_per_trial, cfg.search.cpus_per_trial)
+    executor = RayExecutor(address, cfg.search.gpus_per_trial, cfg.search.cpus_per_trial)
+    embedded = [key for key, uri in (("search.storage", cfg.search.storage), ("tracking.uri", cfg.tracking.uri))
+                if sqlite_path(uri) is not None]
+    if embedded and len(executor.hosts) > 1:  # a SQLite file is one machine's; trials on the others cannot reach it
+        raise ExecutorError(f"{' and '.join(embedded)}: a SQLite file on this machine, but the Ray cluster spans "
+                            f"{len(executor.hosts)} machines ({', '.join(executor.hosts[:5])}); use a PostgreSQL "
+                            f"storage and an MLflow server every node reaches (README: Team server)")
+    return executor
 
 
 def _values(cfg: ExperimentConfig, name: str) -> list:

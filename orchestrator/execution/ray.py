@@ -100,6 +100,7 @@ class RayExecutor(Executor):
                                 f"of {unit} (search.gpus_per_trial / search.cpus_per_trial)")
         self.slots = [f"ray{i}" for i in range(count)]
         self.resources = resources
+        self.hosts = sorted({n["NodeManagerAddress"] for n in _ray().nodes() if n.get("Alive")})
         self._packs: dict[tuple[str, str], object] = {}
         self._pack_lock = threading.Lock()
         self._events = None

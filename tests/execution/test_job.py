@@ -1,0 +1,54 @@
+"""The driver-trial contract: TrialJob and TrialOutcome as JSON, and what travels beside them."""
+
+import dataclasses
+
+import pytest
+
+from orchestrator.config import from_dict
+from orchestrator.config.secrets import public
+from orchestrator.execution.job import EVENT, TrialJob, TrialOutcome, parse_event, secret_environment
+
+
+def _job(config: dict) -> TrialJob:
+    return TrialJob(number=3, trial_id=7, params={"learning_rate": 1e-4}, config=config, source="x.yaml",
+                    model_path="/models/m", model_fingerprint="f", parent_run_id="r", data_dir="/d",
+                    checkpoint_dir="/c", keep_local_checkpoint=False, keep_checkpoints=2)
+
+
+def test_jobs_and_outcomes_round_trip_through_json():
+    job = _job({"name": "x"})
+    assert TrialJob.from_json(job.to_json()) == job
+    outcome = TrialOutcome("COMPLETE", 0.8, metrics={"val_macro_f1": 0.8, "val_loss": 0.4})
+    assert TrialOutcome.from_json(outcome.to_json()) == outcome
+    assert TrialOutcome.from_json(TrialOutcome("FAIL", reason="gone", lost=True).to_json()).lost
+
+
+def test_an_outcome_state_must_be_one_optuna_records():
+    with pytest.raises(ValueError, match="RUNNING"):
+        TrialOutcome("RUNNING")
+
+
+def test_a_job_carries_no_password_the_environment_does(monkeypatch):
+    password = "Pg-Secret-8812"
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "Mlf-Secret-3301")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    cfg = from_dict({"data": {"train": "t.csv"}, "search": {"storage": f"postgresql://u:{password}@db/optuna"},
+                     "tracking": {"uri": "http://mlflow:5000"}})
+    text = _job(public(cfg.to_dict())).to_json()
+    assert password not in text and "Mlf-Secret-3301" not in text
+    env = secret_environment(cfg)
+    assert env["ORCHESTRATOR_STORAGE"] == f"postgresql://u:{password}@db/optuna"
+    assert env["ORCHESTRATOR_TRACKING_URI"] == "http://mlflow:5000"
+    # What a trial on another machine (a Ray node, which does not inherit this environment) needs to log in.
+    assert env["MLFLOW_TRACKING_PASSWORD"] == "Mlf-Secret-3301" and env["MLFLOW_TRACKING_USERNAME"] == "alice"
+
+
+def test_events_are_lines_with_a_prefix_and_garbled_ones_are_recognised():
+    assert parse_event("an ordinary log line\n") is None
+    assert parse_event(EVENT + '{"type": "eval", "trial": 1}\n') == {"type": "eval", "trial": 1}
+    assert parse_event(EVENT + "{not json\n") == {}
+
+
+def test_the_job_lists_every_field_the_trial_reads():
+    fields = {f.name for f in dataclasses.fields(TrialJob)}
+    assert {"trial_id", "config", "data_dir", "model_path", "checkpoint_dir", "keep_checkpoints"} <= fields
