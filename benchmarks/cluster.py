@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,7 +37,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from tasks import _machine  # noqa: E402 - the same record of machine, versions and commit
 
-from tests.cluster.stack import RayCluster, mlflow_basic_auth, moto_s3, s3_client  # noqa: E402
+
+def _stack():
+    """The loopback stack the cluster tests bring up (tests/cluster/stack.py), loaded by its path:
+    as `tests.cluster` it would collide with the `tests` package some installed libraries ship."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("loopback_stack", ROOT / "tests" / "cluster" / "stack.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+stack = _stack()
 
 SMS = ROOT.parent / "shared" / "data" / "sms_spam" / "all.csv"
 
@@ -75,12 +88,13 @@ def study_run(folder: Path, trials: int, executor: str, extra: list[str]) -> dic
 
 def dispatch(root: Path, trials: int) -> dict:
     local = study_run(root / "local", trials, "local", ["--gpus", "none", "--workers", "1"])
-    cluster = RayCluster(root / "ray", nodes=1, cpus=os.cpu_count() or 1)
-    (root / "ray").mkdir()
+    # A short folder: Ray's socket paths under it must fit in 107 bytes.
+    cluster = stack.RayCluster(Path(tempfile.mkdtemp(prefix="ray-bench-")), nodes=1, cpus=os.cpu_count() or 1)
     try:
         ray = study_run(root / "ray-study", trials, "ray", ["--ray-address", cluster.start().address])
     finally:
         cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
     mean = {name: statistics.mean(r["trial_seconds"][1:] or r["trial_seconds"]) for name, r in
             (("local", local), ("ray", ray))}
     return {"local": local, "ray": ray,
@@ -109,14 +123,14 @@ def upload(root: Path, checkpoint: Path) -> dict:
     out["embedded_upload_s"] = _timed(lambda: embedded.log_artifacts(run, checkpoint, "checkpoint"))
     out["embedded_download_s"] = _timed(lambda: embedded.download_artifacts(run, "checkpoint", root / "back-e"))
     (root / "server").mkdir()
-    with moto_s3(root / "server") as s3, mlflow_basic_auth(root / "server", s3,
+    with stack.moto_s3(root / "server") as s3, stack.mlflow_basic_auth(root / "server", s3,
                                                           f"sqlite:///{root}/server/mlflow.db") as server:
         os.environ.update({"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": server.password})
         tracker = Tracker(server.url, "upload", "mlruns/artifacts")
         run = tracker.client.create_run(tracker.experiment_id).info.run_id
         out["server_upload_s"] = _timed(lambda: tracker.log_artifacts(run, checkpoint, "checkpoint"))
         out["server_download_s"] = _timed(lambda: tracker.download_artifacts(run, "checkpoint", root / "back-s"))
-        client = s3_client(s3)
+        client = stack.s3_client(s3)
 
         def by_hand():
             for path in checkpoint.rglob("*"):

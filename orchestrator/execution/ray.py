@@ -23,6 +23,7 @@ import socket
 import tarfile
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -200,6 +201,27 @@ class _RayTask:
         self.terminate()
 
 
+class _Forward:
+    """A trial's events into the driver's queue: every epoch's score at once, but training steps
+    (many a second on a GPU) at most once per `POLL_S`, the latest only: a remote call per step
+    would cost more than the progress bar is worth."""
+
+    def __init__(self, queue):
+        self.queue, self.pending, self.sent = queue, [], 0.0
+
+    def __call__(self, event: dict) -> None:
+        if event.get("type") == "step":
+            self.pending = [e for e in self.pending if e.get("type") != "step"]
+        self.pending.append(event)
+        if event.get("type") != "step" or time.monotonic() - self.sent >= POLL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.queue.put_nowait_batch(self.pending)
+            self.pending, self.sent = [], time.monotonic()
+
+
 def pack(folder: Path) -> bytes:
     """A folder as an uncompressed tar (model weights do not compress; speed matters more)."""
     buffer = io.BytesIO()
@@ -262,7 +284,9 @@ def _run_on_node(job_json: str, data: tuple, model: tuple, secrets: dict, events
     from orchestrator.execution.processes import run_child
 
     result, log = work / "result.json", work / "trial.log"
-    child = run_child(slot, work / "job.json", result, log, events.put, None, secrets)
+    forward = _Forward(events)
+    child = run_child(slot, work / "job.json", result, log, forward, None, secrets)
+    forward.flush()
     text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
     answer = {"result": result.read_text() if result.exists() else None, "reason": child.reason,
               "log": text[-LOG_LIMIT:], "node": ray.util.get_node_ip_address()}

@@ -35,3 +35,30 @@ def test_a_key_cannot_steer_the_unpacking_elsewhere(tmp_path):
 def test_an_address_where_no_cluster_answers_is_reported_in_seconds(address, message):
     with pytest.raises(ExecutorError, match=message):
         _reachable(address)
+
+
+class _Queue:
+    def __init__(self):
+        self.batches = []
+
+    def put_nowait_batch(self, items):
+        self.batches.append(list(items))
+
+
+def test_a_trials_events_reach_the_driver_with_steps_thinned_out(monkeypatch):
+    import orchestrator.execution.ray as ray_executor
+
+    clock = [100.0]
+    monkeypatch.setattr(ray_executor.time, "monotonic", lambda: clock[0])
+    queue = _Queue()
+    forward = ray_executor._Forward(queue)
+    for step in range(1, 6):  # five steps within one poll interval
+        forward({"type": "step", "trial": 0, "step": step})
+    forward({"type": "eval", "trial": 0, "epoch": 1, "value": 0.5})
+    clock[0] += 1
+    forward({"type": "step", "trial": 0, "step": 6})
+    forward.flush()
+    assert queue.batches == [[{"type": "step", "trial": 0, "step": 1}],
+                             [{"type": "step", "trial": 0, "step": 5}, {"type": "eval", "trial": 0, "epoch": 1,
+                                                                        "value": 0.5}],
+                             [{"type": "step", "trial": 0, "step": 6}]]
