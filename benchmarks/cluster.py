@@ -82,8 +82,8 @@ def study_run(folder: Path, trials: int, executor: str, extra: list[str]) -> dic
     seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials]
     return {"wall_seconds": round(wall, 1), "trial_seconds": [round(s, 2) for s in seconds],
             "states": [t.state.name for t in study.trials],
-            "checkpoint": next((t.user_attrs["checkpoint"] for t in study.trials if "checkpoint" in t.user_attrs),
-                               None)}
+            # The best trial's: the one whose local copy the study keeps at the end.
+            "checkpoint": study.best_trial.user_attrs.get("checkpoint")}
 
 
 def dispatch(root: Path, trials: int) -> dict:
@@ -153,8 +153,10 @@ def main() -> None:
         (root / "local").mkdir()
         (root / "ray-study").mkdir()
         result = {"dispatch": dispatch(root, args.trials)}
-        checkpoint = result["dispatch"]["local"]["checkpoint"]
-        result["upload"] = upload(root, Path(checkpoint))
+        checkpoint = Path(result["dispatch"]["local"]["checkpoint"])
+        if not (checkpoint / "classifier.json").exists():
+            sys.exit(f"no checkpoint at {checkpoint}: the local study kept none")
+        result["upload"] = upload(root, checkpoint)
     result.update(machine)
     out = ROOT / "benchmarks" / "results" / "cluster" / "cluster.json"
     out.parent.mkdir(parents=True, exist_ok=True)

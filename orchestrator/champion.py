@@ -30,23 +30,28 @@ log = logging.getLogger(__name__)
 def drop_other_checkpoints(study_dir: Path, study: optuna.Study, best: optuna.trial.FrozenTrial | None) -> None:
     """Keep the best trial's checkpoint, and those of trials still running in other processes."""
     folder = paths.inside(study_dir, study_dir / "checkpoints")
-    keep = {f"trial-{t.number}" for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    keep = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     if best is not None:
-        keep.add(f"trial-{best.number}")
+        keep.add(best.number)
     for path in folder.glob("trial-*") if folder.exists() else ():
-        if path.name not in keep:
+        number = path.name.split("-")[1]
+        if number.isdigit() and int(number) not in keep:
             shutil.rmtree(paths.inside(folder, path), ignore_errors=True)
 
 
 def drop_stored_checkpoints(study: optuna.Study, tracker: Tracker, keep: int) -> None:
-    """Delete the stored checkpoints of finished trials that rank below the `keep` best, so a long
-    study does not fill the artifact store (each trial uploaded its own while it ranked among them)."""
+    """Delete the stored checkpoints that are not needed, so a long study does not fill the
+    artifact store: those of finished trials ranked below the `keep` best (the best trial's is
+    always kept), and those of trials that uploaded one and then failed. Each trial uploaded its
+    own while it ranked among the best; running trials are left alone."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     ranked = sorted(done, key=lambda t: (-t.value if maximize else t.value, t.number))
-    for t in ranked[keep:]:
+    best = study.best_trial.number if done else None
+    ended = study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED))
+    for t in [*ranked[keep:], *ended]:
         run_id = t.user_attrs.get("checkpoint_run")
-        if run_id and tracker.has_artifacts(run_id, CHECKPOINT_ARTIFACT):
+        if run_id and t.number != best and tracker.has_artifacts(run_id, CHECKPOINT_ARTIFACT):
             tracker.delete_artifacts(run_id, CHECKPOINT_ARTIFACT)
 
 
@@ -56,13 +61,15 @@ def fetch_checkpoint(best: optuna.trial.FrozenTrial, tracker: Tracker, study_dir
     local = best.user_attrs.get("checkpoint")
     if local and Path(local).exists():
         return local
+    run_id = best.user_attrs["checkpoint_run"]
     folders = paths.inside(study_dir, study_dir / "checkpoints")
-    target = folders / f"trial-{best.number}"
-    if (target / "classifier.json").exists():  # fetched by an earlier run: a trial's checkpoint never changes
+    # Named by the run too: a study deleted and made again under its name numbers its trials anew.
+    target = folders / f"trial-{best.number}-{run_id[:12]}"
+    if (target / "classifier.json").exists():  # fetched by an earlier run: a run's checkpoint never changes
         return str(target)
     tmp = paths.inside(folders, folders / f".fetch-{best.number}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    fetched = tracker.download_artifacts(best.user_attrs["checkpoint_run"], CHECKPOINT_ARTIFACT, tmp)
+    fetched = tracker.download_artifacts(run_id, CHECKPOINT_ARTIFACT, tmp)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(fetched, target)
     shutil.rmtree(tmp, ignore_errors=True)

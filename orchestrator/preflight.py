@@ -37,6 +37,9 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address
     if ray_address and cfg.search.executor != "ray":
         raise ExecutorError(f"--ray-address {ray_address}: trials run on Ray only with search.executor=ray "
                             f"(the experiment has {cfg.search.executor}); add search.executor=ray")
+    if cfg.search.executor == "ray" and (gpus is not None or workers != 1):
+        raise ExecutorError("--gpus and --workers choose this machine's slots; with search.executor=ray, Ray "
+                            "places trials: set search.gpus_per_trial (search.cpus_per_trial) instead")
     local = LocalExecutor(make_slots(gpus, workers, cfg.search.gpus_per_trial)) if cfg.search.executor == "local" \
         else None
     problems = writable_problems(cfg)
@@ -57,10 +60,14 @@ def _ray_executor(cfg: ExperimentConfig, address: str | None) -> Executor:
     from orchestrator.execution.ray import RayExecutor
 
     executor = RayExecutor(address, cfg.search.gpus_per_trial, cfg.search.cpus_per_trial)
-    embedded = [key for key, uri in (("search.storage", cfg.search.storage), ("tracking.uri", cfg.tracking.uri))
-                if sqlite_path(uri) is not None]
-    if embedded and len(executor.hosts) > 1:  # a SQLite file is one machine's; trials on the others cannot reach it
-        raise ExecutorError(f"{' and '.join(embedded)}: a SQLite file on this machine, but the Ray cluster spans "
+    # A SQLite file is one machine's, and so are artifacts an MLflow database (not a server) keeps in a
+    # local folder: trials on the other machines could not reach them, or would lose their checkpoints.
+    local = [key for key, uri in (("search.storage", cfg.search.storage), ("tracking.uri", cfg.tracking.uri))
+             if sqlite_path(uri) is not None]
+    if not cfg.tracking.uri.startswith(("http://", "https://")) and "tracking.uri" not in local:
+        local.append("tracking.uri")
+    if local and len(executor.hosts) > 1:
+        raise ExecutorError(f"{' and '.join(local)}: kept on this machine only, but the Ray cluster spans "
                             f"{len(executor.hosts)} machines ({', '.join(executor.hosts[:5])}); use a PostgreSQL "
                             f"storage and an MLflow server every node reaches (README: Team server)")
     return executor

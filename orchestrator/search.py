@@ -123,9 +123,11 @@ def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
                 summary.interrupted = True
                 _close_after_interrupt(opened, interrupt)
     finally:
-        if opened.executor is not None:
-            opened.executor.close()
-        progress.close()
+        try:
+            if opened.executor is not None:
+                opened.executor.close()
+        finally:
+            progress.close()
     if opened.study is not None:
         summary.trials = _rows(opened.study)
         summary.discarded_samples = len([t for t in opened.study.get_trials(deepcopy=False)
@@ -223,7 +225,6 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
         champion.log_study_plots(study, tracker, parent)
         with lock():  # once, though every process on the study gets here
             run_ids = champion.reconcile_runs(study, tracker, parent, cfg)
-            champion.drop_stored_checkpoints(study, tracker, cfg.search.keep_checkpoints)
             if usable and not interrupt.requested:  # an interrupted study is not done: nothing gets registered
                 _phase(summary, progress, "evaluating the champion on test")
                 checkpoint = champion.fetch_checkpoint(best, tracker, study_dir)
@@ -236,6 +237,8 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
                         summary.registration = champion.register(cfg, checked.splits, tracker, parent, best,
                                                                  run_ids[best.number], metrics, checked.task,
                                                                  checkpoint)
+            # Last: the registered model holds its own copy, and nothing above waits on this.
+            champion.drop_stored_checkpoints(study, tracker, cfg.search.keep_checkpoints)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = None  # the interrupt's own cleanup closes the parent run

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import optuna
 import torch
+from mlflow.exceptions import MlflowException
 
 from orchestrator import memory, paths, train
 from orchestrator.config import ExperimentConfig, TrainingConfig, from_dict
@@ -199,9 +200,21 @@ class _TrialRun:
                 "post": result.val_evaluation.post, "saved": self.task.saved_settings(self.splits),
                 "study": self.cfg.study_name, "trial": self.trial.number, "params": dataclasses.asdict(params)}
         result.model.save(folder, result.tokenizer, meta)
-        if self._track("log_artifacts", folder, CHECKPOINT_ARTIFACT):
+        if self._upload(folder):
             self.trial.set_user_attr("checkpoint_run", self.run_id)
             if not self.job.keep_local_checkpoint:
                 shutil.rmtree(folder, ignore_errors=True)
                 return
         self.trial.set_user_attr("checkpoint", str(folder.resolve()))
+
+    def _upload(self, folder: Path) -> bool:
+        """The checkpoint into the run's artifacts. A store that refuses it (a size limit in front
+        of the server, a user without write access) costs the trial its stored copy, not its
+        result: the traceback goes to the trial's log and the local copy is kept."""
+        try:
+            return bool(self._track("log_artifacts", folder, CHECKPOINT_ARTIFACT))
+        except (MlflowException, OSError):
+            traceback.print_exc()
+            print(f"trial {self.trial.number}: checkpoint not stored in the artifact store; kept at {folder}",
+                  flush=True)
+            return False

@@ -26,23 +26,28 @@ def stored(tmp_path):
 
 
 def _kept(tracker, study) -> set[int]:
-    return {t.number for t in study.trials if tracker.has_artifacts(t.user_attrs["checkpoint_run"], CHECKPOINT_ARTIFACT)}
+    return {t.number for t in study.trials
+            if tracker.has_artifacts(t.user_attrs["checkpoint_run"], CHECKPOINT_ARTIFACT)}
 
 
 def test_only_the_best_trials_keep_their_stored_checkpoints(stored):
     tracker, study = stored
     drop_stored_checkpoints(study, tracker, keep=2)
-    assert _kept(tracker, study) == {1, 2, 4}  # the two best (0.9, 0.7); a FAIL trial is not ranked
+    assert _kept(tracker, study) == {1, 2}  # the two best (0.9, 0.7); a failed trial's upload is not needed
     drop_stored_checkpoints(study, tracker, keep=2)  # again (another process finishing): nothing more goes
-    assert _kept(tracker, study) == {1, 2, 4}
+    assert _kept(tracker, study) == {1, 2}
+    drop_stored_checkpoints(study, tracker, keep=1)
+    assert _kept(tracker, study) == {1}
 
 
 def test_the_champion_is_fetched_from_the_store_once(stored, tmp_path):
     tracker, study = stored
     best = study.best_trial
     folder = fetch_checkpoint(best, tracker, tmp_path / "study")
-    assert folder == str(tmp_path / "study" / "checkpoints" / "trial-1")
-    assert (tmp_path / "study" / "checkpoints" / "trial-1" / "classifier.json").read_text() == '{"trial": 1}'
+    run_id = best.user_attrs["checkpoint_run"]
+    assert folder == str(tmp_path / "study" / "checkpoints" / f"trial-1-{run_id[:12]}")
+    assert (tmp_path / "study" / "checkpoints" / f"trial-1-{run_id[:12]}" / "classifier.json").read_text() \
+        == '{"trial": 1}'
     tracker.delete_artifacts(best.user_attrs["checkpoint_run"], CHECKPOINT_ARTIFACT)
     assert fetch_checkpoint(best, tracker, tmp_path / "study") == folder  # fetched before: not fetched again
-    assert [p.name for p in (tmp_path / "study" / "checkpoints").iterdir()] == ["trial-1"]  # no partial fetch left
+    assert [p.name for p in (tmp_path / "study" / "checkpoints").iterdir()] == [f"trial-1-{run_id[:12]}"]

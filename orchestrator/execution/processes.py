@@ -152,20 +152,31 @@ def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Cal
         if children is not None:
             children.add(proc)
         tail: list[str] = []
-        for line in proc.stdout:
-            event = parse_event(line)
-            if event is not None:
-                try:
-                    on_event(event)
-                except (ValueError, KeyError):  # a garbled or unknown event is no reason to stop reading
-                    pass
-                continue
-            line = scrub(line)
-            log.write(line)
-            tail = (tail + [line.rstrip()])[-5:]
-        returncode = proc.wait()
-        if children is not None:
-            children.discard(proc)
+        try:
+            for line in proc.stdout:
+                event = parse_event(line)
+                if event is not None:
+                    try:
+                        on_event(event)
+                    except (ValueError, KeyError):  # a garbled or unknown event is no reason to stop reading
+                        pass
+                    continue
+                line = scrub(line)
+                log.write(line)
+                tail = (tail + [line.rstrip()])[-5:]
+            returncode = proc.wait()
+        except BaseException:
+            # Stopped while the trial runs (a cancelled Ray task gets KeyboardInterrupt here): stop
+            # the trial's whole process group the polite way, so an Accelerate launch reaps its
+            # ranks instead of leaving them on the GPUs.
+            group = _ProcessGroup(proc)
+            group.terminate()
+            if not group.wait(10.0):
+                group.kill()
+            raise
+        finally:
+            if children is not None:
+                children.discard(proc)
     reason = exit_reason(returncode)
     if reason and tail:
         reason += f"; last output: {' | '.join(t for t in tail if t)[-300:]}"

@@ -18,7 +18,9 @@ the running tasks (`ray.cancel(force=True)`), which kills their trial processes 
 from __future__ import annotations
 
 import io
+import logging
 import os
+import signal
 import socket
 import tarfile
 import tempfile
@@ -34,6 +36,8 @@ from orchestrator.config.secrets import redact, scrub
 from orchestrator.execution.base import Executor, ExecutorError
 from orchestrator.execution.job import TrialJob, TrialOutcome
 from orchestrator.execution.slots import Slot
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often a waiting slot thread forwards events and looks for its task's end
 LOG_LIMIT = 4 << 20  # a trial log beyond this comes back as its last 4 MiB
@@ -58,6 +62,9 @@ def connect(address: str | None) -> dict:
     if address and address != "auto":
         _reachable(address)
     if not ray.is_initialized():
+        # ray.init installs its own SIGTERM handler (sys.exit); the search's must stay, so that a
+        # SIGTERM stops trials and closes the study's records as a Ctrl-C does.
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=False,
                      include_dashboard=False if not address else None)
@@ -65,6 +72,10 @@ def connect(address: str | None) -> dict:
             raise ExecutorError(f"--ray-address {redact(address or 'auto')}: cannot join a Ray cluster: "
                                 f"{scrub(str(e)).strip().splitlines()[-1][:300]} (start one with `ray start --head` "
                                 f"or give the head's address)") from None
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
     return ray.cluster_resources()
 
 
@@ -87,21 +98,24 @@ class RayExecutor(Executor):
 
     def __init__(self, address: str | None, gpus_per_trial: int, cpus_per_trial: int):
         resources = connect(address)
+        nodes = [n for n in _ray().nodes() if n.get("Alive")]
         gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
         if gpus:
             self.request = {"num_gpus": gpus_per_trial, "num_cpus": cpus_per_trial}
-            count = int(gpus // gpus_per_trial)
-            unit = f"{gpus_per_trial} GPU(s)"
+            unit = f"{gpus_per_trial} GPU(s) and {cpus_per_trial} CPU(s)"
         else:
             self.request = {"num_gpus": 0, "num_cpus": cpus_per_trial}
-            count = int(cpus // cpus_per_trial)
             unit = f"{cpus_per_trial} CPU(s)"
+        # A trial runs on one node: count what fits on each (4 nodes of 1 GPU hold no 2-GPU trial).
+        count = sum(min(int(n["Resources"].get("GPU", 0) // gpus_per_trial) if gpus else 1 << 30,
+                        int(n["Resources"].get("CPU", 0) // cpus_per_trial)) for n in nodes)
         if count < 1:
-            raise ExecutorError(f"the Ray cluster has {gpus:g} GPU(s) and {cpus:g} CPU(s): not enough for one trial "
-                                f"of {unit} (search.gpus_per_trial / search.cpus_per_trial)")
+            raise ExecutorError(f"no node of the Ray cluster ({gpus:g} GPU(s), {cpus:g} CPU(s) on {len(nodes)} "
+                                f"node(s)) has room for one trial of {unit} (search.gpus_per_trial, "
+                                f"search.cpus_per_trial)")
         self.slots = [f"ray{i}" for i in range(count)]
         self.resources = resources
-        self.hosts = sorted({n["NodeManagerAddress"] for n in _ray().nodes() if n.get("Alive")})
+        self.hosts = sorted({n["NodeManagerAddress"] for n in nodes})
         self._packs: dict[tuple[str, str], object] = {}
         self._pack_lock = threading.Lock()
         self._events = None
@@ -109,8 +123,11 @@ class RayExecutor(Executor):
     def open(self, study_dir, secrets, children) -> None:
         super().open(study_dir, secrets, children)
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self._events = Queue(actor_options={"num_cpus": 0})
+        # On the driver's node: a queue on another node would make that node's loss every trial's.
+        here = NodeAffinitySchedulingStrategy(_ray().get_runtime_context().get_node_id(), soft=True)
+        self._events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
 
     def run(self, job: TrialJob, slot: str, on_event: Callable[[dict], None]) -> TrialOutcome:
         ray = _ray()
@@ -127,10 +144,13 @@ class RayExecutor(Executor):
             try:
                 answer = ray.get(ref)
             except ray.exceptions.RayError as e:
-                kind = type(e).__name__
-                lost = any(name in kind for name in LOST) or "worker died" in str(e).lower()
-                reason = f"Ray task {kind}: {scrub(str(e)).strip().splitlines()[0][:300]}"
-                return TrialOutcome("FAIL", reason=reason, lost=lost)
+                kind = type(e.cause if isinstance(e, ray.exceptions.RayTaskError) and e.cause else e).__name__
+                lost = any(name in type(e).__name__ for name in LOST) or "worker died" in str(e).lower()
+                lines = scrub(str(e)).strip().splitlines() or [""]
+                return TrialOutcome("FAIL", reason=f"Ray task {kind}: {lines[-1][:300]}", lost=lost)
+        except BaseException:  # the driver itself failed or was stopped: the trial must not train on alone
+            ray.cancel(ref, force=True)
+            raise
         finally:
             self.children.discard(handle)
         self._keep_log(job, answer)
@@ -140,16 +160,24 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         if self._events is not None:
-            _ray().kill(self._events.actor)
+            try:
+                _ray().kill(self._events.actor)
+            except _ray().exceptions.RayError as e:  # gone with its node already
+                log.warning("Ray event queue not stopped: %s", scrub(str(e))[:300])
             self._events = None
+        self._packs.clear()
 
     def _forward(self, on_event: Callable[[dict], None]) -> None:
-        """Hand on the events waiting in the queue (any trial's: `on_event` routes by trial number)."""
+        """Hand on the events waiting in the queue (any trial's: `on_event` routes by trial number).
+        Progress only: a queue that cannot be read costs the progress bar, not the trial."""
         from ray.util.queue import Empty
 
         try:
             events = self._events.get_nowait_batch(self._events.qsize())
         except Empty:
+            return
+        except _ray().exceptions.RayError as e:
+            log.warning("progress events lost: %s", scrub(str(e))[:300])
             return
         for event in events:
             try:
@@ -157,19 +185,24 @@ class RayExecutor(Executor):
             except (KeyError, ValueError):
                 pass
 
-    def _pack(self, folder: str, key: str):
-        """A folder's files in the object store, once per study run, for nodes to unpack."""
+    def _pack(self, folder: str, key: str) -> tuple[str, list]:
+        """A folder's files in the object store, once per study run, for nodes to unpack: (key,
+        [ref]). The ref travels inside a list, so a node fetches the bytes only when it has not
+        unpacked that key yet, and no worker holds a model's copy in its arguments for a whole trial."""
         ray = _ray()
         with self._pack_lock:
             if (folder, key) not in self._packs:
-                self._packs[(folder, key)] = ray.put((key, pack(Path(folder))))
+                self._packs[(folder, key)] = (key, [ray.put(pack(Path(folder)))])
             return self._packs[(folder, key)]
 
     def _keep_log(self, job: TrialJob, answer: dict) -> None:
-        log = self.log_path(job)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a", encoding="utf-8") as f:
-            f.write(f"-- on Ray node {answer['node']}\n{answer['log']}")
+        path = self.log_path(job)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(f"-- on Ray node {answer['node']}\n{answer['log']}")
+        except OSError as e:  # the outcome counts; its log is a convenience
+            log.warning("trial %s: its log could not be written to %s: %s", job.number, path, e)
 
 
 _TASK = None
@@ -185,20 +218,21 @@ def _remote(ray):
 
 
 class _RayTask:
-    """A running trial's task, as `Children` stops it: cancelled, which kills its worker process
-    and, with it, the trial process (it dies with its parent)."""
+    """A running trial's task, as `Children` stops it: cancelled, which stops its trial process."""
 
     def __init__(self, ray, ref):
         self.ray, self.ref = ray, ref
 
     def terminate(self) -> None:
-        self.ray.cancel(self.ref, force=True)
+        # Politely first: the task's `run_child` then stops the trial's process group with SIGTERM,
+        # so an Accelerate launch reaps its ranks; `kill` (after the grace) ends the worker.
+        self.ray.cancel(self.ref, force=False)
 
     def wait(self, timeout: float) -> bool:
         return bool(self.ray.wait([self.ref], timeout=timeout)[0])
 
     def kill(self) -> None:
-        self.terminate()
+        self.ray.cancel(self.ref, force=True)
 
 
 class _Forward:
@@ -218,28 +252,35 @@ class _Forward:
 
     def flush(self) -> None:
         if self.pending:
-            self.queue.put_nowait_batch(self.pending)
+            try:
+                self.queue.put_nowait_batch(self.pending)
+            except Exception as e:  # noqa: BLE001 - the driver's queue gone: progress is lost, not the trial
+                print(f"progress events not sent: {type(e).__name__}: {e}", flush=True)
             self.pending, self.sent = [], time.monotonic()
 
 
 def pack(folder: Path) -> bytes:
     """A folder as an uncompressed tar (model weights do not compress; speed matters more)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    # dereference: a Hugging Face cache snapshot is symlinks into ../../blobs, outside the folder.
+    with tarfile.open(fileobj=buffer, mode="w", dereference=True) as tar:
         tar.add(folder, arcname=".")
     return buffer.getvalue()
 
 
-def unpack(packed: tuple[str, bytes], root: Path) -> Path:
-    """The packed folder under `root/<key>`, unpacked once per node (atomically: concurrent trials
-    on one node never see half a folder)."""
-    key, data = packed
+def unpack(packed: tuple[str, list], root: Path) -> Path:
+    """The packed folder (key, [ref or bytes]) under `root/<key>`, unpacked once per node
+    (atomically: concurrent trials on one node never see half a folder)."""
+    key, box = packed
     target = paths.inside(root, root / key)
     if (target / ".complete").exists():
         return target
+    data = box[0] if isinstance(box[0], bytes) else _ray().get(box[0])
     tmp = target.with_name(f"{key}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        tar.extractall(tmp, filter="data")
+        # The "data" filter refuses absolute paths, links out of the folder, devices (Python >= 3.10.12).
+        tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    del data
     (tmp / ".complete").touch()
     try:
         os.replace(tmp, target)
@@ -283,14 +324,15 @@ def _run_on_node(job_json: str, data: tuple, model: tuple, secrets: dict, events
                                  "MKL_NUM_THREADS": str(cpus)})
     from orchestrator.execution.processes import run_child
 
-    result, log = work / "result.json", work / "trial.log"
+    result, log_file = work / "result.json", work / "trial.log"
     forward = _Forward(events)
-    child = run_child(slot, work / "job.json", result, log, forward, None, secrets)
-    forward.flush()
-    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
-    answer = {"result": result.read_text() if result.exists() else None, "reason": child.reason,
-              "log": text[-LOG_LIMIT:], "node": ray.util.get_node_ip_address()}
-    import shutil
+    try:
+        child = run_child(slot, work / "job.json", result, log_file, forward, None, secrets)
+        forward.flush()
+        text = log_file.read_text(encoding="utf-8", errors="replace") if log_file.exists() else ""
+        return {"result": result.read_text() if result.exists() else None, "reason": child.reason,
+                "log": text[-LOG_LIMIT:], "node": ray.util.get_node_ip_address()}
+    finally:
+        import shutil
 
-    shutil.rmtree(work, ignore_errors=True)
-    return answer
+        shutil.rmtree(work, ignore_errors=True)

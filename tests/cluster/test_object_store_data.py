@@ -4,7 +4,6 @@ server on loopback), credentials and endpoint from the environment as for any AW
 from __future__ import annotations
 
 import pytest
-
 from conftest import make_rows, write_csv
 
 from .stack import S3_KEYS, s3_client
