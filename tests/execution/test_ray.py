@@ -12,7 +12,7 @@ def test_a_folder_is_unpacked_once_per_node_under_its_key(tmp_path):
     (source / "sub").mkdir(parents=True)
     (source / "a.txt").write_text("alpha")
     (source / "sub" / "b.bin").write_bytes(bytes(range(256)))
-    packed = ("abc123", pack(source))
+    packed = ("abc123", [pack(source)])  # as a node gets it, the bytes in place of their object ref
     target = unpack(packed, tmp_path / "node")
     assert target == tmp_path / "node" / "abc123"
     assert (target / "a.txt").read_text() == "alpha" and (target / "sub" / "b.bin").read_bytes() == bytes(range(256))
@@ -26,7 +26,7 @@ def test_a_key_cannot_steer_the_unpacking_elsewhere(tmp_path):
     source = tmp_path / "s"
     source.mkdir()
     with pytest.raises(ValueError, match="outside"):
-        unpack(("../escape", pack(source)), tmp_path / "node")
+        unpack(("../escape", [pack(source)]), tmp_path / "node")
 
 
 @pytest.mark.parametrize("address, message", [("banana", "expected auto, HOST:PORT"),
