@@ -122,6 +122,11 @@ class _ProcessGroup:
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
 
+    def stop(self, grace: float) -> None:
+        self.terminate()
+        if not self.wait(grace):
+            self.kill()
+
     def wait(self, timeout: float) -> bool:
         try:
             self.proc.wait(timeout=timeout)
@@ -169,10 +174,7 @@ def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Cal
             # Stopped while the trial runs (a cancelled Ray task gets KeyboardInterrupt here): stop
             # the trial's whole process group the polite way, so an Accelerate launch reaps its
             # ranks instead of leaving them on the GPUs.
-            group = _ProcessGroup(proc)
-            group.terminate()
-            if not group.wait(10.0):
-                group.kill()
+            _ProcessGroup(proc).stop(grace=10.0)
             raise
         finally:
             if children is not None:

@@ -114,7 +114,6 @@ class RayExecutor(Executor):
                                 f"node(s)) has room for one trial of {unit} (search.gpus_per_trial, "
                                 f"search.cpus_per_trial)")
         self.slots = [f"ray{i}" for i in range(count)]
-        self.resources = resources
         self.hosts = sorted({n["NodeManagerAddress"] for n in nodes})
         self._packs: dict[tuple[str, str], object] = {}
         self._pack_lock = threading.Lock()
