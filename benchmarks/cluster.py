@@ -69,14 +69,14 @@ def experiment(folder: Path, trials: int, executor: str) -> Path:
     return path
 
 
-def study_run(folder: Path, trials: int, executor: str, extra: list[str]) -> dict:
+def study_run(folder: Path, trials: int, executor: str, extra: list[str], env: dict | None = None) -> dict:
     """Run the study in `folder`; per-trial wall seconds as the driver saw them."""
     import optuna
 
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "orchestrator", "search", "--config",
                     str(experiment(folder, trials, executor)), *extra], cwd=folder, check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+                   env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)})
     wall = time.perf_counter() - started
     study = optuna.load_study(study_name=f"dispatch-{executor}", storage=f"sqlite:///{folder}/mlruns/optuna.db")
     seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials]
@@ -91,7 +91,7 @@ def dispatch(root: Path, trials: int) -> dict:
     # A short folder: Ray's socket paths under it must fit in 107 bytes.
     cluster = stack.RayCluster(Path(tempfile.mkdtemp(prefix="ray-bench-")), nodes=1, cpus=os.cpu_count() or 1)
     try:
-        ray = study_run(root / "ray-study", trials, "ray", ["--ray-address", cluster.start().address])
+        ray = study_run(root / "ray-study", trials, "ray", ["--ray-address", cluster.start().address], cluster.env)
     finally:
         cluster.stop()
         shutil.rmtree(cluster.root, ignore_errors=True)

@@ -125,12 +125,30 @@ def tiny_experiment(path: Path, model: Path, data: Path, name: str, **sections) 
 POSTGRES_SCRIPT = Path(__file__).parents[1] / "scripts" / "postgres.sh"
 
 
+def new_database(url: str, prefix: str) -> str:
+    """The URL of a new, empty database on the server at `url`."""
+    import secrets
+
+    import sqlalchemy
+
+    database = f"{prefix}_{secrets.token_hex(4)}"
+    admin = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1),
+                                     isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
+    admin.dispose()
+    return sqlalchemy.make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server: the one `.ci/run` starts (ORCHESTRATOR_TEST_POSTGRES), else one
-    started here from the machine's PostgreSQL binaries."""
+    started here from the machine's PostgreSQL binaries. Under pytest-xdist each worker gets a
+    database of its own, so two tests running at once never share a study name."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
     if os.environ.get("ORCHESTRATOR_TEST_POSTGRES"):
-        yield os.environ["ORCHESTRATOR_TEST_POSTGRES"]
+        url = os.environ["ORCHESTRATOR_TEST_POSTGRES"]
+        yield new_database(url, f"optuna_{worker}") if worker else url
         return
     folder = tempfile.mkdtemp(prefix="orchestrator-pg-")  # under /tmp: the server's user must reach it
     with socket.socket() as s:
@@ -140,7 +158,7 @@ def postgres():
                              text=True, env={**os.environ, "POSTGRES_NO_INSTALL": "1"})
     if started.returncode:
         pytest.skip(f"no PostgreSQL server could be started here (.ci/run starts one): {started.stderr[-300:]}")
-    yield started.stdout.strip()
+    yield new_database(started.stdout.strip(), f"optuna_{worker}") if worker else started.stdout.strip()
     subprocess.run(["bash", str(POSTGRES_SCRIPT), "stop", folder], capture_output=True)
     shutil.rmtree(folder, ignore_errors=True)
 

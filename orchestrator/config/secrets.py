@@ -23,6 +23,8 @@ MASK = "***"
 _CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):(?P<password>[^\s'\"]+)@")
 SECRET_VARIABLES = ("PGPASSWORD", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY",
                     "AWS_SESSION_TOKEN", "HF_TOKEN")
+# Secrets only the driver holds (trial processes are not handed them), scrubbed all the same.
+DRIVER_SECRET_VARIABLES = ("RAY_AUTH_TOKEN",)
 _known: set[str] = set()
 
 
@@ -44,7 +46,7 @@ def remember(value: str | None) -> None:
 
 
 def _secrets() -> set[str]:
-    found = {os.environ.get(v) for v in SECRET_VARIABLES}
+    found = {os.environ.get(v) for v in (*SECRET_VARIABLES, *DRIVER_SECRET_VARIABLES)}
     # Short values would blank out ordinary words; real passwords and tokens are longer.
     return {s for s in (found | _known) if s and len(s) >= 4}
 

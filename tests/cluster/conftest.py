@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from conftest import new_database
 
 from .stack import RayCluster, mlflow_basic_auth, moto_s3
 
@@ -34,14 +35,6 @@ def s3(tmp_path_factory):
 def mlflow_server(tmp_path_factory, s3, postgres):
     """The team's MLflow server: basic auth, PostgreSQL behind it (a database of its own, since
     Optuna's and MLflow's schemas both keep an `alembic_version` table), artifacts in `team`."""
-    import sqlalchemy
-
-    url = sqlalchemy.make_url(postgres.replace("postgresql://", "postgresql+psycopg://", 1))
-    database = f"mlflow_{secrets.token_hex(4)}"
-    admin = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
-    admin.dispose()
-    backend = url.set(database=database).render_as_string(hide_password=False)
+    backend = new_database(postgres.replace("postgresql://", "postgresql+psycopg://", 1), "mlflow")
     with mlflow_basic_auth(tmp_path_factory.mktemp("mlflow-server"), s3, backend) as server:
         yield server

@@ -54,16 +54,23 @@ def stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
 class RayCluster:
     """`ray start --head`, then `ray start --address` for each further node, on this machine. The
     tests use two nodes of one CPU each, so two trials run at once, each on its own node. Each
-    node keeps what trials unpack under `root/head` or `root/worker<i>` (ORCHESTRATOR_NODE_DIR)."""
+    node keeps what trials unpack under `root/head` or `root/worker<i>` (ORCHESTRATOR_NODE_DIR).
+    The cluster asks for a token of its own (`env`), as a team's should: a client must carry it,
+    and nothing here depends on a token a local `ray.init()` once left in ~/.ray."""
 
     def __init__(self, root: Path, nodes: int = 2, cpus: int = 1):
         self.root, self.port, self.procs = root, free_port(), []
         self.count, self.cpus = nodes, cpus
         self.address = f"127.0.0.1:{self.port}"
+        self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
 
     def start(self) -> RayCluster:
-        common = ["--num-cpus", str(self.cpus), "--num-gpus", "0", "--disable-usage-stats", "--block"]
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "ORCHESTRATOR_NODE_DIR": str(self.root / "head")}
+        # Loopback only: otherwise Ray advertises the machine's first interface address, which the
+        # driver, at 127.0.0.1, then cannot match with its own node.
+        common = ["--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus), "--num-gpus", "0",
+                  "--disable-usage-stats", "--block"]
+        env = {**os.environ, **self.env, "RAY_USAGE_STATS_ENABLED": "0",
+               "ORCHESTRATOR_NODE_DIR": str(self.root / "head")}
         self.procs.append(self._start([str(BIN / "ray"), "start", "--head", "--port", str(self.port),
                                        "--include-dashboard", "false", "--temp-dir", str(self.root / "ray"),
                                        *common], env, "head"))
@@ -81,7 +88,7 @@ class RayCluster:
 
     def nodes(self) -> int:
         out = subprocess.run([str(BIN / "ray"), "status", "--address", self.address], capture_output=True,
-                             text=True, timeout=60)
+                             text=True, timeout=60, env={**os.environ, **self.env})
         return out.stdout.count("node_") if out.returncode == 0 else 0
 
     def stop(self) -> None:

@@ -17,7 +17,8 @@ from conftest import tiny_experiment
 
 from .stack import wait_until
 
-pytestmark = pytest.mark.cluster
+# One Ray cluster (a session fixture) for both files: they run on the same xdist worker.
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("ray")]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,10 +29,11 @@ def _experiment(tmp_path, tiny_model, data_dir, name, n_trials, epochs=2, **sear
                            search={"n_trials": n_trials, "executor": "ray", "cpus_per_trial": 1, **search})
 
 
-def _search(experiment: Path, address: str, cwd: Path, **kwargs) -> subprocess.Popen:
+def _search(experiment: Path, cluster, cwd: Path, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "orchestrator", "search", "--config", str(experiment),
-                             "--ray-address", address], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, **kwargs)
+                             "--ray-address", cluster.address], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **cluster.env, "PYTHONPATH": str(ROOT)}, **kwargs)
 
 
 def _study(cwd: Path, name: str) -> optuna.Study:
@@ -40,7 +42,7 @@ def _study(cwd: Path, name: str) -> optuna.Study:
 
 def test_ctrl_c_cancels_the_ray_tasks_and_leaves_nothing_running(ray_cluster, tiny_model, data_dir, tmp_path):
     experiment = _experiment(tmp_path, tiny_model, data_dir, "stopped", n_trials=4, epochs=20)
-    proc = _search(experiment, ray_cluster.address, tmp_path)
+    proc = _search(experiment, ray_cluster, tmp_path)
     try:
         def pids():
             return [t.user_attrs["pid"] for t in _study(tmp_path, "stopped").get_trials(

@@ -22,7 +22,8 @@ from conftest import tiny_experiment
 from .stack import S3_KEYS, s3_client, wait_until
 from .test_ray_executor import ROOT
 
-pytestmark = pytest.mark.cluster
+# One Ray cluster (a session fixture) for both files: they run on the same xdist worker.
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("ray")]
 
 
 def _ppid(pid: int) -> int:
@@ -46,7 +47,7 @@ def test_a_study_on_the_team_stack(ray_cluster, mlflow_server, s3, postgres, tin
     cfg = yaml.safe_load(experiment.read_text())
     cfg["data"] = {"train": "s3://team/data/train.csv"}  # validation and test are split from it
     experiment.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ORCHESTRATOR_STORAGE": postgres,
+    env = {**os.environ, **ray_cluster.env, "PYTHONPATH": str(ROOT), "ORCHESTRATOR_STORAGE": postgres,
            "ORCHESTRATOR_TRACKING_URI": mlflow_server.url, "MLFLOW_TRACKING_USERNAME": "admin",
            "MLFLOW_TRACKING_PASSWORD": mlflow_server.password, "AWS_ENDPOINT_URL": s3, **S3_KEYS,
            "ORCHESTRATOR_CACHE": str(tmp_path / "cache")}
@@ -116,9 +117,9 @@ def test_a_study_on_the_team_stack(ray_cluster, mlflow_server, s3, postgres, tin
     assert list((tmp_path / "cache" / "remote").glob("*/train.csv"))
 
     # No password anywhere: output, the study's folder, the nodes' folders, MLflow, the server's log.
-    secret = mlflow_server.password
     for name, text in [("driver output", out), ("study folder", _texts(tmp_path / "mlruns")),
                        ("Ray nodes", _texts(ray_cluster.root / "head") + _texts(ray_cluster.root / "worker")),
                        ("MLflow params and tags", params_and_tags), ("server log", mlflow_server.log.read_text()),
                        ("Optuna", repr([(t.user_attrs, t.system_attrs) for t in study.trials] + [study.user_attrs]))]:
-        assert secret not in text and S3_KEYS["AWS_SECRET_ACCESS_KEY"] not in text, name
+        for secret in (mlflow_server.password, S3_KEYS["AWS_SECRET_ACCESS_KEY"], ray_cluster.env["RAY_AUTH_TOKEN"]):
+            assert secret not in text, name

@@ -75,10 +75,12 @@ def test_passwords_with_url_characters_are_masked_whole():
 
 def test_scrub_masks_url_passwords_and_secret_variables(monkeypatch):
     monkeypatch.setenv("PGPASSWORD", "from-the-Env-123")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "ray-Token-9f8e7d")  # the driver's only
     text = (f"could not connect to postgresql+psycopg://u:{PASSWORD}@h:5432/db; "
-            f"http://admin:x%40y@mlflow:5000/api failed; password from-the-Env-123 rejected")
+            f"http://admin:x%40y@mlflow:5000/api failed; password from-the-Env-123 rejected; token ray-Token-9f8e7d")
     clean = scrub(text)
     assert PASSWORD not in clean and "x%40y" not in clean and "from-the-Env-123" not in clean
+    assert "ray-Token-9f8e7d" not in clean
     assert "postgresql+psycopg://u:***@h:5432/db" in clean and "http://admin:***@mlflow:5000/api" in clean
     assert scrub("http://127.0.0.1:5000/path and sqlite:////tmp/a.db") == "http://127.0.0.1:5000/path and " \
                                                                          "sqlite:////tmp/a.db"
