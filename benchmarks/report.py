@@ -1,6 +1,7 @@
 """Write the result tables of docs/benchmarks.md: tasks from benchmarks/results/*.json
 (`benchmarks/tasks.py`), Ray dispatch and checkpoint upload from benchmarks/results/cluster/
-cluster.json (`benchmarks/cluster.py`).
+cluster.json (`benchmarks/cluster.py`), pre-training from benchmarks/results/pretrain/demo.json
+(`benchmarks/pretrain.py`) and the pre-training part of chnsenticorp.json.
 
     python benchmarks/report.py
 
@@ -64,6 +65,46 @@ def cluster_table(r: dict) -> str:
         f"Through the MLflow server the upload takes {u['ratio_server_to_boto3']:.2f}× the direct upload."])
 
 
+def pretrain_table(demo: dict | None, chinese: dict | None) -> str:
+    lines = []
+    if demo:
+        p, q = demo["plain"], demo["pretrained"]
+        pre = q["pretrain"]
+        lines += [
+            f"Demo, equal search budget ({len(p['trials'])} trials each, same sampler seed and space); "
+            f"{p['machine']}, {p['date']}, commit {p['commit']}.",
+            "",
+            "| encoder | best validation macro-F1 | champion test macro-F1 | study wall time |",
+            "|---|---|---|---|",
+            f"| all-MiniLM-L6-v2 as it is | {_fmt(p['best_validation'])} | {_fmt(p['champion'])} "
+            f"| {p['wall_seconds'] / 60:.1f} min |",
+            f"| the same, after {pre['steps']:.0f} steps of masked-LM pre-training on the training split "
+            f"({pre['train_texts']} texts) | {_fmt(q['best_validation'])} | {_fmt(q['champion'])} "
+            f"| {q['wall_seconds'] / 60:.1f} min (pre-training {pre['minutes']:.1f} min) |",
+            f"| difference | {demo['delta_best_validation']:+.4f} | {demo['delta_champion_test']:+.4f} | |",
+            "",
+            f"Held-out perplexity of the pre-training ({pre['held_out_texts']} texts): {pre['perplexity_start']:.1f} "
+            f"at step 0 (MiniLM has no masked-LM head: it starts untrained), {pre['perplexity_end']:.1f} at the end.",
+            ""]
+    if chinese and "pretrain" in chinese:
+        pre = chinese["pretrain"]
+        lines += [
+            f"Chinese (ChnSentiCorp), `python benchmarks/tasks.py chnsenticorp{' ' if chinese['overrides'] else ''}"
+            f"{' '.join(chinese['overrides'])}`; {chinese['machine']}, {chinese['date']}, commit {chinese['commit']}.",
+            "",
+            "| stage | figure |",
+            "|---|---|",
+            f"| pre-training from scratch ({pre['train_texts']} training texts) | {pre['steps']:.0f} steps in "
+            f"{pre['minutes']:.1f} min; held-out perplexity {pre['perplexity_start']:.0f} → "
+            f"{pre['perplexity_end']:.1f} ({pre['held_out_texts']} texts) |",
+            f"| search ({len(chinese['trials'])} trials) | best validation macro-F1 {_fmt(chinese['best_validation'])} |",
+            f"| champion, test macro-F1 | {_fmt(chinese['champion'])} |",
+            f"| baseline: TF-IDF character 1-3-grams + balanced logistic regression, test macro-F1 "
+            f"| {_fmt(chinese['baseline'])} |",
+            f"| whole study, pre-training included | {chinese['wall_seconds'] / 60:.1f} min |"]
+    return "\n".join(lines) if lines else "(not measured yet)"
+
+
 def _replace(text: str, name: str, body: str) -> str:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     start, stop = text.index(begin) + len(begin), text.index(end)
@@ -76,6 +117,9 @@ def main() -> None:
     cluster = RESULTS / "cluster" / "cluster.json"
     if cluster.exists():
         text = _replace(text, "cluster", cluster_table(json.loads(cluster.read_text())))
+    demo, chinese = RESULTS / "pretrain" / "demo.json", RESULTS / "chnsenticorp.json"
+    text = _replace(text, "pretrain", pretrain_table(json.loads(demo.read_text()) if demo.exists() else None,
+                                                     json.loads(chinese.read_text()) if chinese.exists() else None))
     DOC.write_text(text)
     print(text[text.index("## Tasks on real data"):text.index("## Test suite")])
 

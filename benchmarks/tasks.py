@@ -3,10 +3,12 @@
     python benchmarks/tasks.py goemotions [key=value ...]    # experiments/goemotions.yaml
     python benchmarks/tasks.py weibo_ner [key=value ...]     # experiments/weibo_ner.yaml
     python benchmarks/tasks.py cws_pku [key=value ...]       # PKU segmentation, splits carved here
+    python benchmarks/tasks.py chnsenticorp [key=value ...]  # pre-training from scratch, then the search
 
 Runs `python -m orchestrator search` in a fresh folder (its own MLflow and Optuna stores), then
 reads the parent run: the champion's test metric, the baseline's on the same split, the best
-validation value, trial states and wall time. Writes `benchmarks/results/<name>.json` with the
+validation value, trial states and wall time (and, when the search pre-trained its encoder
+first, that run's steps, minutes and held-out perplexity). Writes `benchmarks/results/<name>.json` with the
 machine, versions and commit; `docs/benchmarks.md` quotes these files.
 
 The PKU set has only its gold test part (non-commercial research use; see its SOURCE.md): it is
@@ -29,7 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-EXPERIMENTS = {"goemotions": "experiments/goemotions.yaml", "weibo_ner": "experiments/weibo_ner.yaml"}
+EXPERIMENTS = {"goemotions": "experiments/goemotions.yaml", "weibo_ner": "experiments/weibo_ner.yaml",
+               "chnsenticorp": "experiments/chnsenticorp.yaml"}
 
 
 def pku_experiment(folder: Path) -> Path:
@@ -50,12 +53,16 @@ def pku_experiment(folder: Path) -> Path:
     return path
 
 
-def run(name: str, overrides: list[str]) -> dict:
+def run(name: str, overrides: list[str], config: Path | None = None) -> dict:
+    from orchestrator.config import load_config
+
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     machine = _machine()  # the code that runs is the code at the start
-    config = pku_experiment(folder) if name == "cws_pku" else ROOT / EXPERIMENTS[name]
+    config = config or (pku_experiment(folder) if name == "cws_pku" else ROOT / EXPERIMENTS[name])
     stores = [f"search.storage=sqlite:///{folder}/optuna.db", f"tracking.uri=sqlite:///{folder}/mlflow.db",
               f"tracking.artifact_location={folder}/artifacts", f"search.work_dir={folder}/studies"]
+    if load_config(config).pretrain is not None:
+        stores.append(f"pretrain.work_dir={folder}/pretrain")
     start = time.perf_counter()
     # From the project root: the experiments name their data relative to it.
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "search", "--config", str(config), *stores,
@@ -84,12 +91,26 @@ def _read(folder: Path, config: Path) -> dict:
                   if r.data.tags.get("orchestrator_role") == "study")
     study = optuna.load_study(study_name=cfg.study_name, storage=f"sqlite:///{folder}/optuna.db")
     metrics = parent.data.metrics
-    return {"task": cfg.task, "metric": f"test_{main}", "champion": metrics.get(f"champion_test_{main}"),
+    pretrained = [r for r in client.search_runs([experiment.experiment_id])
+                  if r.data.tags.get("orchestrator_role") == "pretrain"]
+    return {**({"pretrain": _pretrain(client, pretrained[0])} if pretrained else {}),
+            "task": cfg.task, "metric": f"test_{main}", "champion": metrics.get(f"champion_test_{main}"),
             "baseline": metrics.get(f"baseline_test_{main}"),
             "baseline_validation": metrics.get(f"baseline_val_{main}"),
             "best_validation": study.best_value, "search_metric": cfg.search.metric,
             "best_params": study.best_params, "trials": [t.state.name for t in study.trials],
             "other_metrics": {k: v for k, v in metrics.items() if k.startswith(("champion_", "baseline_"))}}
+
+
+def _pretrain(client, run) -> dict:
+    """The pre-training run's budget and held-out perplexity, from where it started to where it ended."""
+    curve = sorted(client.get_metric_history(run.info.run_id, "eval_perplexity"), key=lambda m: m.step)
+    return {"init": run.data.params.get("start.init"), "steps": run.data.metrics.get("steps"),
+            "minutes": run.data.metrics.get("pretrain_minutes"),
+            "train_texts": int(run.data.params["corpus.train_texts"]),
+            "held_out_texts": int(run.data.params["corpus.held_out_texts"]),
+            "perplexity_start": curve[0].value if curve else None, "perplexity_end": curve[-1].value if curve else None,
+            "perplexity_curve": [(m.step, round(m.value, 3)) for m in curve]}
 
 
 def _machine() -> dict:

@@ -1,4 +1,4 @@
-"""Command line: `python -m orchestrator {search,probe,predict,ui}`; one function per subcommand.
+"""Command line: `python -m orchestrator {search,pretrain,probe,predict,ui}`; one function per subcommand.
 
 Exit codes: 0 done; 1 the work ran but ended badly (no trial completed, the MLflow store failed
 or refused a write); 2 bad input, found before anything was created; 130 interrupted (Ctrl-C or
@@ -41,6 +41,22 @@ def search(config: str, overrides: list[str], gpus: str | None, workers: int, ra
     return exit_code(summary)
 
 
+def pretrain(config: str, overrides: list[str]) -> int:
+    from orchestrator.config import load_config
+    from orchestrator.pretrain.loop import PretrainError
+    from orchestrator.pretrain.stage import run_pretrain
+
+    cfg = load_config(config, overrides)
+    try:
+        outcome = run_pretrain(cfg)
+    except PretrainError as e:
+        print(f"error: pre-training stopped: {e}", file=sys.stderr)
+        return 1
+    print(f"encoder: {outcome.uri} (version {outcome.version}); fine-tune it with "
+          f"model.name_or_path={outcome.uri}")
+    return 0
+
+
 def probe(config: str, overrides: list[str]) -> int:
     from orchestrator.config import load_config
     from orchestrator.memory import probe_experiment
@@ -76,7 +92,7 @@ def ui(config: str | None, tracking_uri: str | None, port: int) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m orchestrator",
-                                     description="Search, track and register fine-tuned text classifiers.")
+                                     description="Pre-train, search, track and register fine-tuned text encoders.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("search", help="run (or continue) the Optuna study of an experiment")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})")
@@ -86,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", default=None,
                    help="with search.executor=ray: the cluster to join (auto, HOST:6379, ray://HOST:10001); "
                         "default $RAY_ADDRESS, else a Ray started on this machine")
+    p = sub.add_parser("pretrain", help="masked-LM pre-training of the experiment's encoder (its pretrain: "
+                                        "section); registers it as models:/<model_name>-encoder@<alias>")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. pretrain.max_steps=200")
     p = sub.add_parser("probe", help="largest per-device batch under search.memory_target of GPU memory")
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("overrides", nargs="*")
@@ -141,7 +161,7 @@ def _run(command: str, args: dict) -> int:
     from orchestrator.tracking import TrackingError
 
     try:
-        return {"search": search, "probe": probe, "predict": predict, "ui": ui}[command](**args)
+        return {"search": search, "pretrain": pretrain, "probe": probe, "predict": predict, "ui": ui}[command](**args)
     except (ConfigError, DataError, ExecutorError, PathError, SlotError, StorageError, TrackingError) as e:
         print(f"error: {scrub(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -35,8 +35,9 @@ class TrialLauncher:
 
     def __init__(self, cfg: ExperimentConfig, study_dir: Path, data_dir: Path, model_path: str,
                  model_fingerprint: str, parent_run_id: str, executor: Executor, progress: StudyProgress,
-                 train_rows: int, interrupt: Interrupt, lock: StudyLock, close_run):
+                 train_rows: int, interrupt: Interrupt, lock: StudyLock, close_run, lineage: dict | None = None):
         self.cfg, self.study_dir, self.data_dir = cfg, study_dir, data_dir
+        self.lineage = lineage or {}
         self.model_path, self.model_fingerprint = model_path, model_fingerprint
         self.parent, self.progress, self.train_rows = parent_run_id, progress, train_rows
         self.interrupt, self.lock, self.close_run = interrupt, lock, close_run
@@ -52,7 +53,8 @@ class TrialLauncher:
             model_fingerprint=self.model_fingerprint, parent_run_id=self.parent, data_dir=str(self.data_dir),
             checkpoint_dir=str(self.study_dir / "checkpoints"),
             keep_local_checkpoint=self.executor.keeps_local_checkpoints,
-            keep_checkpoints=self.cfg.search.keep_checkpoints, memory_target=self.cfg.search.memory_target)
+            keep_checkpoints=self.cfg.search.keep_checkpoints, memory_target=self.cfg.search.memory_target,
+            lineage=self.lineage)
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = dataclasses.replace(self.cfg.training, **trial.params)

@@ -169,7 +169,7 @@ def probe_experiment(cfg) -> list[str]:
     precision = precision_for(cpu=False)
     from orchestrator.tasks import get_task
 
-    result = probe_config(resolve_model(cfg.model).path, t, 2, precision, cfg.search.memory_target,
+    result = probe_config(resolve_model(cfg.model, cfg.tracking.uri).path, t, 2, precision, cfg.search.memory_target,
                           task=get_task(cfg.task, cfg))
     name = torch.cuda.get_device_name(0)
     sizes = ", ".join(f"{b}:{'OOM' if p is None else f'{p / 2**30:.1f}G'}" for b, p in result.measurements)

@@ -11,6 +11,8 @@ respect (positions, layers) and a fingerprint of the model's content.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from orchestrator.data import DataError, tokenizer_fingerprint
 # What a hub snapshot needs: configs, safetensors weights, tokenizer files; never pickles.
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer*", "vocab*", "merges*",
              "spiece*", "sentencepiece*"]
+REGISTERED = "models:/"
 NO_LIMIT = 10**6  # tokenizers without a length limit report a huge model_max_length
 # A folder without any of these has no tokenizer: transformers would quietly build a near-empty
 # one from the config (every word [UNK]) and every trial would train on nothing.
@@ -37,9 +40,14 @@ class ModelSource:
     record: dict  # {name_or_path, revision, fingerprint}: what a study records
 
 
-def resolve_model(cfg: ModelConfig) -> ModelSource:
-    """A usable local copy of the configured model, or a `DataError` saying what to do."""
-    folder = _local_folder(cfg)
+def resolve_model(cfg: ModelConfig, tracking_uri: str | None = None) -> ModelSource:
+    """A usable local copy of the configured model, or a `DataError` saying what to do.
+    `models:/NAME@ALIAS` (an encoder `pretrain` registered) is looked up in `tracking_uri`."""
+    registered = {}
+    if cfg.name_or_path.startswith(REGISTERED):
+        folder, registered = _from_registry(cfg.name_or_path, tracking_uri)
+    else:
+        folder = _local_folder(cfg)
     if not any(folder.glob("*.safetensors")):
         raise DataError(f"model.name_or_path: {cfg.name_or_path} holds no *.safetensors weights "
                         f"(only safetensors are loaded; convert the checkpoint or pick another model)")
@@ -59,7 +67,57 @@ def resolve_model(cfg: ModelConfig) -> ModelSource:
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
     fingerprint = digest.hexdigest()[:16]
     return ModelSource(str(folder), fingerprint, min(limits) if limits else None, layers,
-                       {"name_or_path": cfg.name_or_path, "revision": cfg.revision, "fingerprint": fingerprint})
+                       {"name_or_path": cfg.name_or_path, "revision": cfg.revision, "fingerprint": fingerprint,
+                        **registered})
+
+
+def _from_registry(uri: str, tracking_uri: str | None) -> tuple[Path, dict]:
+    """The registered encoder's files, downloaded once into the cache under its name, version and
+    run (a version's files never change), and where they came from (its lineage)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from orchestrator.config.secrets import redact
+    from orchestrator.registry import ENCODER_ARTIFACT, alias_version, parse_registered
+    from orchestrator.tracking import is_missing
+
+    name, alias, number = parse_registered(uri)
+    if tracking_uri is None or (not alias and not number):
+        raise DataError(f"model.name_or_path: {uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    store = paths.absolute_sqlite(tracking_uri, create=False)
+    database = paths.sqlite_path(tracking_uri)
+    missing = (f"model.name_or_path: {uri} is not in the MLflow store {redact(tracking_uri)}; pre-train it first "
+               f"(python -m orchestrator pretrain --config <experiment>), or give a hub name or folder")
+    if database is not None and not database.expanduser().exists():
+        raise DataError(missing)
+    client = MlflowClient(store, registry_uri=store)
+    try:
+        version = alias_version(client, name, alias) if alias else client.get_model_version(name, number)
+    except MlflowException as e:
+        if is_missing(e):
+            raise DataError(missing) from None
+        raise
+    if version is None:
+        raise DataError(missing)
+    if not version.run_id:
+        raise DataError(f"model.name_or_path: {uri} (version {version.version}) has no run to download its "
+                        f"files from; register encoders with `python -m orchestrator pretrain`")
+    folder = paths.CACHE_ROOT / "encoders" / f"{name}-v{version.version}-{version.run_id[:12]}"
+    if not (folder / "config.json").is_file():
+        tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            got = Path(client.download_artifacts(version.run_id, ENCODER_ARTIFACT, str(tmp)))
+        except MlflowException as e:
+            raise DataError(f"model.name_or_path: {uri}: cannot download version {version.version}'s files from "
+                            f"run {version.run_id}: {e.message[:300]}") from None
+        if folder.exists():  # another process got there first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            got.rename(folder)
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder, {"registered_version": str(version.version), "registered_run_id": version.run_id}
 
 
 def _local_folder(cfg: ModelConfig) -> Path:

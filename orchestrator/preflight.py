@@ -29,11 +29,12 @@ from orchestrator.tracking import check_store
 class Checked:
     executor: Executor
     splits: Splits
-    model: ModelSource
+    model: ModelSource | None  # None until a pending pre-training has made it
     task: Task
 
 
-def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: str | None = None) -> Checked:
+def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: str | None = None,
+              model_pending: bool = False) -> Checked:
     if ray_address and cfg.search.executor != "ray":
         raise ExecutorError(f"--ray-address {ray_address}: trials run on Ray only with search.executor=ray "
                             f"(the experiment has {cfg.search.executor}); add search.executor=ray")
@@ -47,12 +48,24 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address
         raise ConfigError(cfg.source, problems)
     task = get_task(cfg.task, cfg)
     splits = task.load_splits(cfg.data)
-    model = resolve_model(cfg.model)
-    problems = _model_problems(cfg, model) + _metric_problems(cfg, splits, task)
+    problems = _metric_problems(cfg, splits, task)
+    # The encoder a pre-training stage is yet to make is checked once it exists (`check_model`).
+    model = None if model_pending else resolve_model(cfg.model, cfg.tracking.uri)
+    if model is not None:
+        problems = _model_problems(cfg, model) + problems
     if problems:
         raise ConfigError(cfg.source, problems)
     check_store(cfg.tracking.uri)
     return Checked(local or _ray_executor(cfg, ray_address), splits, model, task)
+
+
+def check_model(cfg: ExperimentConfig) -> ModelSource:
+    """The model, resolved to a local folder and checked against the hyperparameters."""
+    model = resolve_model(cfg.model, cfg.tracking.uri)
+    problems = _model_problems(cfg, model)
+    if problems:
+        raise ConfigError(cfg.source, problems)
+    return model
 
 
 def _ray_executor(cfg: ExperimentConfig, address: str | None) -> Executor:
@@ -117,13 +130,13 @@ def writable_problems(cfg: ExperimentConfig) -> list[str]:
     if "://" not in cfg.tracking.artifact_location:
         places.append(("tracking.artifact_location", Path(cfg.tracking.artifact_location)))
     for key, folder in places:
-        problem = _unwritable(folder)
+        problem = unwritable(folder)
         if problem:
             problems.append(f"{key}: cannot write to {folder}: {problem}")
     return problems
 
 
-def _unwritable(folder: Path) -> str | None:
+def unwritable(folder: Path) -> str | None:
     """Why `folder` (existing or to be created) cannot be written, or None. Leaves nothing behind."""
     path = folder.expanduser().absolute()
     while not path.exists():

@@ -149,3 +149,61 @@ def champion_score(client: MlflowClient, name: str, metric: str = SCORE_TAG, tes
     if not math.isfinite(score):
         raise ScoreUnreadable(f"version {current.version} (the current champion) has score {score}")
     return score
+
+
+# ---------------------------------------------------------------- pre-trained encoders
+
+ENCODER_ARTIFACT = "encoder"  # a pre-training run's artifact folder: weights, config, tokenizer
+FINGERPRINT_TAG = "pretrain_fingerprint"
+
+
+def encoder_versions(client: MlflowClient, name: str, fingerprint: str) -> list:
+    """The versions of encoder `name` pre-trained with `fingerprint` (corpus, start, settings)."""
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException as e:
+        if is_missing(e):
+            return []
+        raise
+    return [v for v in versions if v.tags.get(FINGERPRINT_TAG) == fingerprint]
+
+
+def alias_version(client: MlflowClient, name: str, alias: str):
+    """The version `alias` points to, or None when the model or the alias does not exist."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        if is_missing(e) or (e.error_code == "INVALID_PARAMETER_VALUE" and "alias" in e.message.lower()):
+            return None
+        raise
+
+
+def register_encoder(client: MlflowClient, name: str, run_id: str, tags: dict[str, str], alias: str) -> str:
+    """Register the `encoder` artifacts of run `run_id` as a new version of `name`, give it
+    `alias`; returns the version. The same fingerprint registered before is reused instead."""
+    existing = encoder_versions(client, name, tags[FINGERPRINT_TAG])
+    if existing:
+        version = str(max(int(v.version) for v in existing))
+    else:
+        try:
+            client.get_registered_model(name)
+        except MlflowException as e:
+            if not is_missing(e):
+                raise
+            client.create_registered_model(name, description="Encoders pre-trained by `orchestrator pretrain` "
+                                                              "(masked-LM); fine-tune them with model.name_or_path: "
+                                                              f"models:/{name}@<alias>")
+        source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{ENCODER_ARTIFACT}"
+        version = str(client.create_model_version(name, source, run_id=run_id, tags=tags).version)
+    client.set_registered_model_alias(name, alias, version)
+    return version
+
+
+def parse_registered(uri: str) -> tuple[str, str | None, str | None]:
+    """`models:/NAME@ALIAS` -> (NAME, ALIAS, None); `models:/NAME/3` -> (NAME, None, "3")."""
+    rest = uri.removeprefix("models:/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, alias, None
+    name, _, version = rest.rpartition("/")
+    return (name, None, version) if name and version.isdigit() else (rest, None, None)

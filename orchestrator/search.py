@@ -39,7 +39,8 @@ from orchestrator.execution.processes import Children
 from orchestrator.heads import load_tokenizer
 from orchestrator.interrupt import Interrupt
 from orchestrator.launcher import TrialFailed, TrialLauncher
-from orchestrator.preflight import Checked, preflight
+from orchestrator.preflight import Checked, check_model, preflight
+from orchestrator.pretrain import stage as pretrain_stage
 from orchestrator.progress import StudyProgress, pretty
 from orchestrator.study import (
     DIED,
@@ -93,6 +94,7 @@ class Summary:
     registry_error: str | None = None  # the store refused a write: needs a fix, not a retry
     champion_elsewhere: str | None = None  # the host holding the best trial's checkpoint, if not this one
     discarded_samples: int = 0  # samples that repeated an earlier trial's parameters
+    pretrained: object = None  # the pre-training stage's outcome, when this search ran it
 
 
 @dataclass
@@ -144,8 +146,14 @@ def _phase(summary: Summary, progress: StudyProgress, name: str) -> None:
 def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: str | None, progress: StudyProgress,
             interrupt: Interrupt, summary: Summary, opened: _Opened) -> None:
     _phase(summary, progress, "checking the input")
-    checked = preflight(cfg, gpus, workers, ray_address)
+    reason = pretrain_stage.pending(cfg)
+    checked = preflight(cfg, gpus, workers, ray_address, model_pending=reason is not None)
     opened.executor = executor = checked.executor
+    if reason:
+        _phase(summary, progress, "pre-training the encoder")
+        progress.print(f"pre-training first: {reason}")
+        summary.pretrained = pretrain_stage.run_pretrain(cfg, progress.print)
+        checked.model = check_model(cfg)
     work_dir = Path(cfg.search.work_dir).resolve()
     study_dir = paths.inside(work_dir, work_dir / cfg.study_name)
 
@@ -162,6 +170,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
                       "model.fingerprint": checked.model.fingerprint}
             opened.parent = parent = tracker.study_run(cfg.study_name, study.user_attrs.get("mlflow_parent_run_id"),
                                                        params)
+            tracker.set_tags(parent, lineage(checked.model))
             study.set_user_attr("mlflow_parent_run_id", parent)
         summary.parent_run_id = parent
         _phase(summary, progress, "preparing the data")
@@ -182,7 +191,8 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
     recover_dead_trials(study, lock, close_run)
     executor.open(study_dir, secret_environment(cfg), interrupt.children)
     launcher = TrialLauncher(cfg, study_dir, data_dir, checked.model.path, checked.model.fingerprint, parent,
-                             executor, progress, len(splits.data["train"]), interrupt, lock, close_run)
+                             executor, progress, len(splits.data["train"]), interrupt, lock, close_run,
+                             lineage(checked.model))
     budget = _budget(cfg, progress)
     progress.total = budget
     progress.done = finished(study)
@@ -195,6 +205,17 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
 
     _phase(summary, progress, "choosing the champion")
     _champion(cfg, study, study_dir, checked, tracker, parent, lock, interrupt, summary, progress)
+
+
+def lineage(model) -> dict[str, str]:
+    """Tags naming the encoder a study fine-tunes: its reference, fingerprint and, for a registered
+    encoder, the version and the pre-training run that made it (whose tags name its corpus)."""
+    record = model.record
+    tags = {"encoder": record["name_or_path"], "encoder_fingerprint": record["fingerprint"]}
+    if "registered_version" in record:
+        tags.update({"encoder_version": record["registered_version"],
+                     "encoder_run_id": record["registered_run_id"]})
+    return tags
 
 
 def _budget(cfg: ExperimentConfig, progress: StudyProgress) -> int | None:

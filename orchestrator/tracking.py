@@ -124,7 +124,7 @@ class Tracker:
 
     def study_run(self, study_name: str, known_run_id: str | None, params: dict[str, Any]) -> str:
         """Re-attach to the study's parent run if it exists, else create it. Returns its id."""
-        run_id = known_run_id if known_run_id and self._exists(known_run_id) else None
+        run_id = known_run_id if known_run_id and self.exists(known_run_id) else None
         if run_id is None:
             found = self.client.search_runs(
                 [self.experiment_id],
@@ -140,7 +140,7 @@ class Tracker:
             self.client.update_run(run_id, status="RUNNING")
         return run_id
 
-    def _exists(self, run_id: str) -> bool:
+    def exists(self, run_id: str) -> bool:
         try:
             self.client.get_run(run_id)
             return True

@@ -101,7 +101,7 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     model = task.build_model(encoder, splits.num_labels, params)
     model.apply_strategy(params.strategy, params.freeze_layers)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    optimizer = torch.optim.AdamW(_param_groups(model, params.weight_decay), lr=params.learning_rate)
+    optimizer = torch.optim.AdamW(param_groups(model, params.weight_decay), lr=params.learning_rate)
     total_steps = math.ceil(len(train_loader) / gradient_accumulation_steps) * params.epochs
     scheduler = get_scheduler(params.scheduler, optimizer, num_warmup_steps=int(params.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
@@ -210,7 +210,7 @@ def collect_logits(model, loader, accelerator: Accelerator | None = None):
     return np.concatenate(blocks) if blocks else np.empty((0, 0), dtype=np.float32)
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     # No weight decay on biases and LayerNorm weights, as in BERT's original recipe.
     decay, no_decay = [], []
     for name, p in model.named_parameters():

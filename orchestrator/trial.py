@@ -128,6 +128,7 @@ class _TrialRun:
                                                dataclasses.asdict(params))
         if self.run_id:
             trial.set_user_attr("mlflow_run_id", self.run_id)
+            self._track("set_tags", job.lineage)
         trial.set_user_attr("pid", os.getpid())
 
     def _track(self, method: str, *args, **kwargs):

@@ -92,3 +92,11 @@ def test_a_first_row_with_an_unquoted_delimiter_is_an_error_not_a_shifted_column
         read_table(str(path), "--input")
     path.write_text('text\n"Thank you so much, this is wonderful!"\nplain\n')
     assert read_table(str(path), "--input")["text"].tolist() == ["Thank you so much, this is wonderful!", "plain"]
+
+
+def test_the_baseline_reads_chinese_as_characters_and_english_as_words():
+    from orchestrator.baseline import is_cjk, vectorizer
+
+    assert is_cjk(["这家酒店的服务很好", "房间 clean 干净"]) and not is_cjk(["great hotel", "clean room 好"])
+    assert vectorizer(["这家酒店的服务很好"]).analyzer == "char"
+    assert vectorizer(["great hotel"]).analyzer == "word"

@@ -10,12 +10,13 @@ import dataclasses
 import re
 
 from orchestrator import space
-from orchestrator.config.schema import ExperimentConfig, ParamSpace, TrainingConfig, rules
+from orchestrator.config.schema import SCRATCH, ExperimentConfig, ParamSpace, TrainingConfig, rules
 from orchestrator.config.secrets import redact
 
 # Names that become folder names and MLflow entries: no separators, no `..`, nothing a shell,
 # a filter string (`tags.x = '...'`) or MLflow's model-name rules (no '/' or ':') would trip on.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+REGISTERED = "models:/"  # model.name_or_path of an encoder in the Model Registry
 STORAGES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://")
 TRACKING = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+", "mssql://", "mssql+",
             "http://", "https://", "databricks")
@@ -25,7 +26,10 @@ def check(cfg: ExperimentConfig, problems: list[str]) -> None:
     for section in ("data", "model", "training", "search", "postprocess", "tracking", "registry"):
         _check_fields(getattr(cfg, section), section, problems)
     _check_fields(cfg, "", problems, skip={"data", "model", "training", "search", "postprocess", "tracking",
-                                           "registry"})
+                                           "registry", "pretrain"})
+    if cfg.pretrain is not None:
+        _check_fields(cfg.pretrain, "pretrain", problems)
+        _check_pretrain(cfg, problems)
     for name, p in cfg.space.items():
         _check_param(name, p, problems)
     _check_conditions(cfg, problems)
@@ -144,6 +148,29 @@ def _check_task(cfg: ExperimentConfig, problems: list[str]) -> None:
     if problem:
         problems.append(f"search.metric: {problem}")
     problems.extend(task.config_problems(cfg))
+
+
+def _check_pretrain(cfg: ExperimentConfig, problems: list[str]) -> None:
+    p = cfg.pretrain
+    if p.max_steps is None and p.max_minutes is None:
+        problems.append("pretrain: set max_steps, max_minutes, or both, so pre-training ends")
+    if p.init is None and cfg.model.name_or_path.startswith(REGISTERED):
+        problems.append(f"pretrain.init: model.name_or_path is {cfg.model.name_or_path}, a registered model; "
+                        f"say where pre-training starts: scratch, or the model to continue from (e.g. "
+                        f"bert-base-chinese)")
+    if p.init is not None and p.init.startswith(REGISTERED):
+        problems.append(f"pretrain.init: {p.init!r}: start from scratch, a hub name or a folder (a registered "
+                        f"encoder is continued by naming its downloaded folder)")
+    if p.init == SCRATCH and p.hidden_size % p.num_heads:
+        problems.append(f"pretrain.hidden_size ({p.hidden_size}) must be a multiple of pretrain.num_heads "
+                        f"({p.num_heads})")
+    if not NAME.fullmatch(p.alias) or p.alias.isdigit() or p.alias.lower().startswith("v") and p.alias[1:].isdigit():
+        problems.append(f"pretrain.alias: {p.alias!r} is not a usable alias: letters, digits, '.', '_' and '-', "
+                        f"not a version number like 3 or v3")
+    if cfg.model.name_or_path.startswith(REGISTERED) and not cfg.model.name_or_path.startswith(
+            f"{REGISTERED}{cfg.encoder_name}@"):
+        problems.append(f"model.name_or_path: {cfg.model.name_or_path} is not the encoder this experiment's "
+                        f"pre-training registers; use {REGISTERED}{cfg.encoder_name}@{p.alias}, or drop pretrain:")
 
 
 def _check_tracking(cfg: ExperimentConfig, problems: list[str]) -> None:

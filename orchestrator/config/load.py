@@ -178,6 +178,12 @@ def coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
+    elif origin is tuple:  # a list of names; one name alone is a list of one
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)) and items and all(isinstance(v, str) and v for v in items):
+            return tuple(items)
+        problems.append(f"{key}: expected a file name or a list of file names, found {value!r}")
+        return None
     elif tp is dict or origin is dict:
         if isinstance(value, dict):
             return value
@@ -206,8 +212,9 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str], skip: set[str]
         if name not in raw:
             continue
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, raw[name], f"{prefix}{name}.", problems)
+        section = _section_type(tp)
+        if section is not None and not (raw[name] is None and _allows_none(tp)):
+            kwargs[name] = _build(section, raw[name], f"{prefix}{name}.", problems)
         else:
             kwargs[name] = coerce(raw[name], tp, f"{prefix}{name}", problems)
     kwargs = {k: v for k, v in kwargs.items() if v is not None or _allows_none(hints[k])}
@@ -216,6 +223,12 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[str], skip: set[str]
     except TypeError as e:  # only reached when a nested section failed to build
         problems.append(f"{where}: {e}")
         return None
+
+
+def _section_type(tp: Any) -> type | None:
+    """The dataclass of a section field (`PretrainConfig` of `PretrainConfig | None` too), else None."""
+    candidates = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    return candidates[0] if len(candidates) == 1 and dataclasses.is_dataclass(candidates[0]) else None
 
 
 def _allows_none(tp: Any) -> bool:

@@ -24,6 +24,7 @@ EXECUTORS = ("local", "ray")
 TAG_SCHEMES = ("auto", "BIO", "BIOES", "BMES")
 THRESHOLDS = ("none", "tune")
 THRESHOLD_OBJECTIVES = ("f1", "precision", "recall")
+SCRATCH = "scratch"  # pretrain.init: a new encoder, not a pretrained one
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,43 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """Masked-language-model training of the encoder on unlabeled text, before the search."""
+
+    init: str | None = setting(None, "where pre-training starts: scratch (a new BERT of the sizes below and a "
+                                     "WordPiece tokenizer trained on the corpus) or a model (hub name, folder, "
+                                     "pkg://) to continue from; default: model.name_or_path")
+    corpus: tuple[str, ...] | None = setting(None, "unlabeled text files (txt: one text per line; csv, tsv, "
+                                                   "jsonl, parquet: pretrain.text_column); default: the "
+                                                   "experiment's training split (never validation or test)")
+    text_column: str | None = setting(None, "the corpus files' text column; default: data.text_column")
+    mlm_probability: float = setting(0.15, "share of tokens masked", gt=0, lt=1)
+    whole_word_masking: bool = setting(False, "mask whole words, not single tokens (Chinese: words found by jieba)")
+    max_steps: int | None = setting(1000, "optimizer steps; the run ends at whichever of max_steps and "
+                                          "max_minutes comes first", ge=1)
+    max_minutes: float | None = setting(None, "minutes of training, summed over resumed runs", gt=0)
+    batch_size: int = setting(32, "effective batch size (per device x accumulation x processes)", ge=1)
+    learning_rate: float = setting(1e-4, "peak learning rate (AdamW)", gt=0, le=1)
+    weight_decay: float = setting(0.01, "AdamW weight decay", ge=0, le=1)
+    warmup_ratio: float = setting(0.06, "share of max_steps spent warming the learning rate up", ge=0, lt=1)
+    max_length: int = setting(128, "tokens per text (longer texts are cut)", ge=8)
+    eval_share: float = setting(0.05, "share of the corpus held out for perplexity", gt=0, lt=0.5)
+    eval_every: int = setting(100, "optimizer steps between held-out perplexity measurements", ge=1)
+    save_every: int = setting(100, "optimizer steps between checkpoints (the run resumes from the last)", ge=1)
+    log_every: int = setting(10, "optimizer steps between train_loss points", ge=1)
+    seed: int = setting(42, "seed of the held-out split, initialisation, shuffling and masking", **SEED)
+    alias: str = setting("pretrained", "alias the registered encoder gets (models:/<model_name>-encoder@<alias>)")
+    work_dir: str = setting("mlruns/pretrain", "checkpoints and the trained encoder, per corpus and settings")
+    # init: scratch only: the encoder's size.
+    vocab_size: int = setting(8000, "scratch: WordPiece vocabulary size", ge=100)
+    hidden_size: int = setting(256, "scratch: hidden size", ge=8)
+    num_layers: int = setting(4, "scratch: transformer layers", ge=1)
+    num_heads: int = setting(4, "scratch: attention heads (hidden_size must be a multiple)", ge=1)
+    intermediate_size: int = setting(1024, "scratch: feed-forward size", ge=8)
+    max_positions: int = setting(512, "scratch: longest input in tokens", ge=8)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "experiment"
     # Checked against the tasks' registry (`orchestrator.tasks.REGISTRY`), which a new task joins.
@@ -216,6 +254,7 @@ class ExperimentConfig:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    pretrain: PretrainConfig | None = None  # a pre-training stage, when the experiment declares one
     source: str = "<defaults>"  # the file it came from, for messages
 
     @property
@@ -229,6 +268,11 @@ class ExperimentConfig:
     @property
     def model_name(self) -> str:
         return self.registry.model_name or self.name
+
+    @property
+    def encoder_name(self) -> str:
+        """The registered model that `pretrain` registers its encoder under."""
+        return f"{self.model_name}-encoder"
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting, secrets included: for this process only (see `secrets.public_dict`)."""

@@ -37,6 +37,7 @@ class TrialJob:
     keep_local_checkpoint: bool = True  # False where the trial's disk is not the driver's (Ray)
     keep_checkpoints: int = 3  # a trial uploads its checkpoint only while it ranks among this many best
     memory_target: float = 0.9  # share of GPU memory the batch-size probe may plan for
+    lineage: dict = field(default_factory=dict)  # tags naming the encoder (`search.lineage`), for the trial's run
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)

@@ -194,14 +194,16 @@ class MultiLabel(Task):
     # ---- baseline
     def baseline(self, splits: Splits, seed: int) -> dict[str, float]:
         """TF-IDF + one-vs-rest class-balanced logistic regression, thresholds as the model's."""
-        from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 
+        from orchestrator.baseline import vectorizer as make_vectorizer
+
         n = splits.num_labels
         train = multi_hot(column(splits.data["train"], "labels"), n)
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
-        features = vectorizer.fit_transform(column(splits.data["train"], "text"))
+        texts = column(splits.data["train"], "text")
+        vectorizer = make_vectorizer(list(texts))
+        features = vectorizer.fit_transform(texts)
         # A label on no training row (carving can leave a rare one in validation/test only) or on
         # all of them has nothing to learn: it keeps its training rate as its probability.
         varying = np.flatnonzero(train.min(0) != train.max(0))

@@ -33,7 +33,7 @@ class SingleLabel(Task):
     imbalance = IMBALANCE
     main_metric = "macro_f1"
     columns = ("text", "label")
-    baseline_name = "TF-IDF + balanced logistic regression"
+    baseline_name = "TF-IDF (word 1-2-grams; character 1-3-grams for CJK text) + balanced logistic regression"
 
     # ---- config
     def metric_names(self, label_names: list[str], prefix: str = "val") -> list[str]:

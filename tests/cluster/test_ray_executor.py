@@ -17,8 +17,7 @@ from conftest import tiny_experiment
 
 from .stack import wait_until
 
-# One Ray cluster (a session fixture) for both files: they run on the same xdist worker.
-pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("ray")]
+pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 

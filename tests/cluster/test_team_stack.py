@@ -22,8 +22,7 @@ from conftest import tiny_experiment
 from .stack import S3_KEYS, s3_client, wait_until
 from .test_ray_executor import ROOT
 
-# One Ray cluster (a session fixture) for both files: they run on the same xdist worker.
-pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("ray")]
+pytestmark = pytest.mark.cluster
 
 
 def _ppid(pid: int) -> int:
