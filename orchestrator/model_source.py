@@ -77,13 +77,14 @@ def _from_registry(uri: str, tracking_uri: str | None) -> tuple[Path, dict]:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from orchestrator.config.secrets import redact
+    from orchestrator.config.secrets import redact, scrub
     from orchestrator.registry import ENCODER_ARTIFACT, alias_version, parse_registered
-    from orchestrator.tracking import is_missing
+    from orchestrator.tracking import fail_fast, is_missing, is_outage
 
     name, alias, number = parse_registered(uri)
     if tracking_uri is None or (not alias and not number):
         raise DataError(f"model.name_or_path: {uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    fail_fast(tracking_uri)
     store = paths.absolute_sqlite(tracking_uri, create=False)
     database = paths.sqlite_path(tracking_uri)
     missing = (f"model.name_or_path: {uri} is not in the MLflow store {redact(tracking_uri)}; pre-train it first "
@@ -93,9 +94,12 @@ def _from_registry(uri: str, tracking_uri: str | None) -> tuple[Path, dict]:
     client = MlflowClient(store, registry_uri=store)
     try:
         version = alias_version(client, name, alias) if alias else client.get_model_version(name, number)
-    except MlflowException as e:
-        if is_missing(e):
+    except Exception as e:
+        if isinstance(e, MlflowException) and is_missing(e):
             raise DataError(missing) from None
+        if is_outage(e):
+            raise DataError(f"model.name_or_path: {uri}: cannot reach the MLflow store {redact(tracking_uri)} "
+                            f"({scrub(str(e)).strip().splitlines()[-1][:200]}); start it or check tracking.uri") from e
         raise
     if version is None:
         raise DataError(missing)

@@ -75,8 +75,9 @@ def plan(cfg: ExperimentConfig) -> Plan:
         try:
             source = resolve_model(model)
         except DataError as e:
-            raise DataError(str(e).replace("model.name_or_path", "pretrain.init" if p.init else
-                                           "model.name_or_path", 1)) from None
+            if not p.init:
+                raise
+            raise DataError(str(e).replace("model.name_or_path", "pretrain.init")) from None
         start, record = source.path, {"init": model.name_or_path, "init_fingerprint": source.fingerprint}
     settings = {k: v for k, v in dataclasses.asdict(p).items() if k not in NOT_FINGERPRINTED}
     settings["corpus"] = list(settings["corpus"] or [])
@@ -93,12 +94,15 @@ def pending(cfg: ExperimentConfig) -> str | None:
     from orchestrator.paths import absolute_sqlite, sqlite_path
     from orchestrator.registry import FINGERPRINT_TAG, alias_version
 
+    from orchestrator.tracking import check_store
+
     if cfg.pretrain is None or not cfg.model.name_or_path.startswith(f"models:/{cfg.encoder_name}@"):
         return None
     alias = cfg.model.name_or_path.split("@", 1)[1]
     database = sqlite_path(cfg.tracking.uri)
     if database is not None and not database.expanduser().exists():
         return f"{cfg.model.name_or_path} does not exist yet"  # not even the store does
+    check_store(cfg.tracking.uri)  # a dead or refusing server: a clear message, not a traceback
     uri = absolute_sqlite(cfg.tracking.uri, create=False)
     version = alias_version(MlflowClient(uri, registry_uri=uri), cfg.encoder_name, alias)
     if version is None:
