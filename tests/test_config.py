@@ -95,3 +95,17 @@ def test_overrides_are_read_as_written(tmp_path):
     with pytest.raises(ConfigError, match="search.storage: an in-memory database"):
         load_config(p, ["search.storage=sqlite:///:memory:"])
     assert load_config(p, ["tracking.experiment=a: b"]).tracking.experiment == "a: b"
+
+
+def test_a_config_survives_the_trip_to_a_trial_process_with_zero_bounds_and_a_pretrain_section():
+    """Trial processes rebuild the config from `to_dict()`: a bound of 0 (or 0.0) is a bound, not
+    an unset field, and the pre-training section comes along."""
+    from orchestrator.config import from_dict
+
+    cfg = from_dict({"data": {"train": "x.csv"},
+                     "space": {"dropout": {"low": 0.0, "high": 0.2}, "freeze_layers": {"low": 0, "high": 2},
+                               "head": {"choices": ["cls", "mean"]}},
+                     "pretrain": {"init": "scratch", "corpus": ["a.txt"], "max_minutes": 5}})
+    again = from_dict(cfg.to_dict())
+    assert again.space == cfg.space and again.space["dropout"].low == 0.0
+    assert again.pretrain == cfg.pretrain

@@ -278,6 +278,7 @@ class ExperimentConfig:
         """Every setting, secrets included: for this process only (see `secrets.public_dict`)."""
         d = dataclasses.asdict(self)
         d.pop("source")
-        d["space"] = {k: {f: v for f, v in dataclasses.asdict(p).items() if v not in (None, False)}
+        # Unset fields are left out; `is`, not `in`: 0 and 0.0 equal False, and `low: 0.0` is a bound.
+        d["space"] = {k: {f: v for f, v in dataclasses.asdict(p).items() if v is not None and v is not False}
                       for k, p in self.space.items()}
         return d
