@@ -100,8 +100,6 @@ def test_overrides_are_read_as_written(tmp_path):
 def test_a_config_survives_the_trip_to_a_trial_process_with_zero_bounds_and_a_pretrain_section():
     """Trial processes rebuild the config from `to_dict()`: a bound of 0 (or 0.0) is a bound, not
     an unset field, and the pre-training section comes along."""
-    from orchestrator.config import from_dict
-
     cfg = from_dict({"data": {"train": "x.csv"},
                      "space": {"dropout": {"low": 0.0, "high": 0.2}, "freeze_layers": {"low": 0, "high": 2},
                                "head": {"choices": ["cls", "mean"]}},
@@ -109,3 +107,10 @@ def test_a_config_survives_the_trip_to_a_trial_process_with_zero_bounds_and_a_pr
     again = from_dict(cfg.to_dict())
     assert again.space == cfg.space and again.space["dropout"].low == 0.0
     assert again.pretrain == cfg.pretrain
+
+
+@pytest.mark.parametrize("experiment", sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_experiment_reaches_its_trial_processes_unchanged(experiment):
+    cfg = load_config(experiment)
+    assert from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
