@@ -87,7 +87,7 @@ def pretrain_table(demo: dict | None, chinese: dict | None) -> str:
             f"at step 0 (MiniLM has no masked-LM head: it starts untrained), {pre['perplexity_end']:.1f} at the end.",
             ""]
     if chinese and "pretrain" in chinese:
-        pre = chinese["pretrain"]
+        pre, chinese_trials = chinese["pretrain"], chinese["trials"]
         lines += [
             f"Chinese (ChnSentiCorp), `python benchmarks/tasks.py chnsenticorp{' ' if chinese['overrides'] else ''}"
             f"{' '.join(chinese['overrides'])}`; {chinese['machine']}, {chinese['date']}, commit {chinese['commit']}.",
@@ -97,11 +97,13 @@ def pretrain_table(demo: dict | None, chinese: dict | None) -> str:
             f"| pre-training from scratch ({pre['train_texts']} training texts) | {pre['steps']:.0f} steps in "
             f"{pre['minutes']:.1f} min; held-out perplexity {pre['perplexity_start']:.0f} → "
             f"{pre['perplexity_end']:.1f} ({pre['held_out_texts']} texts) |",
-            f"| search ({len(chinese['trials'])} trials) | best validation macro-F1 {_fmt(chinese['best_validation'])} |",
+            f"| search ({', '.join(f'{chinese_trials.count(s)} {s}' for s in dict.fromkeys(chinese_trials))}) "
+            f"| best validation macro-F1 {_fmt(chinese['best_validation'])} |",
             f"| champion, test macro-F1 | {_fmt(chinese['champion'])} |",
             f"| baseline: TF-IDF character 1-3-grams + balanced logistic regression, test macro-F1 "
             f"| {_fmt(chinese['baseline'])} |",
-            f"| whole study, pre-training included | {chinese['wall_seconds'] / 60:.1f} min |"]
+            f"| study wall time | {chinese['wall_seconds'] / 60:.1f} min |",
+            *([""] + [f"Note: {chinese['note']}."] if chinese.get("note") else [])]
     return "\n".join(lines) if lines else "(not measured yet)"
 
 

@@ -93,7 +93,6 @@ def pending(cfg: ExperimentConfig) -> str | None:
 
     from orchestrator.paths import absolute_sqlite, sqlite_path
     from orchestrator.registry import FINGERPRINT_TAG, alias_version
-
     from orchestrator.tracking import check_store
 
     if cfg.pretrain is None or not cfg.model.name_or_path.startswith(f"models:/{cfg.encoder_name}@"):
@@ -116,6 +115,7 @@ def pending(cfg: ExperimentConfig) -> str | None:
 
 def run_pretrain(cfg: ExperimentConfig, say: Callable[[str], None] = print) -> Outcome:
     """Pre-train (or resume, or reuse) the experiment's encoder; log it; register it with its alias."""
+    from orchestrator.registry import FINGERPRINT_TAG, encoder_versions, register_encoder
     from orchestrator.tracking import BestEffort, Tracker, TrackingError, check_store, is_outage
 
     if cfg.pretrain is None:
@@ -126,8 +126,6 @@ def run_pretrain(cfg: ExperimentConfig, say: Callable[[str], None] = print) -> O
     work = plan(cfg)
     tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
     client = tracker.client
-    from orchestrator.registry import FINGERPRINT_TAG, encoder_versions, register_encoder
-
     done = encoder_versions(client, cfg.encoder_name, work.fingerprint)
     if done:
         version = max(done, key=lambda v: int(v.version))
