@@ -125,11 +125,11 @@ def champion_score(client: MlflowClient, name: str, metric: str = SCORE_TAG, tes
     """The current champion's `metric` on the test split `test_data`; None when there is no
     champion; `ScoreUnreadable` when there is one whose comparable score cannot be had."""
     try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
+        current = alias_version(client, name, CHAMPION)
     except MlflowException as e:
-        if is_missing(e) or (e.error_code == "INVALID_PARAMETER_VALUE" and "alias" in e.message.lower()):
-            return None
         raise ScoreUnreadable(f"reading the current champion of {name!r} failed ({e.message[:300]})") from e
+    if current is None:
+        return None
     its_metric = current.tags.get(METRIC_TAG, SCORE_TAG)
     its_data = current.tags.get(DATA_TAG)
     if its_metric != metric or (test_data is not None and its_data != test_data):

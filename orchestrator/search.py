@@ -94,7 +94,6 @@ class Summary:
     registry_error: str | None = None  # the store refused a write: needs a fix, not a retry
     champion_elsewhere: str | None = None  # the host holding the best trial's checkpoint, if not this one
     discarded_samples: int = 0  # samples that repeated an earlier trial's parameters
-    pretrained: object = None  # the pre-training stage's outcome, when this search ran it
 
 
 @dataclass
@@ -146,13 +145,13 @@ def _phase(summary: Summary, progress: StudyProgress, name: str) -> None:
 def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: str | None, progress: StudyProgress,
             interrupt: Interrupt, summary: Summary, opened: _Opened) -> None:
     _phase(summary, progress, "checking the input")
-    reason = pretrain_stage.pending(cfg)
+    reason, work = pretrain_stage.pending(cfg)
     checked = preflight(cfg, gpus, workers, ray_address, model_pending=reason is not None)
     opened.executor = executor = checked.executor
     if reason:
         _phase(summary, progress, "pre-training the encoder")
         progress.print(f"pre-training first: {reason}")
-        summary.pretrained = pretrain_stage.run_pretrain(cfg, progress.print)
+        pretrain_stage.run_pretrain(cfg, progress.print, work)
         checked.model = check_model(cfg)
     work_dir = Path(cfg.search.work_dir).resolve()
     study_dir = paths.inside(work_dir, work_dir / cfg.study_name)

@@ -86,9 +86,10 @@ def plan(cfg: ExperimentConfig) -> Plan:
     return Plan(corpus, start, record, fingerprint, Path(p.work_dir).resolve() / cfg.encoder_name / fingerprint)
 
 
-def pending(cfg: ExperimentConfig) -> str | None:
-    """Why `search` must pre-train first, or None: the experiment fine-tunes its own registered
-    encoder, and `@alias` is missing or points to an encoder pre-trained with other text or settings."""
+def pending(cfg: ExperimentConfig) -> tuple[str | None, Plan | None]:
+    """(why `search` must pre-train first, or None; the plan when it was made on the way): the
+    experiment fine-tunes its own registered encoder, and `@alias` is missing or points to an
+    encoder pre-trained with other text or settings."""
     from mlflow import MlflowClient
 
     from orchestrator.paths import absolute_sqlite, sqlite_path
@@ -96,25 +97,26 @@ def pending(cfg: ExperimentConfig) -> str | None:
     from orchestrator.tracking import check_store
 
     if cfg.pretrain is None or not cfg.model.name_or_path.startswith(f"models:/{cfg.encoder_name}@"):
-        return None
+        return None, None
     alias = cfg.model.name_or_path.split("@", 1)[1]
     database = sqlite_path(cfg.tracking.uri)
     if database is not None and not database.expanduser().exists():
-        return f"{cfg.model.name_or_path} does not exist yet"  # not even the store does
+        return f"{cfg.model.name_or_path} does not exist yet", None  # not even the store does
     check_store(cfg.tracking.uri)  # a dead or refusing server: a clear message, not a traceback
     uri = absolute_sqlite(cfg.tracking.uri, create=False)
     version = alias_version(MlflowClient(uri, registry_uri=uri), cfg.encoder_name, alias)
     if version is None:
-        return f"{cfg.model.name_or_path} does not exist yet"
-    fingerprint = plan(cfg).fingerprint
-    if version.tags.get(FINGERPRINT_TAG) != fingerprint:
+        return f"{cfg.model.name_or_path} does not exist yet", None
+    work = plan(cfg)
+    if version.tags.get(FINGERPRINT_TAG) != work.fingerprint:
         return (f"{cfg.model.name_or_path} (version {version.version}) was pre-trained with other text or settings "
-                f"(fingerprint {version.tags.get(FINGERPRINT_TAG)}, this experiment's is {fingerprint})")
-    return None
+                f"(fingerprint {version.tags.get(FINGERPRINT_TAG)}, this experiment's is {work.fingerprint})"), work
+    return None, work
 
 
-def run_pretrain(cfg: ExperimentConfig, say: Callable[[str], None] = print) -> Outcome:
-    """Pre-train (or resume, or reuse) the experiment's encoder; log it; register it with its alias."""
+def run_pretrain(cfg: ExperimentConfig, say: Callable[[str], None] = print, work: Plan | None = None) -> Outcome:
+    """Pre-train (or resume, or reuse) the experiment's encoder; log it; register it with its alias.
+    `work`: `plan(cfg)` when the caller made it already (reading the corpus is not free)."""
     from orchestrator.registry import FINGERPRINT_TAG, encoder_versions, register_encoder
     from orchestrator.tracking import BestEffort, Tracker, TrackingError, check_store, is_outage
 
@@ -123,7 +125,7 @@ def run_pretrain(cfg: ExperimentConfig, say: Callable[[str], None] = print) -> O
                                        "experiments/chnsenticorp.yaml)"])
     p = cfg.pretrain
     check_store(cfg.tracking.uri)
-    work = plan(cfg)
+    work = work or plan(cfg)
     tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
     client = tracker.client
     done = encoder_versions(client, cfg.encoder_name, work.fingerprint)
