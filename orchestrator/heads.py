@@ -13,6 +13,7 @@ tokenizer via `save_pretrained`), `head.safetensors`, `classifier.json`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -28,10 +29,22 @@ class HeadError(ValueError):
     pass
 
 
+def attention_kernel(requested: str = "auto", cuda: bool = False) -> str | None:
+    """The `attn_implementation` to ask transformers for; None leaves it to transformers, which
+    picks PyTorch's SDPA where the model supports it and eager attention where it does not."""
+    if requested != "auto":
+        return requested
+    if cuda and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return None
+
+
 def load_encoder(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False,
-                 pooler: bool = True):
+                 pooler: bool = True, attention: str | None = None):
     # safetensors only: a pickled checkpoint can run arbitrary code when loaded.
     kwargs = dict(revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True)
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
     if not pooler:
         try:  # BERT-family models can skip the pooler; others have none or ignore it
             return AutoModel.from_pretrained(name_or_path, add_pooling_layer=False, **kwargs)

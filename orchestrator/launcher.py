@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import queue
+import time
 from pathlib import Path
 
 import optuna
@@ -67,7 +68,9 @@ class TrialLauncher:
             trial.set_user_attr("slot", slot)
             steps = math.ceil(self.train_rows / params.batch_size) * params.epochs
             self.progress.start_trial(trial.number, trial.params, steps, params.epochs, slot)
+            started = time.perf_counter()
             outcome = self.executor.run(job, slot, self.progress.event)
+            self._record_overhead(trial, time.perf_counter() - started)
         finally:
             self.free.put(slot)
         if outcome.lost:  # the process (or Ray worker, or node) died before recording an outcome
@@ -81,6 +84,16 @@ class TrialLauncher:
         if outcome.state == "FAIL":
             return self._fail(trial, outcome.reason or "failed")
         return outcome.value
+
+    def _record_overhead(self, trial: optuna.Trial, seconds: float) -> None:
+        """The trial's wall time as the driver saw it, and the share of it spent outside training
+        and evaluation steps (process start, imports, loading, tracking, checkpoint): the fixed
+        cost every trial pays."""
+        attrs = trial.study._storage.get_trial(trial._trial_id).user_attrs  # fresh: the trial set its timings
+        trial.set_user_attr("wall_seconds", round(seconds, 3))
+        if "train_seconds" in attrs and seconds > 0:
+            busy = attrs["train_seconds"] + attrs["eval_seconds"]
+            trial.set_user_attr("overhead_share", round(max(0.0, 1 - busy / seconds), 4))
 
     def _requeue(self, trial: optuna.Trial) -> bool:
         with self.lock():

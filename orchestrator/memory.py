@@ -130,20 +130,21 @@ def cuda_measure(build: Callable[[], tuple], vocab_size: int, max_length: int, p
 
 
 def probe_config(model_path: str, params, num_labels: int, precision: str, target: float = 0.9,
-                 device: int = 0, task=None) -> ProbeResult:
+                 device: int = 0, task=None, attention: str = "auto") -> ProbeResult:
     """Probe one trial configuration (task, model, head, strategy, max length, precision) on a GPU."""
     import copy
     import dataclasses
 
     import torch
 
-    from orchestrator.heads import load_encoder
+    from orchestrator.heads import attention_kernel, load_encoder
     from orchestrator.tasks import get_task
 
     task = task or get_task("single_label")
     if params.head is None:
         params = dataclasses.replace(params, head=task.heads[0])
-    template = task.build_model(load_encoder(model_path, pooler=params.head == "pooler"), num_labels, params)
+    encoder = load_encoder(model_path, pooler=params.head == "pooler", attention=attention_kernel(attention, cuda=True))
+    template = task.build_model(encoder, num_labels, params)
     template.apply_strategy(params.strategy, params.freeze_layers)
 
     def build():
@@ -170,7 +171,7 @@ def probe_experiment(cfg) -> list[str]:
     from orchestrator.tasks import get_task
 
     result = probe_config(resolve_model(cfg.model, cfg.tracking.uri).path, t, 2, precision, cfg.search.memory_target,
-                          task=get_task(cfg.task, cfg))
+                          task=get_task(cfg.task, cfg), attention=cfg.model.attention)
     name = torch.cuda.get_device_name(0)
     sizes = ", ".join(f"{b}:{'OOM' if p is None else f'{p / 2**30:.1f}G'}" for b, p in result.measurements)
     return [f"{name}: head={t.head} strategy={t.strategy} max_length={t.max_length} precision={precision}",

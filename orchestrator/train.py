@@ -22,8 +22,8 @@ from transformers import get_scheduler
 
 from orchestrator import data as data_mod
 from orchestrator.config import ModelConfig, TrainingConfig
-from orchestrator.data import Splits
-from orchestrator.heads import load_encoder, load_tokenizer
+from orchestrator.data import Splits, batching
+from orchestrator.heads import attention_kernel, load_encoder, load_tokenizer
 from orchestrator.tasks import Evaluation, Task, task_of
 
 StepCallback = Callable[[int, dict], None]
@@ -41,7 +41,10 @@ class TrainResult:
     val_evaluation: Evaluation | None = None  # their metrics, fitted post-processing and predictions
     history: list[dict] = field(default_factory=list)
     stopped: str | None = None  # "pruned" or "non-finite loss"
-    seconds_per_epoch: float = 0.0
+    seconds_per_epoch: float = 0.0  # training steps only
+    setup_seconds: float = 0.0  # from the call to the first step: tokenizer, data, model, optimizer
+    train_seconds: float = 0.0  # every epoch's training steps
+    eval_seconds: float = 0.0  # every epoch's validation pass and metrics
     train_rows: int = 0
     class_counts: dict[str, int] = field(default_factory=dict)  # training split after resampling
     trainable_parameters: int = 0
@@ -68,16 +71,19 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
           on_step: StepCallback | None = None, on_evaluate: EvalCallback | None = None,
           metric: str = "val_macro_f1", greater_is_better: bool = True, cpu: bool = False,
           per_device_batch_size: int | None = None, gradient_accumulation_steps: int = 1,
-          cache_dir: str | None = None, task: Task | None = None) -> TrainResult:
+          cache_dir: str | None = None, task: Task | None = None,
+          eval_batch_size: int | None = None) -> TrainResult:
     """Fine-tune once; the best epoch is the one with the best validation `metric`.
 
     What is predicted (labels, encoding, head, loss, metrics) is the `task`'s business; this loop
     is the same for every task. Machine settings stay apart from hyperparameters:
     `per_device_batch_size` x `gradient_accumulation_steps` (x processes) makes up
-    `params.batch_size` when a device cannot hold it. Under a multi-process launch, callbacks run
-    on the main process only and its decision to stop is shared with the others.
+    `params.batch_size` when a device cannot hold it; `eval_batch_size` overrides
+    `params.eval_batch_size` (a GPU evaluates at least the batch it trains). Under a multi-process
+    launch, callbacks run on the main process only and its decision to stop is shared with the others.
     """
     # ---- setup
+    started = time.perf_counter()
     task = task or task_of(splits)
     if params.head is None:
         params = dataclasses.replace(params, head=task.heads[0])
@@ -93,14 +99,25 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     collate = task.collator(tokenizer)
     generator = torch.Generator().manual_seed(params.seed)
     per_device = per_device_batch_size or math.ceil(params.batch_size / accelerator.num_processes)
-    train_loader = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=collate, generator=generator)
-    val_loader = DataLoader(model_inputs(encoded["validation"]), batch_size=params.eval_batch_size,
-                            collate_fn=collate)
+    if params.group_by_length:
+        batches = batching.LengthGroupedBatches(batching.lengths_of(train_set), per_device, generator)
+        train_loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate)
+    else:
+        train_loader = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=collate,
+                                  generator=generator)
+    # Validation longest first: similar lengths share a batch; outputs go back in the split's order.
+    val_order = batching.by_length(batching.lengths_of(encoded["validation"]))
+    val_loader = DataLoader(model_inputs(encoded["validation"]).select(val_order), collate_fn=collate,
+                            batch_size=eval_batch_size or params.eval_batch_size)
 
-    encoder = load_encoder(model_path, model_cfg.revision, model_cfg.trust_remote_code)
+    cuda = accelerator.device.type == "cuda"
+    encoder = load_encoder(model_path, model_cfg.revision, model_cfg.trust_remote_code,
+                           attention=attention_kernel(model_cfg.attention, cuda))
     model = task.build_model(encoder, splits.num_labels, params)
     model.apply_strategy(params.strategy, params.freeze_layers)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if params.compile and cuda:
+        model = torch.compile(model)
     optimizer = torch.optim.AdamW(param_groups(model, params.weight_decay), lr=params.learning_rate)
     total_steps = math.ceil(len(train_loader) / gradient_accumulation_steps) * params.epochs
     scheduler = get_scheduler(params.scheduler, optimizer, num_warmup_steps=int(params.warmup_ratio * total_steps),
@@ -114,44 +131,54 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     # ---- train
     sign = 1.0 if greater_is_better else -1.0
     best = {"epoch": 0, "score": -math.inf, "state": None, "metrics": {}, "outputs": None, "evaluation": None}
-    history, stopped, step, epoch_seconds = [], None, 0, []
+    history, stopped, step, epoch_seconds, eval_seconds = [], None, 0, [], []
+    setup_seconds = time.perf_counter() - started
     for epoch in range(1, params.epochs + 1):
         model.train()
         start = time.perf_counter()
-        running, seen = 0.0, 0
+        # The loss is summed on the device and read (a host-device sync) only every `log_every`
+        # steps and at the epoch's end, which is also where a non-finite loss is caught.
+        running, seen, since = torch.zeros((), device=accelerator.device), 0, step + 1
         for batch in train_loader:
             with accelerator.accumulate(model):
                 labels = batch.pop("labels")
                 loss = task.loss(model(**batch), labels, weights)
-                if not _all_finite(loss, accelerator):
-                    stopped = f"non-finite loss ({loss.item()}) at step {step + 1}"
-                    break
                 accelerator.backward(loss)
                 if params.grad_clip and accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), params.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            running, seen = running + loss.item(), seen + 1
+            running, seen = running + loss.detach().float(), seen + 1
             if not accelerator.sync_gradients:
                 continue
             step += 1
-            if main and on_step and (step % params.log_every == 0 or step == total_steps):
-                on_step(step, {"train_loss": running / seen, "learning_rate": scheduler.get_last_lr()[0],
-                               "epoch": epoch})
-                running, seen = 0.0, 0
+            if step % params.log_every == 0 or step == total_steps:
+                mean = running / seen
+                if not _all_finite(mean, accelerator):
+                    stopped = f"non-finite loss ({mean.item()}) in steps {since}-{step}"
+                    break
+                if main and on_step:
+                    on_step(step, {"train_loss": mean.item(), "learning_rate": scheduler.get_last_lr()[0],
+                                   "epoch": epoch})
+                running, seen, since = torch.zeros_like(running), 0, step + 1
+        if not stopped and seen and not _all_finite(running, accelerator):
+            stopped = f"non-finite loss ({running.item()}) in steps {since}-{step}"
         if stopped:
             break
         epoch_seconds.append(time.perf_counter() - start)
 
         # ---- evaluate
-        outputs = task.gather(collect_logits(model, val_loader, accelerator), encoded["validation"])
+        start = time.perf_counter()
+        logits = batching.restore_order(collect_logits(model, val_loader, accelerator), val_order)
+        outputs = task.gather(logits, encoded["validation"])
         evaluation = task.evaluate(outputs, splits.data["validation"], splits.label_names, "val")
-        metrics = {**evaluation.metrics, "epoch_seconds": epoch_seconds[-1]}
+        eval_seconds.append(time.perf_counter() - start)
+        metrics = {**evaluation.metrics, "epoch_seconds": epoch_seconds[-1], "eval_seconds": eval_seconds[-1]}
         history.append({"epoch": epoch, "step": step, **metrics})
         if sign * metrics[metric] > best["score"]:
             # Keep the best epoch's weights on the CPU; they are what gets registered.
-            unwrapped = accelerator.unwrap_model(model)
+            unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
             best.update(epoch=epoch, score=sign * metrics[metric], metrics=metrics, outputs=outputs,
                         evaluation=evaluation,
                         state={k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()})
@@ -163,14 +190,15 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
             break
 
     # ---- cleanup
-    final = accelerator.unwrap_model(model).to("cpu").float().eval()
+    final = accelerator.unwrap_model(model, keep_torch_compile=False).to("cpu").float().eval()
     if best["state"] is not None:
         final.load_state_dict(best["state"])
     accelerator.free_memory()
     return TrainResult(
         model=final, tokenizer=tokenizer, best_epoch=best["epoch"], best_metrics=best["metrics"],
         val_outputs=best["outputs"], val_evaluation=best["evaluation"], history=history, stopped=stopped,
-        seconds_per_epoch=float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+        seconds_per_epoch=float(np.mean(epoch_seconds)) if epoch_seconds else 0.0, setup_seconds=setup_seconds,
+        train_seconds=float(sum(epoch_seconds)), eval_seconds=float(sum(eval_seconds)),
         train_rows=len(train_set), class_counts=task.label_counts(splits, "train", rows),
         trainable_parameters=trainable, processes=accelerator.num_processes,
     )

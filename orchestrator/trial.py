@@ -58,8 +58,12 @@ def run_trial(job: TrialJob) -> TrialOutcome | None:
 
     # batch_size is the effective batch: each of a multi-process launch's ranks takes its share.
     per_device, accumulation = math.ceil(params.batch_size / int(os.environ.get("WORLD_SIZE", "1"))), 1
+    eval_batch = None
     if torch.cuda.is_available():
-        per_device, accumulation = memory.plan_batch(per_device, _probe(study, params, job, run, task))
+        largest = _probe(study, params, job, run, task, cfg.model.attention)
+        per_device, accumulation = memory.plan_batch(per_device, largest)
+        # A forward pass without gradients at the probed training batch fits where the training step did.
+        eval_batch = max(params.eval_batch_size, largest or 0)
     oom_retried = False
     while True:
         if run:
@@ -69,7 +73,8 @@ def run_trial(job: TrialJob) -> TrialOutcome | None:
                 params, cfg.model, splits, job.model_path, run.on_step if run else None,
                 run.on_evaluate if run else None, metric=cfg.search.metric,
                 greater_is_better=cfg.search.direction == "maximize", per_device_batch_size=per_device,
-                gradient_accumulation_steps=accumulation, cache_dir=job.data_dir, task=task)
+                gradient_accumulation_steps=accumulation, cache_dir=job.data_dir, task=task,
+                eval_batch_size=eval_batch)
             break
         except Exception as e:  # noqa: BLE001 - an OOM gets one retry; everything else fails the trial
             if memory.is_oom(e) and not oom_retried and per_device > 1:
@@ -94,19 +99,21 @@ def _release() -> None:
         torch.cuda.empty_cache()
 
 
-def _probe(study: optuna.Study, params: TrainingConfig, job: TrialJob, run: _TrialRun | None, task: Task
-           ) -> int | None:
+def _probe(study: optuna.Study, params: TrainingConfig, job: TrialJob, run: _TrialRun | None, task: Task,
+           attention: str) -> int | None:
     """Largest per-device batch for this configuration on this GPU, cached in the study."""
     props = torch.cuda.get_device_properties(0)
     precision = train.precision_for(cpu=False)
     key_text = "|".join(map(str, (job.model_fingerprint, task.name, params.head, params.strategy,
-                                  params.freeze_layers, params.max_length, precision, props.name, props.total_memory)))
+                                  params.freeze_layers, params.max_length, precision, attention, props.name,
+                                  props.total_memory)))
     key = "probe:" + hashlib.sha1(key_text.encode()).hexdigest()[:16]
     cached = study.user_attrs.get(key)
     if cached is not None:
         return cached["batch_size"] or None
     labels = len(json.loads(Path(job.data_dir, "label_names.json").read_text()))
-    result = memory.probe_config(job.model_path, params, labels, precision, job.memory_target, task=task)
+    result = memory.probe_config(job.model_path, params, labels, precision, job.memory_target, task=task,
+                                 attention=attention)
     entry = {**result.to_dict(), "config": key_text}
     study.set_user_attr(key, entry)
     if run:
@@ -130,6 +137,7 @@ class _TrialRun:
             trial.set_user_attr("mlflow_run_id", self.run_id)
             self._track("set_tags", job.lineage)
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("warm_start", os.environ.get("ORCHESTRATOR_WARM_START") == "1")  # ran in a spare
 
     def _track(self, method: str, *args, **kwargs):
         if self.run_id:  # None when the store was unreachable as the trial started
@@ -160,10 +168,14 @@ class _TrialRun:
 
     def conclude(self, result: train.TrainResult, params: TrainingConfig) -> TrialOutcome:
         self.trial.set_user_attr("processes", result.processes)
+        timing = {"setup_seconds": result.setup_seconds, "train_seconds": result.train_seconds,
+                  "eval_seconds": result.eval_seconds}
+        for k, v in timing.items():  # the driver sets this trial's share of time outside them
+            self.trial.set_user_attr(k, round(v, 3))
         self._track("log_metrics", {
             "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
             "train_samples_per_second": result.samples_per_second, "train_rows": result.train_rows,
-            "trainable_parameters": result.trainable_parameters})
+            "trainable_parameters": result.trainable_parameters, **timing})
         self._track("set_tags", {f"train_class_count_{k}": v for k, v in result.class_counts.items()})
         if result.stopped == "pruned":
             reason = f"pruned after epoch {len(result.history)}"

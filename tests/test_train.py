@@ -120,6 +120,7 @@ def test_non_finite_loss_stops_the_trial_at_once(splits, tiny_model, monkeypatch
         return loss * float("nan") if len(calls) == 3 else loss
 
     monkeypatch.setattr(train_mod.F, "cross_entropy", poisoned)
-    result = train(TrainingConfig(epochs=3), ModelConfig(), splits, str(tiny_model))
-    assert result.stopped.startswith("non-finite loss") and "step 3" in result.stopped
-    assert len(calls) == 3 and result.history == [] and result.best_epoch == 0
+    # The loss is read every `log_every` steps (no host-device sync per step): caught at step 4.
+    result = train(TrainingConfig(epochs=3, log_every=4), ModelConfig(), splits, str(tiny_model))
+    assert result.stopped.startswith("non-finite loss") and "steps 1-4" in result.stopped
+    assert len(calls) == 4 and result.history == [] and result.best_epoch == 0

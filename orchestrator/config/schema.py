@@ -24,6 +24,7 @@ EXECUTORS = ("local", "ray")
 TAG_SCHEMES = ("auto", "BIO", "BIOES", "BMES")
 THRESHOLDS = ("none", "tune")
 THRESHOLD_OBJECTIVES = ("f1", "precision", "recall")
+ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
 SCRATCH = "scratch"  # pretrain.init: a new encoder, not a pretrained one
 
 
@@ -103,6 +104,9 @@ class ModelConfig:
     name_or_path: str = setting("bert-base-uncased", "hub name, local folder, or pkg://package/folder")
     revision: str | None = setting(None, "hub revision (branch, tag or commit)")
     trust_remote_code: bool = setting(False, "run Python code that ships with the model (off: never)")
+    attention: str = setting("auto", "attention kernel: auto (FlashAttention 2 on a GPU where flash-attn is "
+                                     "installed, else PyTorch SDPA where the model has it, else eager), sdpa, "
+                                     "eager or flash_attention_2", choices=ATTENTION)
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,10 @@ class TrainingConfig:
                                       "cut into", ge=0)
     grad_clip: float = setting(1.0, "max gradient norm; 0 turns clipping off", ge=0)
     log_every: int = setting(5, "optimizer steps between train_loss / learning_rate points", ge=1)
+    group_by_length: bool = setting(True, "training batches of texts of similar length (less padding); off: "
+                                          "plain shuffling")
+    compile: bool = setting(False, "torch.compile the model (GPU only: on a CPU the compile costs more than it "
+                                   "saves)")
     seed: int = setting(42, "seed of initialisation, dropout and shuffling", **SEED)
 
 

@@ -8,16 +8,17 @@ from typing import Callable
 from orchestrator import paths
 from orchestrator.execution.base import Executor
 from orchestrator.execution.job import TrialJob, TrialOutcome
-from orchestrator.execution.processes import run_child
+from orchestrator.execution.processes import Spares, run_child
 from orchestrator.execution.slots import Slot
 
 
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, slots: list[Slot]):
+    def __init__(self, slots: list[Slot], spares: bool = True):
         self._slots = {s.name: s for s in slots}
         self.slots = list(self._slots)
+        self._spares = Spares() if spares else None
 
     def run(self, job: TrialJob, slot: str, on_event: Callable[[dict], None]) -> TrialOutcome:
         jobs = paths.inside(self.study_dir, self.study_dir / "jobs")
@@ -26,8 +27,12 @@ class LocalExecutor(Executor):
         result_path.unlink(missing_ok=True)
         job_path.write_text(job.to_json())  # passwords redacted: the real URLs go by environment
         child = run_child(self._slots[slot], job_path, result_path, self.log_path(job), on_event, self.children,
-                          self.secrets)
+                          self.secrets, self._spares)
         if result_path.exists():
             return TrialOutcome.from_json(result_path.read_text())
         return TrialOutcome("FAIL", reason=child.reason or "trial process ended without recording an outcome",
                             lost=True)
+
+    def close(self) -> None:
+        if self._spares:
+            self._spares.close()

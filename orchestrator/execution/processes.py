@@ -5,6 +5,10 @@ its slot, so memory fragmentation or leaks never accumulate across trials and a 
 dies takes only its own trial with it. The same function runs it for the local executor and,
 on whichever node Ray chose, for the Ray executor. The child speaks through its stdout: lines
 starting with `job.EVENT` are progress events (JSON), the rest goes to its log.
+
+`Spares` keeps the next trial's process ready: started while the slot's current trial runs, it
+imports torch, transformers, MLflow and Optuna (seconds of a small CPU) and waits for its job,
+so a trial's fixed cost is its own loading only. Still one trial per process.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -42,6 +47,10 @@ def command(slot: Slot, job: Path, result: Path) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(slot.processes),
             "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
             "--multi_gpu", *worker]
+
+
+def spare_command() -> list[str]:
+    return [sys.executable, "-m", "orchestrator.execution.worker", "--wait"]
 
 
 @dataclass
@@ -141,19 +150,82 @@ class _ProcessGroup:
             pass
 
 
+def _spawn(argv: list[str], env: dict[str, str], stdin=None) -> subprocess.Popen:
+    """The child gets its own session: a Ctrl-C in the terminal reaches only the driver, which
+    decides whether running trials finish or stop."""
+    return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            errors="replace", start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def _environment(slot: Slot, secrets: dict[str, str] | None) -> dict[str, str]:
+    return {**os.environ, **slot.env, **(secrets or {}), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+class Spares:
+    """At most one idle trial process per slot, its imports done, waiting on its stdin for a job
+    (`worker --wait`). Single-process slots only: a multi-process launch starts its ranks itself."""
+
+    def __init__(self):
+        self._idle: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def start(self, slot: Slot, secrets: dict[str, str] | None) -> None:
+        if slot.processes != 1:
+            return
+        with self._lock:
+            if slot.name in self._idle:
+                return
+            self._idle[slot.name] = _spawn(spare_command(), _environment(slot, secrets), stdin=subprocess.PIPE)
+
+    def hand_over(self, slot: Slot, job: Path, result: Path) -> subprocess.Popen | None:
+        """The slot's spare, given this job; None when there is none (or it died meanwhile)."""
+        with self._lock:
+            proc = self._idle.pop(slot.name, None)
+        if proc is None:
+            return None
+        if proc.poll() is not None:  # it died while idle: this trial starts cold
+            proc.stdout.close()
+            return None
+        try:
+            proc.stdin.write(f"{job}\t{result}\n")
+            proc.stdin.close()
+            return proc
+        except OSError:  # it died while idle (BrokenPipeError): this trial starts cold
+            _ProcessGroup(proc).stop(grace=1.0)
+            return None
+
+    def close(self) -> None:
+        """No more trials: an idle process reads end-of-file and exits; one that does not is killed."""
+        with self._lock:
+            idle, self._idle = list(self._idle.values()), {}
+        for proc in idle:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        for proc in idle:
+            if not _ProcessGroup(proc).wait(5.0):
+                _ProcessGroup(proc).kill()
+                proc.wait()
+            proc.stdout.close()
+
+
 def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Callable[[dict], None],
-              children: Children | None = None, secrets: dict[str, str] | None = None) -> ChildOutcome:
+              children: Children | None = None, secrets: dict[str, str] | None = None,
+              spares: Spares | None = None) -> ChildOutcome:
     """Run one trial process to its end; forward its events, keep its output in `log_path`.
 
-    The child gets its own session: a Ctrl-C in the terminal reaches only the driver, which
-    decides whether running trials finish or stop. `secrets` reach it through its environment;
-    every line of its output is scrubbed of them before it is written to the log.
+    `secrets` reach it through its environment; every line of its output is scrubbed of them
+    before it is written to the log. With `spares`, the slot's spare runs the job if there is
+    one, and the next trial's spare starts at once.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **slot.env, **(secrets or {}), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(log_path, "a", encoding="utf-8") as log:
-        proc = subprocess.Popen(command(slot, job, result), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env, errors="replace", start_new_session=True, preexec_fn=_die_with_parent)
+        proc = spares.hand_over(slot, job, result) if spares else None
+        if proc is None:
+            proc = _spawn(command(slot, job, result), _environment(slot, secrets))
+        if spares:
+            spares.start(slot, secrets)
         if children is not None:
             children.add(proc)
         tail: list[str] = []

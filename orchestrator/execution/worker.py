@@ -1,7 +1,9 @@
 """`python -m orchestrator.execution.worker JOB.json RESULT.json`: run one trial in this process.
 
 Started by `processes.run_child`, one process per trial (or per rank under an Accelerate launch),
-for the local executor and, on a Ray node, for the Ray executor alike. Writes the trial's
+for the local executor and, on a Ray node, for the Ray executor alike. With `--wait` instead of
+the paths it is a spare (`processes.Spares`): it imports what a trial needs, then reads
+"JOB.json<TAB>RESULT.json" from stdin, and exits at once on end-of-file. Writes the trial's
 `TrialOutcome` to RESULT.json (atomically); exits 0 whenever the outcome was recorded, whatever
 it was. No outcome file means the process died: the driver's executor reports the trial lost.
 """
@@ -12,8 +14,10 @@ import os
 import sys
 from pathlib import Path
 
+WARM = "ORCHESTRATOR_WARM_START"
 
-def main(job_path: str, result_path: str) -> int:
+
+def main(args: list[str]) -> int:
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads:
         import torch
@@ -21,6 +25,14 @@ def main(job_path: str, result_path: str) -> int:
         torch.set_num_threads(int(threads))
     from orchestrator.execution.job import TrialJob
     from orchestrator.trial import run_trial
+
+    if args == ["--wait"]:
+        line = sys.stdin.readline().rstrip("\n")
+        if not line:
+            return 0  # the driver needs no more trials
+        args = line.split("\t")
+        os.environ[WARM] = "1"  # the trial records that it started warm
+    job_path, result_path = args
 
     outcome = run_trial(TrialJob.from_json(Path(job_path).read_text()))
     if outcome is not None:
@@ -32,4 +44,4 @@ def main(job_path: str, result_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1:]))

@@ -60,3 +60,39 @@ def test_terminate_all_stops_child_process_groups_and_remote_trials():
     assert proc.wait(timeout=5) == -signal.SIGTERM and time.monotonic() - started < 5
     assert polite.calls == ["terminate", "wait"]
     assert stubborn.calls == ["terminate", "wait", "kill"]  # not ended within the grace: killed
+
+
+def test_a_spare_runs_the_next_job_and_the_next_spare_starts_at_once(tmp_path, monkeypatch):
+    """The spare here is a small script in place of the real worker (whose imports take seconds):
+    it reads its job from stdin as `worker --wait` does and prints what it got."""
+    import orchestrator.execution.processes as processes
+
+    script = tmp_path / "spare.py"
+    script.write_text("import os, sys\nline = sys.stdin.readline()\nif not line:\n    sys.exit(0)\n"
+                      "print('ran', line.strip().replace('\\t', ' '), os.getpid())\n")
+    monkeypatch.setattr(processes, "spare_command", lambda: [sys.executable, str(script)])
+    monkeypatch.setattr(processes, "command", lambda slot, job, result: [sys.executable, "-c", "print('cold')"])
+    slot, spares = make_slots("none", available=[])[0], processes.Spares()
+    first = run_child(slot, tmp_path / "a.json", tmp_path / "a.out", tmp_path / "a.log", print, spares=spares)
+    assert first.returncode == 0 and (tmp_path / "a.log").read_text() == "cold\n"  # no spare yet: a cold start
+    waiting = spares._idle[slot.name]
+    second = run_child(slot, tmp_path / "b.json", tmp_path / "b.out", tmp_path / "b.log", print, spares=spares)
+    assert second.returncode == 0
+    assert (tmp_path / "b.log").read_text() == f"ran {tmp_path / 'b.json'} {tmp_path / 'b.out'} {waiting.pid}\n"
+    idle = spares._idle[slot.name]
+    assert idle is not waiting and idle.poll() is None  # the third trial's process is already up
+    spares.close()
+    assert idle.wait(timeout=5) == 0 and not spares._idle  # end-of-file: it exits on its own
+
+
+def test_a_spare_that_died_while_idle_costs_only_a_cold_start(tmp_path, monkeypatch):
+    import orchestrator.execution.processes as processes
+
+    monkeypatch.setattr(processes, "spare_command", lambda: [sys.executable, "-c", "pass"])
+    monkeypatch.setattr(processes, "command", lambda slot, job, result: [sys.executable, "-c", "print('cold')"])
+    slot, spares = make_slots("none", available=[])[0], processes.Spares()
+    spares.start(slot, None)
+    spares._idle[slot.name].wait(timeout=10)  # it is gone before its job comes
+    outcome = run_child(slot, tmp_path / "a.json", tmp_path / "a.out", tmp_path / "a.log", print, spares=spares)
+    assert outcome.returncode == 0 and (tmp_path / "a.log").read_text() == "cold\n"
+    spares.close()
