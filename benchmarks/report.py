@@ -107,6 +107,126 @@ def pretrain_table(demo: dict | None, chinese: dict | None) -> str:
     return "\n".join(lines) if lines else "(not measured yet)"
 
 
+def _goal(value: float | None, goal: float, at_least: bool) -> str:
+    if value is None:
+        return "not measured"
+    met = value >= goal if at_least else value <= goal
+    return f"{value:.2f}x ({'meets' if met else 'misses'} the goal of {'≥' if at_least else '≤'} {goal}x)"
+
+
+def trainer_table(r: dict) -> str:
+    m, ratios, st = r["median"], r["ratios"], r["settings"]
+    names = {"orchestrator": "orchestrator trial loop (length-grouped batches)",
+             "orchestrator-shuffled": "orchestrator trial loop, `training.group_by_length=false`",
+             "trainer-dynamic": "Trainer, `DataCollatorWithPadding`",
+             "trainer-max-length": "Trainer, padding to max_length"}
+    lines = [f"`python benchmarks/compare_trainer.py --rounds {st['rounds']} --epochs {st['epochs']}` on {r['device']} "
+             f"({r['machine']}, {r['date']}, commit {r['commit']}): batch {st['batch_size']}, max length "
+             f"{st['max_length']}, learning rate {st['learning_rate']}, {st['model']}; each figure the median of "
+             f"{st['rounds']} fresh processes, the order alternating.",
+             "",
+             "| run | train samples/s | training s | process wall s | peak RSS MB | val macro-F1 | test macro-F1 |",
+             "|---|---|---|---|---|---|---|"]
+    for side, name in names.items():
+        x = m[side]
+        lines.append(f"| {name} | {x['train_samples_per_second']:.2f} | {x['train_seconds']:.1f} "
+                     f"| {x['process_wall_seconds']:.1f} | {x['peak_rss_mb']:.0f} | {x['val_macro_f1']:.4f} "
+                     f"| {x['test_macro_f1']:.4f} |")
+    lines += ["",
+              f"- throughput vs the Trainer padding to max_length: "
+              f"{_goal(ratios['orchestrator_vs_trainer_max_length'], 1.3, True)}",
+              f"- throughput vs the Trainer with dynamic padding: "
+              f"{_goal(ratios['orchestrator_vs_trainer_dynamic'], 1.1, True)}",
+              f"- length-grouped vs shuffled batches (same loop): {ratios['grouped_vs_shuffled']:.2f}x",
+              f"- process wall time, orchestrator vs Trainer (dynamic): "
+              f"{ratios['wall_orchestrator_vs_trainer_dynamic']:.2f}x"]
+    return "\n".join(lines)
+
+
+def search_table(r: dict) -> str:
+    o, t = r["sides"]["orchestrator"], r["sides"]["trainer"]
+
+    def states(side):
+        seen = [x["state"] for x in side["trials"]]
+        return ", ".join(f"{seen.count(s)} {s}" for s in dict.fromkeys(seen))
+
+    def secs(v):
+        return "never" if v is None else f"{v:.0f} s"
+
+    shares = [x for x in o.get("overhead_shares", []) if x is not None]
+    lines = [f"`python benchmarks/compare_search.py --trials {r['trials']}` on {r['device']} ({r['machine']}, "
+             f"{r['date']}, commit {r['commit']}); common target: validation macro-F1 {r['common_target']:.4f} "
+             f"(the lower of the two bests).",
+             "",
+             "| | orchestrator search | Trainer.hyperparameter_search |",
+             "|---|---|---|",
+             f"| trials | {states(o)} | {states(t)} |",
+             f"| best validation macro-F1 | {o['best_validation']:.4f} | {t['best_validation']:.4f} |",
+             f"| reached its own best after | {secs(o['seconds_to_own_best'])} | {secs(t['seconds_to_own_best'])} |",
+             f"| reached the common target after | {secs(o['seconds_to_common_target'])} "
+             f"| {secs(t['seconds_to_common_target'])} |",
+             f"| search | {o['wall_seconds']:.0f} s (the whole command: data, baseline, trials, test, registry) "
+             f"| {t['search_seconds']:.0f} s |",
+             f"| getting the best model | included: registered as `@champion` | {t['retrain_seconds']:.0f} s to train "
+             f"it again with the best hyperparameters |",
+             f"| test macro-F1 of the model handed back | {o['test_macro_f1']:.4f} | {t['test_macro_f1']:.4f} |",
+             f"| hands back | {o['hands_back']} | {t['hands_back']} |",
+             "",
+             f"- wall-clock to the common target, orchestrator / Trainer: "
+             f"{_goal(r['ratios']['to_common_target'], 0.6, False)}",
+             f"- whole command / (Trainer search + retrain): "
+             f"{r['ratios']['whole_command_vs_search_plus_retrain']:.2f}x"]
+    if shares:
+        lines.append(f"- per-trial time outside training and evaluation steps (process start, loading, tracking, "
+                     f"checkpoint): {', '.join(f'{x:.1%}' for x in shares)} (median "
+                     f"{sorted(shares)[len(shares) // 2]:.1%}; goal ≤ 10%)")
+    return "\n".join(lines)
+
+
+def gpu_section(r: dict | None) -> str:
+    if r is None:
+        return "`bash benchmarks/gpu.sh` has not run yet."
+    if r.get("skipped"):
+        return (f"Not measured: {r['skipped']} (last run on {r['device']}, {r['date']}, commit {r['commit']}). "
+                "No GPU has been lent to the sessions so far; `bash benchmarks/gpu.sh --prepare` here, then "
+                "`bash benchmarks/gpu.sh` on a GPU machine.")
+    lines = [f"`bash benchmarks/gpu.sh` on {r['gpu']['name']} ({r['gpu']['total_gib']:.0f} GiB), {r['date']}, commit "
+             f"{r['commit']}; random weights (speed and memory only).", ""]
+    if isinstance(r.get("probe"), list):
+        lines += ["| model | max length | probe's batch | peak reserved / total | largest batch that fits "
+                  "| probe / largest |", "|---|---|---|---|---|---|"]
+        for p in r["probe"]:
+            ratio = "" if p["batch_vs_largest"] is None else f"{p['batch_vs_largest']:.2f}"
+            lines.append(f"| {p['model']} | {p['max_length']} | {p['batch']} | {p['peak_reserved_gib']:.1f} / "
+                         f"{p['total_gib']:.1f} GiB ({p['peak_fraction']:.1%}) | {p['largest_that_fits']} | {ratio} |")
+    for key, title in (("mfu_bert_base_128", "BERT-base trial at length 128"),
+                       ("sharing_minilm_128", "two MiniLM trials sharing the GPU")):
+        part = r.get(key)
+        if part is None:
+            continue
+        if "error" in part:
+            lines += ["", f"{title}: failed: {part['error']}"]
+        elif key.startswith("mfu"):
+            mfu = "" if part["mfu"] is None else f", MFU {part['mfu']:.1%} of {part['peak_tflops']:.0f} TFLOP/s"
+            lines += ["", f"{title}: batch {part['batch']}, {part['samples_per_second']:.0f} samples/s, "
+                          f"{part['achieved_tflops']:.0f} TFLOP/s{mfu} (goal ≥ 35%)"]
+        else:
+            lines += ["", f"{title}: together {part['together_total_samples_per_second']:.0f} samples/s vs "
+                          f"{part['alone']['samples_per_second']:.0f} alone ({part['total_vs_alone']:.2f}x); two "
+                          f"trials side by side took {part['two_trials_wall_vs_one_after_another']:.2f}x the time "
+                          f"of running them one after the other"]
+    return "\n".join(lines)
+
+
+def perf_section() -> str:
+    perf = RESULTS / "perf"
+    parts = [trainer_table(json.loads(p.read_text())) for p in sorted(perf.glob("compare_trainer-*.json"))]
+    parts += [search_table(json.loads(p.read_text())) for p in sorted(perf.glob("compare_search-*.json"))]
+    gpu = perf / "gpu.json"
+    parts.append("GPU: " + gpu_section(json.loads(gpu.read_text()) if gpu.exists() else None))
+    return "\n\n".join(parts)
+
+
 def _replace(text: str, name: str, body: str) -> str:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     start, stop = text.index(begin) + len(begin), text.index(end)
@@ -122,8 +242,9 @@ def main() -> None:
     demo, chinese = RESULTS / "pretrain" / "demo.json", RESULTS / "chnsenticorp.json"
     text = _replace(text, "pretrain", pretrain_table(json.loads(demo.read_text()) if demo.exists() else None,
                                                      json.loads(chinese.read_text()) if chinese.exists() else None))
+    text = _replace(text, "perf", perf_section())
     DOC.write_text(text)
-    print(text[text.index("## Tasks on real data"):text.index("## Test suite")])
+    print(text[text.index("## Speed"):text.index("## Test suite")])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """A task's whole study on real data against its baseline, as a user runs it; results as JSON.
 
+    python benchmarks/tasks.py demo [key=value ...]          # experiments/demo.yaml, the README's first command
     python benchmarks/tasks.py goemotions [key=value ...]    # experiments/goemotions.yaml
     python benchmarks/tasks.py weibo_ner [key=value ...]     # experiments/weibo_ner.yaml
     python benchmarks/tasks.py cws_pku [key=value ...]       # PKU segmentation, splits carved here
@@ -26,12 +27,13 @@ import sys
 import tempfile
 import time
 from datetime import date
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-EXPERIMENTS = {"goemotions": "experiments/goemotions.yaml", "weibo_ner": "experiments/weibo_ner.yaml",
+EXPERIMENTS = {"demo": "experiments/demo.yaml",
+               "goemotions": "experiments/goemotions.yaml", "weibo_ner": "experiments/weibo_ner.yaml",
                "chnsenticorp": "experiments/chnsenticorp.yaml"}
 
 
@@ -99,6 +101,9 @@ def _read(folder: Path, config: Path) -> dict:
             "baseline_validation": metrics.get(f"baseline_val_{main}"),
             "best_validation": study.best_value, "search_metric": cfg.search.metric,
             "best_params": study.best_params, "trials": [t.state.name for t in study.trials],
+            "trial_seconds": [t.user_attrs.get("wall_seconds") for t in study.trials],
+            "overhead_shares": [t.user_attrs.get("overhead_share") for t in study.trials],
+            "warm_starts": [t.user_attrs.get("warm_start") for t in study.trials],
             "other_metrics": {k: v for k, v in metrics.items() if k.startswith(("champion_", "baseline_"))}}
 
 
@@ -120,7 +125,14 @@ def _machine() -> dict:
 
     return {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "python": platform.python_version(), "commit": commit.stdout.strip(),
-            "versions": {p: version(p) for p in ("torch", "transformers", "accelerate", "optuna", "mlflow")}}
+            "versions": {p: _version(p) for p in ("torch", "transformers", "accelerate", "optuna", "mlflow")}}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:  # the GPU machine's image runs the training benchmarks without the stores
+        return None
 
 
 def main() -> None:

@@ -59,6 +59,12 @@ def test_search_builds_the_run_tree_registers_a_champion_and_predicts(experiment
     states = {t.number: t.state.name for t in study.trials}
     assert len(states) == 3 and "COMPLETE" in states.values()
     assert set(states.values()) <= {"COMPLETE", "PRUNED"}
+    # Trials after the first ran in the spare process started while the one before trained.
+    assert [t.user_attrs["warm_start"] for t in study.trials] == [False, True, True]
+    for t in study.trials:  # each trial's time: training and evaluation steps, and the share outside them
+        busy = t.user_attrs["train_seconds"] + t.user_attrs["eval_seconds"]
+        assert 0 < busy < t.user_attrs["wall_seconds"] and t.user_attrs["setup_seconds"] > 0
+        assert t.user_attrs["overhead_share"] == pytest.approx(1 - busy / t.user_attrs["wall_seconds"], abs=1e-3)
 
     client = _client()
     parents, trials = _runs(client)
