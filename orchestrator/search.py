@@ -148,6 +148,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
     reason, work = pretrain_stage.pending(cfg)
     checked = preflight(cfg, gpus, workers, ray_address, model_pending=reason is not None)
     opened.executor = executor = checked.executor
+    executor.warm_up(secret_environment(cfg))
     if reason:
         _phase(summary, progress, "pre-training the encoder")
         progress.print(f"pre-training first: {reason}")

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import time
 import traceback
 from pathlib import Path
 
@@ -44,8 +45,10 @@ def job_config(job: TrialJob) -> ExperimentConfig:
     return from_dict(raw, source=job.source)
 
 
-def run_trial(job: TrialJob) -> TrialOutcome | None:
-    """Run the job's trial; returns its outcome on the main process, None on other ranks."""
+def run_trial(job: TrialJob, clock: float | None = None) -> TrialOutcome | None:
+    """Run the job's trial; returns its outcome on the main process, None on other ranks.
+    `clock`: when this process got the job (`time.time()`), for the timing line in the log."""
+    entered = time.time()
     cfg = job_config(job)
     is_main = int(os.environ.get("RANK", "0")) == 0
     storage = optuna.storages.RDBStorage(paths.absolute_sqlite(cfg.search.storage))
@@ -55,6 +58,7 @@ def run_trial(job: TrialJob) -> TrialOutcome | None:
     splits = load_saved_splits(job.data_dir)
     task = get_task(cfg.task, cfg)
     run = _TrialRun(cfg, job, trial, splits, task) if is_main else None
+    opened = time.time()
 
     # batch_size is the effective batch: each of a multi-process launch's ranks takes its share.
     per_device, accumulation = math.ceil(params.batch_size / int(os.environ.get("WORLD_SIZE", "1"))), 1
@@ -75,6 +79,7 @@ def run_trial(job: TrialJob) -> TrialOutcome | None:
                 greater_is_better=cfg.search.direction == "maximize", per_device_batch_size=per_device,
                 gradient_accumulation_steps=accumulation, cache_dir=job.data_dir, task=task,
                 eval_batch_size=eval_batch)
+            trained = time.time()
             break
         except Exception as e:  # noqa: BLE001 - an OOM gets one retry; everything else fails the trial
             if memory.is_oom(e) and not oom_retried and per_device > 1:
@@ -88,7 +93,14 @@ def run_trial(job: TrialJob) -> TrialOutcome | None:
             if run:
                 run.finish("FAIL", reason)
             return TrialOutcome("FAIL", reason=reason) if is_main else None
-    return run.conclude(result, params) if run else None
+    if not run:
+        return None
+    outcome = run.conclude(result, params)
+    # Where the trial's wall time went, for whoever wonders why a trial took longer than its epochs.
+    print(f"timing: imports {entered - (clock or entered):.1f} s, stores and data {opened - entered:.1f} s, "
+          f"training setup {result.setup_seconds:.1f} s, training {result.train_seconds:.1f} s, evaluation "
+          f"{result.eval_seconds:.1f} s, results and checkpoint {time.time() - trained:.1f} s", flush=True)
+    return outcome
 
 
 def _release() -> None:

@@ -76,3 +76,19 @@ def test_saved_heads_predict_the_same_in_a_fresh_process(tiny_model, tmp_path):
     got = json.loads(run.stdout.strip().splitlines()[-1])
     for head in HEADS:
         torch.testing.assert_close(torch.tensor(got[head]), torch.tensor(expected[head]))
+
+
+def test_attention_kernel_is_sdpa_unless_told_and_flash_only_where_installed(tiny_model, monkeypatch):
+    import importlib.util
+
+    from orchestrator.heads import attention_kernel
+
+    assert attention_kernel("auto", cuda=False) is None  # transformers' choice: SDPA where the model has it
+    assert attention_kernel("eager", cuda=False) == "eager"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "flash_attn" else real(name))
+    assert attention_kernel("auto", cuda=True) is None  # no flash-attn installed: SDPA
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else real(name))
+    assert attention_kernel("auto", cuda=True) == "flash_attention_2"
+    assert load_encoder(str(tiny_model)).config._attn_implementation == "sdpa"
+    assert load_encoder(str(tiny_model), attention="eager").config._attn_implementation == "eager"

@@ -30,6 +30,10 @@ class Executor(ABC):
         """Before the first trial: the study's folder, the stores' real URLs, the running set."""
         self.study_dir, self.secrets, self.children = study_dir, secrets, children
 
+    def warm_up(self, secrets: dict[str, str]) -> None:
+        """As soon as the driver knows its slots, before the study's data and baseline: start what
+        the first trials will need, so that it is ready when they come."""
+
     @abstractmethod
     def run(self, job: TrialJob, slot: str, on_event: Callable[[dict], None]) -> TrialOutcome:
         """Run one trial to its end. A trial whose process or node died is `lost`."""

@@ -20,6 +20,12 @@ class LocalExecutor(Executor):
         self.slots = list(self._slots)
         self._spares = Spares() if spares else None
 
+    def warm_up(self, secrets: dict[str, str]) -> None:
+        # The first trial's process imports while the driver prepares the data and fits the baseline.
+        if self._spares:
+            for slot in self._slots.values():
+                self._spares.start(slot, secrets)
+
     def run(self, job: TrialJob, slot: str, on_event: Callable[[dict], None]) -> TrialOutcome:
         jobs = paths.inside(self.study_dir, self.study_dir / "jobs")
         jobs.mkdir(parents=True, exist_ok=True)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 WARM = "ORCHESTRATOR_WARM_START"
 
 
 def main(args: list[str]) -> int:
+    clock = time.time()  # the job's clock starts now, or for a spare when the job comes
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads:
         import torch
@@ -30,11 +32,11 @@ def main(args: list[str]) -> int:
         line = sys.stdin.readline().rstrip("\n")
         if not line:
             return 0  # the driver needs no more trials
-        args = line.split("\t")
+        args, clock = line.split("\t"), time.time()
         os.environ[WARM] = "1"  # the trial records that it started warm
     job_path, result_path = args
 
-    outcome = run_trial(TrialJob.from_json(Path(job_path).read_text()))
+    outcome = run_trial(TrialJob.from_json(Path(job_path).read_text()), clock)
     if outcome is not None:
         result = Path(result_path)
         tmp = result.with_suffix(".tmp")

@@ -59,12 +59,15 @@ def test_search_builds_the_run_tree_registers_a_champion_and_predicts(experiment
     states = {t.number: t.state.name for t in study.trials}
     assert len(states) == 3 and "COMPLETE" in states.values()
     assert set(states.values()) <= {"COMPLETE", "PRUNED"}
-    # Trials after the first ran in the spare process started while the one before trained.
-    assert [t.user_attrs["warm_start"] for t in study.trials] == [False, True, True]
+    # Every trial ran in a spare process: the first one started while the driver prepared the data,
+    # each next one while the trial before trained.
+    assert [t.user_attrs["warm_start"] for t in study.trials] == [True, True, True]
     for t in study.trials:  # each trial's time: training and evaluation steps, and the share outside them
         busy = t.user_attrs["train_seconds"] + t.user_attrs["eval_seconds"]
         assert 0 < busy < t.user_attrs["wall_seconds"] and t.user_attrs["setup_seconds"] > 0
         assert t.user_attrs["overhead_share"] == pytest.approx(1 - busy / t.user_attrs["wall_seconds"], abs=1e-3)
+        log = (tmp_path / "mlruns" / "studies" / "tiny" / "logs" / f"trial-{t.number}.log").read_text()
+        assert "timing: imports" in log and "results and checkpoint" in log  # where its time went
 
     client = _client()
     parents, trials = _runs(client)
