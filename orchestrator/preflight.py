@@ -8,6 +8,7 @@ Every problem of a kind is reported together; exit code 2, nothing created.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address
                             "places trials: set search.gpus_per_trial (search.cpus_per_trial) instead")
     local = LocalExecutor(make_slots(gpus, workers, cfg.search.gpus_per_trial)) if cfg.search.executor == "local" \
         else None
-    problems = writable_problems(cfg)
+    problems = writable_problems(cfg) + _attention_problems(cfg, local)
     if problems:
         raise ConfigError(cfg.source, problems)
     task = get_task(cfg.task, cfg)
@@ -110,6 +111,20 @@ def _model_problems(cfg: ExperimentConfig, model: ModelSource) -> list[str]:
     heads = set(_values(cfg, "head"))
     problems += check_heads(model.path, heads, None, cfg.model.trust_remote_code)
     return problems
+
+
+def _attention_problems(cfg: ExperimentConfig, local: LocalExecutor | None) -> list[str]:
+    """FlashAttention asked for by name where the trials cannot have it (on this machine's slots;
+    a Ray node's own packages are its business)."""
+    if cfg.model.attention != "flash_attention_2" or local is None:
+        return []
+    if local.cpu_only:
+        return ["model.attention: flash_attention_2 runs on a GPU only, and this search's trials run on the CPU; "
+                "use auto (PyTorch SDPA)"]
+    if importlib.util.find_spec("flash_attn") is None:
+        return ["model.attention: flash_attention_2 needs the flash-attn package (pip install flash-attn); "
+                "use auto to take it where it is installed and SDPA elsewhere"]
+    return []
 
 
 def _metric_problems(cfg: ExperimentConfig, splits: Splits, task: Task) -> list[str]:

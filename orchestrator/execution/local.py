@@ -20,6 +20,10 @@ class LocalExecutor(Executor):
         self.slots = list(self._slots)
         self._spares = Spares() if spares else None
 
+    @property
+    def cpu_only(self) -> bool:
+        return all(slot.cpu for slot in self._slots.values())
+
     def warm_up(self, secrets: dict[str, str]) -> None:
         # The first trial's process imports while the driver prepares the data and fits the baseline.
         if self._spares:

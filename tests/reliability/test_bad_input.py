@@ -87,6 +87,8 @@ CONFIG_CASES = {
     "impossible_space": ({"space": {"learning_rate": {"low": 1e-3, "high": 1e-5}}}, "low (0.001) is greater"),
     "empty_choices": ({"space": {"head": []}}, "space.head.choices: must be a non-empty list"),
     "missing_model": ({"model": {"name_or_path": "./no-such-model"}}, "model.name_or_path: folder not found"),
+    "unknown_attention": ({"model": {"attention": "flash"}}, "model.attention: 'flash' is not one of auto, sdpa"),
+    "flash_on_cpu": ({"model": {"attention": "flash_attention_2"}}, "flash_attention_2 runs on a GPU only"),
     "unsupported_storage": ({"search": {"storage": "mysql://db/optuna"}}, "search.storage: 'mysql://db/optuna' is not"),
     "unreachable_storage": ({"search": {"storage": "postgresql://optuna:secret@127.0.0.1:9/optuna"}},
                             "search.storage: cannot reach postgresql://optuna:***@127.0.0.1:9/optuna"),
