@@ -114,12 +114,10 @@ def train_throughput(model: Path, data: Path, length: int, batch: int, epochs: i
 
 
 def mfu(model: Path, data: Path, batch: int, device_name: str) -> dict:
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(model)
     run = train_throughput(model, data, 128, batch)
-    from transformers import AutoModel
-
     params = sum(p.numel() for p in AutoModel.from_config(config).parameters())
     tokens_per_second = run["samples_per_second"] * 128
     # Per token, forward + backward: 6 x parameters for the matrix products, and the attention

@@ -29,7 +29,7 @@ from orchestrator.config import ExperimentConfig, TrainingConfig, from_dict
 from orchestrator.config.load import FROM_ENVIRONMENT
 from orchestrator.config.secrets import scrub
 from orchestrator.data import Splits, load_saved_splits
-from orchestrator.execution.job import TrialJob, TrialOutcome, emit
+from orchestrator.execution.job import WARM_START, TrialJob, TrialOutcome, emit
 from orchestrator.study import make_pruner
 from orchestrator.tasks import Task, get_task
 from orchestrator.tracking import CHECKPOINT_ARTIFACT, BestEffort, Tracker
@@ -149,7 +149,7 @@ class _TrialRun:
             trial.set_user_attr("mlflow_run_id", self.run_id)
             self._track("set_tags", job.lineage)
         trial.set_user_attr("pid", os.getpid())
-        trial.set_user_attr("warm_start", os.environ.get("ORCHESTRATOR_WARM_START") == "1")  # ran in a spare
+        trial.set_user_attr("warm_start", os.environ.get(WARM_START) == "1")  # ran in a spare
 
     def _track(self, method: str, *args, **kwargs):
         if self.run_id:  # None when the store was unreachable as the trial started

@@ -84,6 +84,9 @@ def secret_environment(cfg: ExperimentConfig) -> dict[str, str]:
     return {**{v: os.environ[v] for v in FORWARDED if os.environ.get(v)}, **urls}
 
 
+# A spare trial process (`worker --wait`) sets this before it runs its job: the trial records it.
+WARM_START = "ORCHESTRATOR_WARM_START"
+
 # ---------------------------------------------------------------- progress events
 
 EVENT = "@@orchestrator "  # a trial process's stdout line carrying an event

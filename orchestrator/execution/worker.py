@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-WARM = "ORCHESTRATOR_WARM_START"
-
 
 def main(args: list[str]) -> int:
     clock = time.time()  # the job's clock starts now, or for a spare when the job comes
@@ -25,7 +23,7 @@ def main(args: list[str]) -> int:
         import torch
 
         torch.set_num_threads(int(threads))
-    from orchestrator.execution.job import TrialJob
+    from orchestrator.execution.job import WARM_START, TrialJob
     from orchestrator.trial import run_trial
 
     if args == ["--wait"]:
@@ -33,7 +31,7 @@ def main(args: list[str]) -> int:
         if not line:
             return 0  # the driver needs no more trials
         args, clock = line.split("\t"), time.time()
-        os.environ[WARM] = "1"  # the trial records that it started warm
+        os.environ[WARM_START] = "1"
     job_path, result_path = args
 
     outcome = run_trial(TrialJob.from_json(Path(job_path).read_text()), clock)
