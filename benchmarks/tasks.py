@@ -121,10 +121,14 @@ def _pretrain(client, run) -> dict:
 def _machine() -> dict:
     import os
 
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+    except FileNotFoundError:  # no git (the GPU machine's image): gpu.sh passes the commit it was given
+        commit = ""
 
     return {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "python": platform.python_version(), "commit": commit.stdout.strip(),
+            "python": platform.python_version(), "commit": commit or os.environ.get("BENCH_COMMIT", ""),
             "versions": {p: _version(p) for p in ("torch", "transformers", "accelerate", "optuna", "mlflow")}}
 
 
