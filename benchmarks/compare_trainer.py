@@ -97,6 +97,8 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--max-rows", type=int, default=None, help="fewer training rows (a quick check of the script)")
     p.add_argument("--model", default=None, help="a model folder instead of the demo's (gpu.py: random weights)")
+    p.add_argument("--warmup", action="store_true", help="one discarded run first: on a fresh machine the first "
+                   "process loads CUDA's libraries and kernels from a cold disk (measured 5x slower on a new H200)")
     p.add_argument("--output", default=None, help="default: benchmarks/results/perf/compare_trainer-<device>.json")
     args = p.parse_args()
     if args.side:
@@ -108,6 +110,9 @@ def main() -> None:
               *(["--model", args.model] if args.model else [])]
     machine = tasks._machine()  # the code that runs is the code at the start
     runs = {side: [] for side in SIDES}
+    if args.warmup:
+        subprocess.run([sys.executable, __file__, "--side", SIDES[-1], *passed], cwd=ROOT, capture_output=True,
+                       check=True)
     for round_ in range(args.rounds):
         order = SIDES if round_ % 2 == 0 else tuple(reversed(SIDES))
         for side in order:

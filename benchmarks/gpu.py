@@ -154,8 +154,8 @@ def sharing(model: Path, data: Path, batch: int) -> dict:
 
 
 def compare_trainer(model: Path, output: Path) -> dict:
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_trainer.py"), "--rounds", "1",
-                           "--epochs", "3", "--model", str(model), "--output", str(output)],
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_trainer.py"), "--warmup", "--rounds",
+                           "2", "--epochs", "3", "--model", str(model), "--output", str(output)],
                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     print(proc.stdout[-1500:], proc.stderr[-1500:] if proc.returncode else "", sep="", flush=True)
     return {"returncode": proc.returncode, "stdout": proc.stdout[-2000:], "stderr": proc.stderr[-2000:]}
@@ -167,6 +167,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer rows and one length: a check of the script")
     p.add_argument("--model-files", default=None, help="a folder with the demo model's config.json and tokenizer "
                    "files (default: the installed demo model; gpu.sh carries them to the GPU machine)")
+    p.add_argument("--parts", default="probe,compare,mfu,sharing", help="which parts, comma-separated")
     p.add_argument("--one", nargs=3, help=argparse.SUPPRESS)  # model data batch: one trial, for `sharing`
     args = p.parse_args()
     if args.one:
@@ -191,6 +192,8 @@ def main() -> None:
 
     def part(key: str, fn, *a):
         """Each part on its own: one that fails is recorded and the others still run."""
+        if key.split("_")[0] not in args.parts.split(","):
+            return
         start = time.perf_counter()
         try:
             result[key] = fn(*a)
@@ -203,7 +206,7 @@ def main() -> None:
     # The Trainer comparison second: it is the figure the issue's goal is about, should time run out.
     part("compare_trainer", compare_trainer, models["minilm-l6"], out / f"compare_trainer-{result['device']}.json")
     batches = {(r["model"], r["max_length"]): r["batch"] for r in result["probe"]} \
-        if isinstance(result["probe"], list) else {}
+        if isinstance(result.get("probe"), list) else {}
     bert_batch = min(batches.get(("bert-base", 128), 32), 256)
     part("mfu_bert_base_128", mfu, models["bert-base"], data, bert_batch, name)
     part("sharing_minilm_128", sharing, models["minilm-l6"], data, 32)
