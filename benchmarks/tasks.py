@@ -124,11 +124,11 @@ def _machine() -> dict:
     try:
         commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()
-    except FileNotFoundError:  # no git (the GPU machine's image): gpu.sh passes the commit it was given
+    except FileNotFoundError:  # no git; the GPU machine's copy of the tree has a stale .git: BENCH_COMMIT
         commit = ""
 
     return {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "python": platform.python_version(), "commit": commit or os.environ.get("BENCH_COMMIT", ""),
+            "python": platform.python_version(), "commit": os.environ.get("BENCH_COMMIT") or commit,
             "versions": {p: _version(p) for p in ("torch", "transformers", "accelerate", "optuna", "mlflow")}}
 
 

@@ -132,8 +132,9 @@ class TrainingConfig:
                                       "cut into", ge=0)
     grad_clip: float = setting(1.0, "max gradient norm; 0 turns clipping off", ge=0)
     log_every: int = setting(5, "optimizer steps between train_loss / learning_rate points", ge=1)
-    group_by_length: bool = setting(True, "training batches of texts of similar length (less padding); off: "
-                                          "plain shuffling")
+    group_by_length: bool | None = setting(None, "training batches of texts of similar length (less padding); "
+                                                 "false: plain shuffling; unset: on a CPU, off on a GPU (measured "
+                                                 "faster on a CPU, slower on an H200: docs/benchmarks.md)")
     compile: bool = setting(False, "torch.compile the model (GPU only: on a CPU the compile costs more than it "
                                    "saves)")
     seed: int = setting(42, "seed of initialisation, dropout and shuffling", **SEED)
