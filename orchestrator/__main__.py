@@ -1,4 +1,5 @@
-"""Command line: `python -m orchestrator {search,pretrain,probe,predict,ui}`; one function per subcommand.
+"""Command line: `python -m orchestrator {search,pretrain,probe,predict,status,report,serve,promote,rollback,ui}`;
+one function per subcommand.
 
 Exit codes: 0 done; 1 the work ran but ended badly (no trial completed, the MLflow store failed
 or refused a write); 2 bad input, found before anything was created; 130 interrupted (Ctrl-C or
@@ -74,7 +75,69 @@ def predict(model: str, input: str, output: str, text_column: str, tracking_uri:
     return 0
 
 
-def ui(config: str | None, tracking_uri: str | None, port: int) -> int:
+def status(config: str, overrides: list[str]) -> int:
+    from rich.console import Console
+
+    from orchestrator.config import load_config
+    from orchestrator.status import show_status
+
+    show_status(load_config(config, overrides), Console())
+    return 0
+
+
+def report(config: str, overrides: list[str], output: str | None) -> int:
+    from orchestrator.config import load_config
+    from orchestrator.report import write_report
+
+    path = write_report(load_config(config, overrides), output)
+    print(f"wrote {path}")
+    return 0
+
+
+def serve(model: str | None, config: str | None, tracking_uri: str | None, host: str, port: int) -> int:
+    from orchestrator.scoring import serve_model
+
+    uri = _tracking_uri(config, tracking_uri)
+    return serve_model(model or f"models:/{_model_name(config)}@champion", uri, host, port)
+
+
+def promote(model: str, version: str, reason: str | None, config: str | None, tracking_uri: str | None) -> int:
+    from orchestrator.promotion import promote as move
+
+    print(move(_tracking_uri(config, tracking_uri), model, version, reason))
+    return 0
+
+
+def rollback(model: str, reason: str | None, config: str | None, tracking_uri: str | None) -> int:
+    from orchestrator.promotion import rollback as move_back
+
+    print(move_back(_tracking_uri(config, tracking_uri), model, reason))
+    return 0
+
+
+def _tracking_uri(config: str | None, given: str | None) -> str:
+    """--tracking-uri, else the experiment's tracking.uri, else $MLFLOW_TRACKING_URI, else the embedded store."""
+    if given:
+        return given
+    if config:
+        from orchestrator.config import load_config
+
+        return load_config(config).tracking.uri
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING)
+
+
+def _model_name(config: str | None) -> str:
+    from orchestrator.config import load_config
+
+    return load_config(config or DEFAULT_CONFIG).model_name
+
+
+def ui(config: str | None, tracking_uri: str | None, port: int, optuna: bool) -> int:
+    if optuna:
+        from orchestrator.config import load_config
+        from orchestrator.status import open_dashboard
+
+        return open_dashboard(load_config(config or DEFAULT_CONFIG), port)
     if tracking_uri is None:
         from orchestrator.config import load_config
 
@@ -115,10 +178,40 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="csv, tsv, jsonl or parquet file to write (its folder must exist)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING))
-    p = sub.add_parser("ui", help="open the MLflow UI on an experiment's store")
+    p = sub.add_parser("status", help="a study's trials, best so far and champion, read from its stores "
+                                      "(also while a search runs elsewhere)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.storage=postgresql://...")
+    p = sub.add_parser("report", help="one self-contained HTML report of a study (also logged to its MLflow run)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})")
+    p.add_argument("--output", default=None, help="the HTML file to write (default: report.html in the "
+                                                  "study's folder under search.work_dir)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p = sub.add_parser("serve", help="an HTTP scoring server (MLflow's /invocations and /ping) for a "
+                                     "registered model")
+    p.add_argument("--model", default=None, help="default: models:/<registry.model_name>@champion of --config "
+                                                 f"(default {DEFAULT_CONFIG})")
+    p.add_argument("--config", default=None)
+    p.add_argument("--tracking-uri", default=None, help="default: --config's tracking.uri, else "
+                                                        "$MLFLOW_TRACKING_URI, else the embedded store")
+    p.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default): this machine only; 0.0.0.0: every "
+                                                       "interface")
+    p.add_argument("--port", type=int, default=8000)
+    for name, text in (("promote", "move @champion to a version by hand, recorded with who, why and when"),
+                       ("rollback", "move @champion back to the version it held before")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--model", required=True, help="the registered model's name, e.g. drug-review-classifier")
+        if name == "promote":
+            p.add_argument("--version", required=True, help="the version to make champion")
+        p.add_argument("--reason", default=None, help="why; kept in the registry with the move")
+        p.add_argument("--config", default=None)
+        p.add_argument("--tracking-uri", default=None)
+    p = sub.add_parser("ui", help="open the MLflow UI on an experiment's store (--optuna: optuna-dashboard on "
+                                  "its study storage)")
     p.add_argument("--config", default=None)
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--optuna", action="store_true", help="optuna-dashboard on the study's storage instead")
     return parser
 
 
@@ -157,12 +250,16 @@ def _run(command: str, args: dict) -> int:
     from orchestrator.execution.base import ExecutorError
     from orchestrator.execution.slots import SlotError
     from orchestrator.paths import PathError
+    from orchestrator.registry import RegistryError
     from orchestrator.study import StorageError
     from orchestrator.tracking import TrackingError
 
+    commands = {"search": search, "pretrain": pretrain, "probe": probe, "predict": predict, "status": status,
+                "report": report, "serve": serve, "promote": promote, "rollback": rollback, "ui": ui}
     try:
-        return {"search": search, "pretrain": pretrain, "probe": probe, "predict": predict, "ui": ui}[command](**args)
-    except (ConfigError, DataError, ExecutorError, PathError, SlotError, StorageError, TrackingError) as e:
+        return commands[command](**args)
+    except (ConfigError, DataError, ExecutorError, PathError, RegistryError, SlotError, StorageError,
+            TrackingError) as e:
         print(f"error: {scrub(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -47,6 +47,11 @@ class Registration:
     note: str | None = None  # why champion did not move although it might have (a score not read)
 
 
+class RegistryError(ValueError):
+    """A user's request the registry cannot satisfy (no such model or version, nothing to roll
+    back to): exit 2 with the message."""
+
+
 class ScoreUnreadable(RuntimeError):
     """The current champion's score could not be read; the alias must not move on a guess."""
 

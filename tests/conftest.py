@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,42 @@ def trial_job(tmp_path, tiny_model, data_dir, monkeypatch):
     return TrialJob(number=trial.number, trial_id=trial._trial_id, params=dict(trial.params), config=cfg.to_dict(),
                     source="test", model_path=str(tiny_model), model_fingerprint="tiny", parent_run_id=parent,
                     data_dir=str(data), checkpoint_dir=str(tmp_path / "ckpt")), study
+
+
+@dataclass
+class FinishedSearch:
+    """A search that ran to the end: its experiment file, stores and folder."""
+    config: Path
+    folder: Path
+    tracking_uri: str
+    storage: str
+    model_name: str = "done-clf"
+    study_name: str = "done"
+
+
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory, tiny_model) -> FinishedSearch:
+    """One real `python -m orchestrator search` (tiny model, 3 trials of 2 epochs, median pruner),
+    run once per test process and shared by the tests that read a study after it ran (status,
+    report, serve, promote). Its stores are absolute paths, so tests may run from any folder; a
+    test that changes the stores must make its own search."""
+    from orchestrator.__main__ import main
+
+    folder = tmp_path_factory.mktemp("finished")
+    data = folder / "data"
+    write_csv(data / "train.csv", make_rows(120, seed=2))
+    write_csv(data / "validation.csv", make_rows(45, seed=3))
+    write_csv(data / "test.csv", make_rows(45, seed=4))
+    tracking, storage = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}", f"sqlite:///{folder / 'mlruns' / 'optuna.db'}"
+    config = tiny_experiment(folder / "done.yaml", tiny_model, data, "done",
+                             training={"epochs": 2}, space={"head": ["cls", "mean"]},
+                             search={"n_trials": 3, "seed": 1, "pruner": "median", "storage": storage,
+                                     "work_dir": str(folder / "mlruns" / "studies")},
+                             tracking={"uri": tracking, "artifact_location": str(folder / "mlruns" / "artifacts")})
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert main(["search", "--config", str(config)]) == 0
+    finally:
+        os.chdir(previous)
+    return FinishedSearch(config, folder, tracking, storage)
