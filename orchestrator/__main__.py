@@ -81,7 +81,8 @@ def status(config: str, overrides: list[str]) -> int:
     from orchestrator.config import load_config
     from orchestrator.status import show_status
 
-    show_status(load_config(config, overrides), Console())
+    # Piped or redirected, rich would fold the table into 80 columns; a log line can be longer.
+    show_status(load_config(config, overrides), Console() if sys.stdout.isatty() else Console(width=160))
     return 0
 
 
@@ -138,14 +139,20 @@ def ui(config: str | None, tracking_uri: str | None, port: int, optuna: bool) ->
         from orchestrator.status import open_dashboard
 
         return open_dashboard(load_config(config or DEFAULT_CONFIG), port)
-    if tracking_uri is None:
-        from orchestrator.config import load_config
-
-        tracking_uri = load_config(config).tracking.uri if config else DEFAULT_TRACKING
+    from orchestrator.config import load_config
     from orchestrator.config.secrets import redact
+    from orchestrator.tracking import mark_training_experiment
 
+    cfg = load_config(config) if config else None
+    if tracking_uri is None:
+        tracking_uri = cfg.tracking.uri if cfg else DEFAULT_TRACKING
     cmd = [sys.executable, "-m", "mlflow", "ui", "--port", str(port)]
     print(f"running: mlflow ui --backend-store-uri {redact(tracking_uri)} --port {port}")
+    experiment_id = mark_training_experiment(tracking_uri, cfg.experiment_name) if cfg else None
+    if experiment_id is not None:
+        print(f"the study's runs: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs", flush=True)
+    elif cfg:
+        print(f"no experiment {cfg.experiment_name!r} in that store yet: run a search first", flush=True)
     # Through the environment, not the command line, where `ps` would show a password.
     # MLflow 3's job runner (for GenAI jobs) starts 8 more processes and doubles the start-up; a
     # tracking UI does not use it. Set MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true to keep it.

@@ -28,6 +28,9 @@ TAG_STUDY = "orchestrator_study"
 TAG_ROLE = "orchestrator_role"
 TAG_TRIAL = "optuna_trial_number"
 TAG_STATE = "trial_state"
+# MLflow 3's UI opens an experiment on its GenAI overview (traces, prompts) unless the experiment
+# says it holds model training; then it opens the runs table.
+KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
 CHECKPOINT_ARTIFACT = "checkpoint"  # a trial run's artifact folder holding its best-epoch model
 # Optuna trial state -> MLflow run status (a pruned trial ended as intended: FINISHED).
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
@@ -92,6 +95,27 @@ def check_store(uri: str) -> None:
                             f"{scrub(str(e)).strip().splitlines()[-1][:500]}") from e
 
 
+def mark_training_experiment(uri: str, experiment: str) -> str | None:
+    """Mark an existing experiment as model training (see KIND_TAG); its id, or None when the
+    store does not exist yet or has no such experiment. Never creates a store."""
+    from orchestrator.paths import sqlite_path
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        return None
+    uri = absolute_sqlite(uri, create=False)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        if exp.tags.get(KIND_TAG) != KIND_TRAINING:
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND_TRAINING)
+    except MlflowException as e:
+        raise TrackingError(f"tracking.uri: cannot use the MLflow store {redact(uri)!r}: {scrub(str(e))[:300]}") from e
+    return exp.experiment_id
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str):
         fail_fast(uri)
@@ -103,9 +127,12 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
-                exp_id = self.client.create_experiment(experiment, artifact_location=self._location(artifact_location))
+                exp_id = self.client.create_experiment(experiment, artifact_location=self._location(artifact_location),
+                                                       tags={KIND_TAG: KIND_TRAINING})
             else:
                 exp_id = exp.experiment_id
+                if KIND_TAG not in exp.tags:  # made before experiments were marked
+                    self.client.set_experiment_tag(exp_id, KIND_TAG, KIND_TRAINING)
         except Exception as e:  # noqa: BLE001 - connection refused, locked database, not an MLflow database...
             raise TrackingError(f"tracking.uri: cannot use the MLflow store {redact(uri)!r}: "
                                 f"{scrub(str(e))[:500]}") from e
