@@ -7,11 +7,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
+def terminal() -> Console:
+    """A console for this command's output: the terminal's width on a terminal; 160 columns in
+    a log file or pipe, where rich would otherwise fold tables into 80."""
+    import sys
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 class StudyProgress:
     """Thread-safe: trials in several slots report at once (rich's Progress has its own lock)."""
 
     def __init__(self, total_trials: int | None, console: Console | None = None):
-        self.console = console or Console()
+        self.console = console or terminal()
         self.live = self.console.is_terminal
         self.done = 0
         self.total = total_trials
