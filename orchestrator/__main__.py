@@ -30,15 +30,13 @@ def exit_code(summary) -> int:
 
 
 def search(config: str, overrides: list[str], gpus: str | None, workers: int, ray_address: str | None) -> int:
-    from rich.console import Console
-
     from orchestrator.config import load_config
-    from orchestrator.progress import print_summary
+    from orchestrator.progress import print_summary, terminal
     from orchestrator.search import run_search
 
     cfg = load_config(config, overrides)
     summary = run_search(cfg, gpus=gpus, workers=workers, ray_address=ray_address)
-    print_summary(summary, Console(), config)
+    print_summary(summary, terminal(), config)
     return exit_code(summary)
 
 
@@ -76,13 +74,11 @@ def predict(model: str, input: str, output: str, text_column: str, tracking_uri:
 
 
 def status(config: str, overrides: list[str]) -> int:
-    from rich.console import Console
-
     from orchestrator.config import load_config
+    from orchestrator.progress import terminal
     from orchestrator.status import show_status
 
-    # Piped or redirected, rich would fold the table into 80 columns; a log line can be longer.
-    show_status(load_config(config, overrides), Console() if sys.stdout.isatty() else Console(width=160))
+    show_status(load_config(config, overrides), terminal())
     return 0
 
 
@@ -251,6 +247,15 @@ def _run(command: str, args: dict) -> int:
 
     for h in logging.getLogger("mlflow").handlers:
         h.addFilter(ScrubFilter())
+    # The command's own lines and progress bars say what happens; MLflow's notes on creating its
+    # tables and the datasets library's bars for saving a split are noise between them.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "using an existing study": said as a phase
+    import datasets
+
+    datasets.disable_progress_bars()
 
     from orchestrator.config import ConfigError
     from orchestrator.data import DataError
