@@ -86,4 +86,6 @@ def _curves(trials: list[FrozenTrial], curves: dict[int, list[tuple[int, float]]
                           "<extra></extra>"))
     fig.update_layout(xaxis_title=x_title, yaxis_title=y_title, legend_title="trial (state)",
                       margin={"t": 30})
+    if x_title == "epoch":  # whole epochs only: no tick at 1.5
+        fig.update_xaxes(dtick=1)
     return fig
