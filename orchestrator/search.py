@@ -336,6 +336,9 @@ def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLaun
                 trial = claim(study, budget, lock, sampling)
             except SpaceExhausted as e:
                 return stop(f"stopped: {e}")
+            if budget is not None:  # the budget's last trial needs no spare process after it
+                taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+                launcher.executor.expect_more(len(taken) < budget)
             if trial is None:
                 if budget is not None and finished(study) >= budget:
                     return

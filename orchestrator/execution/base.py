@@ -34,6 +34,10 @@ class Executor(ABC):
         """As soon as the driver knows its slots, before the study's data and baseline: start what
         the first trials will need, so that it is ready when they come."""
 
+    def expect_more(self, more: bool) -> None:
+        """Whether trials may follow the ones claimed so far (False once the budget is claimed):
+        nothing need be made ready for a trial that will not come."""
+
     @abstractmethod
     def run(self, job: TrialJob, slot: str, on_event: Callable[[dict], None]) -> TrialOutcome:
         """Run one trial to its end. A trial whose process or node died is `lost`."""

@@ -19,6 +19,7 @@ class LocalExecutor(Executor):
         self._slots = {s.name: s for s in slots}
         self.slots = list(self._slots)
         self._spares = Spares() if spares else None
+        self._more = True
 
     @property
     def cpu_only(self) -> bool:
@@ -30,6 +31,9 @@ class LocalExecutor(Executor):
             for slot in self._slots.values():
                 self._spares.start(slot, secrets)
 
+    def expect_more(self, more: bool) -> None:
+        self._more = more
+
     def run(self, job: TrialJob, slot: str, on_event: Callable[[dict], None]) -> TrialOutcome:
         jobs = paths.inside(self.study_dir, self.study_dir / "jobs")
         jobs.mkdir(parents=True, exist_ok=True)
@@ -37,7 +41,7 @@ class LocalExecutor(Executor):
         result_path.unlink(missing_ok=True)
         job_path.write_text(job.to_json())  # passwords redacted: the real URLs go by environment
         child = run_child(self._slots[slot], job_path, result_path, self.log_path(job), on_event, self.children,
-                          self.secrets, self._spares)
+                          self.secrets, self._spares, start_next=self._more)
         if result_path.exists():
             return TrialOutcome.from_json(result_path.read_text())
         return TrialOutcome("FAIL", reason=child.reason or "trial process ended without recording an outcome",

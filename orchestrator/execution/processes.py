@@ -212,19 +212,19 @@ class Spares:
 
 def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Callable[[dict], None],
               children: Children | None = None, secrets: dict[str, str] | None = None,
-              spares: Spares | None = None) -> ChildOutcome:
+              spares: Spares | None = None, start_next: bool = True) -> ChildOutcome:
     """Run one trial process to its end; forward its events, keep its output in `log_path`.
 
     `secrets` reach it through its environment; every line of its output is scrubbed of them
     before it is written to the log. With `spares`, the slot's spare runs the job if there is
-    one, and the next trial's spare starts at once.
+    one, and the next trial's spare starts at once (unless `start_next` is False: no trial follows).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
         proc = spares.hand_over(slot, job, result) if spares else None
         if proc is None:
             proc = _spawn(command(slot, job, result), _environment(slot, secrets))
-        if spares:
+        if spares and start_next:
             spares.start(slot, secrets)
         if children is not None:
             children.add(proc)

@@ -81,6 +81,12 @@ def test_a_spare_runs_the_next_job_and_the_next_spare_starts_at_once(tmp_path, m
     assert (tmp_path / "b.log").read_text() == f"ran {tmp_path / 'b.json'} {tmp_path / 'b.out'} {waiting.pid}\n"
     idle = spares._idle[slot.name]
     assert idle is not waiting and idle.poll() is None  # the third trial's process is already up
+    # The budget's last trial: it runs in the spare, and no process is started after it.
+    last = run_child(slot, tmp_path / "c.json", tmp_path / "c.out", tmp_path / "c.log", print, spares=spares,
+                     start_next=False)
+    assert last.returncode == 0 and f"{idle.pid}" in (tmp_path / "c.log").read_text() and not spares._idle
+    spares.start(slot, None)
+    idle = spares._idle[slot.name]
     spares.close()
     assert idle.wait(timeout=5) == 0 and not spares._idle  # end-of-file: it exits on its own
 
