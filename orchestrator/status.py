@@ -9,12 +9,9 @@ cannot be read only costs the champion line.
 from __future__ import annotations
 
 import statistics
-import warnings
 from dataclasses import dataclass
 from datetime import datetime
 
-import optuna
-from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
@@ -22,7 +19,7 @@ from rich.table import Table
 from orchestrator import paths
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import redact
-from orchestrator.study import StorageError
+from orchestrator.study import open_readonly
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -77,31 +74,8 @@ class StudyState:
         return max(0.0, (end - trial.datetime_start).total_seconds())
 
 
-def open_storage(cfg: ExperimentConfig) -> RDBStorage:
-    """The study storage, read as it is: a SQLite file that does not exist is an error, not a new
-    database, and no table is created."""
-    url = cfg.search.storage
-    db = paths.sqlite_path(url)
-    if db is not None and not db.is_file():
-        raise StorageError(f"search.storage: no study store at {db}; run `python -m orchestrator search` with "
-                           f"this experiment first, or point search.storage at the store the search uses")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(paths.absolute_sqlite(url, create=False), skip_table_creation=True)
-    except Exception as e:  # noqa: BLE001 - refused connection, wrong password, not an Optuna database...
-        raise StorageError(f"search.storage: cannot read the study store {redact(url)}: "
-                           f"{type(e).__name__}: {str(e)[:300]}") from None
-
-
-def load_state(cfg: ExperimentConfig, storage: RDBStorage) -> StudyState:
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    if cfg.study_name not in names:
-        shown = ", ".join(sorted(names)[:20]) or "none"
-        raise StorageError(f"search.study_name: no study {cfg.study_name!r} in {redact(cfg.search.storage)} "
-                           f"(studies there: {shown}); run `python -m orchestrator search` first, or set "
-                           f"search.study_name")
-    study = optuna.load_study(study_name=cfg.study_name, storage=storage)
+def load_state(cfg: ExperimentConfig) -> StudyState:
+    study = open_readonly(cfg)
     # Optuna records trial times as naive local time: `now` is compared with them.
     return StudyState(cfg.study_name, cfg.search.metric, study.direction.name.lower(),
                       study.get_trials(deepcopy=False), cfg.search.n_trials, datetime.now())
@@ -134,7 +108,7 @@ def champion_line(cfg: ExperimentConfig) -> str:
 
 
 def show_status(cfg: ExperimentConfig, console: Console) -> StudyState:
-    state = load_state(cfg, open_storage(cfg))
+    state = load_state(cfg)
     console.print(trial_table(state))
     console.print(summary_line(state), highlight=False)
     console.print(champion_line(cfg), highlight=False)
@@ -204,9 +178,8 @@ def open_dashboard(cfg: ExperimentConfig, port: int, host: str = "127.0.0.1") ->
     a password, never reaches a command line."""
     from optuna_dashboard import run_server
 
-    storage = open_storage(cfg)
-    load_state(cfg, storage)  # the study exists: say so now, not in the browser
+    open_readonly(cfg)  # the study exists: say so now, not in the browser
     print(f"optuna-dashboard for study {cfg.study_name} on {redact(cfg.search.storage)}: "
           f"http://{host}:{port}/dashboard/ (Ctrl-C stops it)", flush=True)
-    run_server(storage, host=host, port=port)
+    run_server(paths.absolute_sqlite(cfg.search.storage, create=False), host=host, port=port)
     return 0

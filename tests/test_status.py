@@ -104,12 +104,12 @@ def test_status_of_nothing_is_exit_2_and_creates_nothing(tmp_path, tiny_model, d
     config = tiny_experiment(tmp_path / "x.yaml", tiny_model, data_dir, "x", search={"storage": f"sqlite:///{missing}"})
     assert main(["status", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: search.storage: no study store") and "Traceback" not in err
+    assert err.startswith("error: search.storage: no Optuna storage at") and "Traceback" not in err
     assert not missing.parent.exists()
 
     assert main(["status", "--config", str(finished_search.config), "search.study_name=nope"]) == 2
     err = capsys.readouterr().err
-    assert "no study 'nope'" in err and "done" in err  # names the studies that are there
+    assert "no study named 'nope'" in err and "'done'" in err  # names the studies that are there
 
 
 def test_search_marks_the_experiment_and_ui_names_its_runs_page(finished_search, tmp_path):
@@ -160,4 +160,4 @@ def test_ui_optuna_without_a_study_is_exit_2(tmp_path, capsys):
     base["search"]["storage"] = f"sqlite:///{tmp_path / 'none.db'}"
     config.write_text(yaml.safe_dump(base))
     assert main(["ui", "--optuna", "--config", str(config)]) == 2
-    assert "no study store" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+    assert "no Optuna storage" in capsys.readouterr().err and not (tmp_path / "none.db").exists()

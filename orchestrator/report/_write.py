@@ -15,8 +15,8 @@ from orchestrator.config.secrets import scrub
 from orchestrator.data import DataError
 from orchestrator.report._figures import loss_curves, optuna_figures, validation_curves
 from orchestrator.report._page import page
-from orchestrator.report._study import open_study
 from orchestrator.report._tracked import READ_ERRORS, read_tracking
+from orchestrator.study import open_readonly
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def write_report(cfg: ExperimentConfig, output: str | None = None) -> Path:
     `StorageError` when the storage holds no such study; MLflow is optional (see `_tracked`).
     """
     target = _checked_output(output)
-    study = open_study(cfg)
+    study = open_readonly(cfg)
     if target is None:
         work_dir = Path(cfg.search.work_dir).resolve()
         folder = paths.inside(work_dir, work_dir / cfg.study_name)
