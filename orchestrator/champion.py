@@ -136,14 +136,46 @@ def register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: st
     becomes champion if it beats the current one on this study's test split."""
     main = f"test_{task.main_metric}"
     example = [_as_text(x) for x in splits.data["test"][:5][task.columns[0]]]
+    baseline, test_data = tracker.run_metrics(parent).get(f"baseline_{main}"), splits.split_digest("test")
     registration = registry.register(
         tracker.client, cfg.model_name, run_id, checkpoint, metrics[main], example,
         Classifier(checkpoint).predict_frame(example),
         tags={"orchestrator_study": cfg.study_name, "optuna_trial_number": str(best.number)},
-        metric=main, test_data=splits.split_digest("test"), rescore=_rescorer(splits, main))
+        metric=main, test_data=test_data, rescore=_rescorer(splits, main),
+        description=describe(cfg, splits, best, run_id, metrics, task, baseline, test_data))
     tracker.set_tags(parent, {"registered_model": f"{registration.name}/{registration.version}",
                               "registered_alias": registration.alias})
     return registration
+
+
+def describe(cfg: ExperimentConfig, splits: Splits, best: optuna.trial.FrozenTrial, run_id: str, metrics: dict,
+             task: Task, baseline: float | None, test_data: str, most: int = 12) -> str:
+    """The registered version's description (markdown, shown on its registry page): what the model
+    is, how it scored on test against the baseline, the trial that made it, the data it saw."""
+    from orchestrator.config.secrets import scrub
+
+    main = f"test_{task.main_metric}"
+    labels = ", ".join(splits.label_names[:20]) + (f" and {len(splits.label_names) - 20} more"
+                                                   if len(splits.label_names) > 20 else "")
+    others = sorted(k for k in metrics if k != main)
+    shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in others[:most])
+    if len(others) > most:
+        shown += f" and {len(others) - most} more on run {run_id}"
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(best.params.items()))
+    gap = metrics[main] - baseline if baseline is not None else 0.0
+    compared = (f"{main} {baseline:.6f}; the model is {abs(gap):.4f} {'above' if gap >= 0 else 'below'} it"
+                if baseline is not None else "not recorded on the study's run")
+    return "\n\n".join([
+        f"**{task.name}** model of study `{cfg.study_name}` (experiment `{cfg.experiment_name}`), fine-tuned from "
+        f"`{scrub(cfg.model.name_or_path)}`; labels: {labels}. Input: a `{task.columns[0]}` column.",
+        f"**Test** ({len(splits.data['test'])} rows): {main} **{metrics[main]:.6f}**" + (f"; {shown}" if shown else ""),
+        f"**Baseline** ({task.baseline_name}) on the same test split: {compared}.",
+        f"**Best trial** {best.number} (run {run_id}): {cfg.search.metric} {best.value:.4f} with "
+        f"{params or 'the defaults (nothing searched)'}.",
+        f"**Data**: test split fingerprint `{test_data}` (tag test_data: the split every "
+        f"champion comparison uses); data fingerprint `{splits.digest}` (the files and settings the splits came "
+        f"from, param data.fingerprint of the study's run).",
+    ])
 
 
 def _as_text(value) -> str:
@@ -188,7 +220,9 @@ def log_study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
     tracker.log_figure(parent, ax.figure, "optimization_history.png")
     if len(completed) >= 2:
         try:
-            ax = ovm.plot_param_importances(study)
+            with warnings.catch_warnings():  # "importances will be equal" when trials tie: the plot shows it
+                warnings.simplefilter("ignore", UserWarning)
+                ax = ovm.plot_param_importances(study)
             tracker.log_figure(parent, ax.figure, "param_importances.png")
         except (ValueError, RuntimeError) as e:  # e.g. every searched value identical so far
             log.info("parameter importances skipped: %s", e)

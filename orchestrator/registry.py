@@ -9,14 +9,22 @@ the current champion's score cannot be read (the store fails, its tag is missing
 number), `champion` stays where it is and the registration says so. Registering the same study's
 same trial twice returns the existing version (re-running a finished study is safe), and gives it
 an alias if it was left without one.
+
+Every move of `champion`, the search's own (`register`) and a person's (`orchestrator.promotion`),
+goes through `move_champion`, which records who, why, when and from which version: as tags on the
+new champion version and as the registered model's `champion_history`, which `rollback` reads.
 """
 
 from __future__ import annotations
 
 import functools
+import getpass
+import json
 import logging
 import math
+import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
@@ -33,6 +41,19 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 SCORE_TAG = "test_macro_f1"  # the metric of versions registered before tasks had their own
 METRIC_TAG, DATA_TAG = "test_metric", "test_data"
 PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
+# The history of @champion is one registered-model tag holding a JSON list, newest last: the
+# registry UI shows a model's tags on its page; one tag keeps the moves in order and is one read
+# for `rollback` (a tag per move has no order and would crowd the page; the description is for
+# people to write). MLflow validates such a tag up to 100,000 characters, but its SQL stores keep
+# it in a VARCHAR(5000) column (registered_model_tags.value, MLflow 3.17), which PostgreSQL and
+# MySQL enforce: the oldest moves are dropped to stay under 5000.
+HISTORY_TAG, HISTORY_LIMIT, REASON_LIMIT = "champion_history", 5000, 500
+DESCRIPTION_LIMIT = 5000  # registered_models.description and model_versions.description are VARCHAR(5000)
+MODEL_DESCRIPTION = ("Fine-tuned transformer text models registered by `python -m orchestrator search`: each version "
+                     "is a study's best trial, tested on its held-out test split (its description says what it is "
+                     "and how it scored). @champion is the version to serve (`python -m orchestrator serve`); it "
+                     "moves when a search beats it on the same test split, or by hand with `promote` / `rollback`, "
+                     "each move recorded in the tag champion_history and the champion_* tags of the version.")
 
 
 @dataclass
@@ -78,21 +99,26 @@ def _requirements() -> list[str]:
 
 def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Path, score: float,
              example_texts: list[str], example_output: pd.DataFrame, tags: dict[str, str],
-             metric: str = SCORE_TAG, test_data: str | None = None, rescore=None) -> Registration:
+             metric: str = SCORE_TAG, test_data: str | None = None, rescore=None,
+             description: str | None = None) -> Registration:
     """Log `checkpoint` as a pyfunc model under `run_id`, register it under `name`, set an alias.
 
     `score` is `metric` on the test split whose fingerprint is `test_data`; `rescore(version)`
-    returns the current champion's `metric` on that split, or raises `ScoreUnreadable`."""
+    returns the current champion's `metric` on that split, or raises `ScoreUnreadable`.
+    `description` (markdown) becomes the version's description: what the model is and how it scored."""
     read = functools.partial(champion_score, client, name, metric, test_data, rescore)
+    why = functools.partial(_search_reason, tags.get("orchestrator_study"), metric, score)
     existing = _find_version(client, name, tags)
     if existing is not None:
+        if description and not existing.description:
+            client.update_model_version(name, existing.version, description=_fit(description, DESCRIPTION_LIMIT))
         aliases = existing.aliases or []
         if aliases:
             alias = CHAMPION if CHAMPION in aliases else aliases[0]
             return Registration(name, str(existing.version), alias, score, None, f"models:/{name}@{alias}",
                                 reused=True)
         # Registered by a run that stopped before it set the alias: decide it now.
-        alias, previous, note = _set_alias(client, name, existing.version, score, read)
+        alias, previous, note = _set_alias(client, name, existing.version, score, read, why)
         return Registration(name, str(existing.version), alias, score, previous, f"models:/{name}@{alias}",
                             reused=True, note=note)
 
@@ -105,16 +131,87 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
         )
     scores = {METRIC_TAG: metric, metric: f"{score:.6f}", **({DATA_TAG: test_data} if test_data else {})}
     version = mlflow.register_model(info.model_uri, name, tags={**tags, **scores})
-    alias, previous, note = _set_alias(client, name, version.version, score, read)
+    if description:
+        client.update_model_version(name, version.version, description=_fit(description, DESCRIPTION_LIMIT))
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=MODEL_DESCRIPTION)
+    alias, previous, note = _set_alias(client, name, version.version, score, read, why)
     log.info("registered %s version %s as @%s (%s %.4f, previous champion %s)",
              name, version.version, alias, metric, score, previous)
     return Registration(name, str(version.version), alias, score, previous, f"models:/{name}@{alias}", note=note)
 
 
-def _set_alias(client: MlflowClient, name: str, version, score: float, read) -> tuple[str, float | None, str | None]:
+def _set_alias(client: MlflowClient, name: str, version, score: float, read,
+               why) -> tuple[str, float | None, str | None]:
     alias, previous, note = choose_alias(score, read)
-    client.set_registered_model_alias(name, alias, version)
+    if alias == CHAMPION:
+        move_champion(client, name, version, "search", why(previous))
+    else:
+        client.set_registered_model_alias(name, alias, version)
     return alias, previous, note
+
+
+def _search_reason(study: str | None, metric: str, score: float, previous: float | None) -> str:
+    said = f"study {study}: " if study else ""
+    if previous is None:
+        return f"{said}first champion ({metric} {score:.4f})"
+    return f"{said}{metric} {score:.4f} > champion's {previous:.4f}"
+
+
+# ---------------------------------------------------------------- who moved @champion, and why
+
+def move_champion(client: MlflowClient, name: str, version, how: str, reason: str) -> dict:
+    """Point @champion of `name` at `version` and record the move; returns the history entry.
+
+    `how`: "search", "promote" or "rollback". The new champion gets tags `champion_since`,
+    `champion_by`, `champion_how`, `champion_reason`, `champion_from`; the one it replaces gets
+    `champion_until`. The alias moves first: a record that fails after it leaves a move without
+    its entry, never an entry for a move that did not happen."""
+    version = str(version)
+    before = alias_version(client, name, CHAMPION)
+    entry = {"version": version, "from": str(before.version) if before is not None else None, "how": how,
+             "by": _user(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "reason": _fit(reason, REASON_LIMIT)}
+    client.set_registered_model_alias(name, CHAMPION, version)
+    tags = {"champion_since": entry["at"], "champion_by": entry["by"], "champion_how": how,
+            "champion_reason": entry["reason"], "champion_from": entry["from"] or "none"}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if "champion_until" in client.get_model_version(name, version).tags:  # champion again
+        client.delete_model_version_tag(name, version, "champion_until")
+    if entry["from"] is not None and entry["from"] != version:
+        client.set_model_version_tag(name, entry["from"], "champion_until", entry["at"])
+    history = [*champion_history(client, name), entry]
+    while len(history) > 1 and len(_history_text(history)) > HISTORY_LIMIT:
+        history.pop(0)
+    client.set_registered_model_tag(name, HISTORY_TAG, _history_text(history))
+    return entry
+
+
+def champion_history(client: MlflowClient, name: str) -> list[dict]:
+    """The recorded moves of @champion of `name`, oldest first; [] when none were recorded."""
+    text = client.get_registered_model(name).tags.get(HISTORY_TAG)
+    try:
+        history = json.loads(text) if text else []
+    except ValueError:
+        log.warning("registered model %s: tag %s is not JSON; starting its history anew", name, HISTORY_TAG)
+        return []
+    return [e for e in history if isinstance(e, dict) and "version" in e] if isinstance(history, list) else []
+
+
+def _history_text(history: list[dict]) -> str:
+    return json.dumps(history, ensure_ascii=False, separators=(",", ":"))
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment, no entry in the password database
+        return os.environ.get("USER") or "unknown"
+
+
+def _fit(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _find_version(client: MlflowClient, name: str, tags: dict[str, str]):

@@ -160,6 +160,10 @@ def _check_model(model_uri: str, tracking_uri: str | None) -> None:
     if db is not None and not db.is_file():
         raise DataError(f"--tracking-uri {tracking_uri}: no MLflow store at {db}; run a search first, or point "
                         f"--tracking-uri (or MLFLOW_TRACKING_URI) at the store that holds the model")
+    if tracking_uri:
+        from orchestrator.promotion import existing_store
+
+        existing_store(tracking_uri)  # an empty or foreign database would get MLflow's tables
     uri = absolute_sqlite(tracking_uri, create=False) if tracking_uri else None
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     shown = redact(tracking_uri or "the default store")

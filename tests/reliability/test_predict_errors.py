@@ -75,6 +75,16 @@ def test_predict_never_creates_a_store_where_there_is_none(tmp_path, inputs):
     done = _predict(tmp_path, "--model", "models:/tiny-clf@champion", "--input", "in.csv", "--output", "o.csv")
     assert done.returncode == 2 and "no MLflow store at" in done.stderr  # the default store, also absent
     assert not (tmp_path / "mlruns").exists()
+    # Another program's database, given by mistake: refused, and MLflow's tables not written into it.
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "other.db") as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+    before = (tmp_path / "other.db").read_bytes()
+    done = _predict(tmp_path, "--model", "models:/tiny-clf@champion", "--input", "in.csv", "--output", "o.csv",
+                    tracking=f"sqlite:///{tmp_path / 'other.db'}")
+    assert done.returncode == 2 and "not an MLflow store" in done.stderr, done.stderr[-2000:]
+    assert (tmp_path / "other.db").read_bytes() == before
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".tsv"])
