@@ -33,7 +33,7 @@ def pretrained_demo(folder: Path) -> Path:
     cfg["pretrain"] = dict(PRETRAIN)
     cfg["model"]["name_or_path"] = f"models:/{cfg['registry']['model_name']}-encoder@pretrained"
     path = folder / "demo_pretrained.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))  # the space in the same order: the same draws
     return path
 
 
