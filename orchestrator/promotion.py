@@ -12,16 +12,15 @@ Nothing is created on bad input: a missing SQLite store is an error, not a new e
 from __future__ import annotations
 
 import re
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from orchestrator import registry
-from orchestrator.config.secrets import redact, scrub
-from orchestrator.paths import absolute_sqlite, sqlite_path
+from orchestrator.config.secrets import redact
 from orchestrator.registry import CHAMPION, RegistryError
-from orchestrator.tracking import TrackingError, fail_fast, is_missing, is_outage
+from orchestrator.tracking import TrackingError, existing_store, is_missing, is_outage
 
 VERSION = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
 
@@ -108,52 +107,6 @@ def _said(name: str, entry: dict) -> str:
 def _client(tracking_uri: str) -> tuple[MlflowClient, str]:
     shown = redact(tracking_uri) or "the default store"
     return existing_store(tracking_uri), shown
-
-
-def existing_store(tracking_uri: str) -> MlflowClient:
-    """A client on the MLflow store `tracking_uri`, which must already exist and be one: MLflow
-    itself makes a missing SQLite file, and its tables in any empty or foreign database, on first
-    use. A database is connected to once, without MLflow's minutes of retries."""
-    shown = redact(tracking_uri) or "the default store"
-    fail_fast(tracking_uri)
-    db = sqlite_path(tracking_uri)
-    if db is not None and not db.is_file():
-        raise RegistryError(f"--tracking-uri {shown}: no MLflow store at {db}; point --tracking-uri (or --config, "
-                            f"or MLFLOW_TRACKING_URI) at the store that holds the registered model")
-    uri = absolute_sqlite(tracking_uri, create=False)
-    if db is not None or _is_database(uri):
-        tables = _tables(uri, db, shown)
-        if "registered_models" not in tables:
-            raise RegistryError(f"--tracking-uri {shown}: not an MLflow store (no registered_models table among "
-                                f"{len(tables)}); point it at the store a search wrote to")
-    try:
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)
-    except MlflowException as e:  # e.g. a folder: MLflow 3 no longer opens file stores
-        raise RegistryError(f"--tracking-uri {shown}: {e.message[:300]}") from None
-
-
-def _is_database(uri: str) -> bool:
-    return "://" in uri and uri.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql", "sqlite")
-
-
-def _tables(uri: str, db, shown: str) -> list[str]:
-    import sqlite3
-
-    import sqlalchemy
-
-    try:
-        if db is not None:  # read-only: connecting must not create or change the file
-            with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as conn:
-                return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        timeout = {"connect_timeout": 10} if uri.startswith(("postgresql", "mysql")) else {}
-        engine = sqlalchemy.create_engine(uri, connect_args=timeout)
-        try:
-            return sqlalchemy.inspect(engine).get_table_names()
-        finally:
-            engine.dispose()
-    except (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, ImportError) as e:
-        raise TrackingError(f"--tracking-uri: cannot use the MLflow store {shown}: "
-                            f"{scrub(str(e)).strip().splitlines()[0][:300]}") from None
 
 
 @contextmanager

@@ -27,8 +27,8 @@ from pathlib import Path
 from orchestrator.config.secrets import redact
 from orchestrator.data import DataError
 from orchestrator.paths import absolute_sqlite
-from orchestrator.promotion import existing_store
 from orchestrator.serve import _check_model
+from orchestrator.tracking import existing_store
 
 EXIT_INTERRUPTED = 130
 EXAMPLE = '{"dataframe_split": {"columns": ["text"], "data": [["great product"], ["awful"]]}}'

@@ -148,7 +148,7 @@ def _check_model(model_uri: str, tracking_uri: str | None) -> None:
     from mlflow.exceptions import MlflowException
 
     from orchestrator.config.secrets import redact
-    from orchestrator.tracking import TrackingError, fail_fast, is_missing, is_outage
+    from orchestrator.tracking import TrackingError, existing_store, fail_fast, is_missing, is_outage
 
     if not model_uri.startswith(("models:/", "runs:/")):
         if "://" not in model_uri and not (Path(model_uri) / "MLmodel").is_file():
@@ -161,8 +161,6 @@ def _check_model(model_uri: str, tracking_uri: str | None) -> None:
         raise DataError(f"--tracking-uri {tracking_uri}: no MLflow store at {db}; run a search first, or point "
                         f"--tracking-uri (or MLFLOW_TRACKING_URI) at the store that holds the model")
     if tracking_uri:
-        from orchestrator.promotion import existing_store
-
         existing_store(tracking_uri)  # an empty or foreign database would get MLflow's tables
     uri = absolute_sqlite(tracking_uri, create=False) if tracking_uri else None
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -83,18 +83,18 @@ def load_state(cfg: ExperimentConfig) -> StudyState:
 
 def champion_line(cfg: ExperimentConfig) -> str:
     """Which version of the registered model holds @champion, and what it scored."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from orchestrator.registry import CHAMPION, METRIC_TAG, SCORE_TAG, alias_version
+    from orchestrator.tracking import TrackingError, existing_store
 
-    uri = cfg.tracking.uri
-    db = paths.sqlite_path(uri)
+    db = paths.sqlite_path(cfg.tracking.uri)
     if db is not None and not db.is_file():
         return f"champion: none yet (no MLflow store at {db})"
-    uri = paths.absolute_sqlite(uri, create=False)
-    try:
-        version = alias_version(MlflowClient(tracking_uri=uri, registry_uri=uri), cfg.model_name, CHAMPION)
+    try:  # an empty or foreign database is refused, not given MLflow's tables
+        version = alias_version(existing_store(cfg.tracking.uri, "tracking.uri"), cfg.model_name, CHAMPION)
+    except TrackingError as e:
+        return f"champion: not read ({e})"
     except MlflowException as e:
         return f"champion: not read ({redact(cfg.tracking.uri)}: {e.message[:200]})"
     if version is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from mlflow.entities import Metric, Param, RunInfo
 from mlflow.exceptions import MlflowException, RestException
 
 from orchestrator.config.secrets import redact, scrub
-from orchestrator.paths import absolute_sqlite
+from orchestrator.paths import absolute_sqlite, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,55 @@ def check_store(uri: str) -> None:
                             f"{scrub(str(e)).strip().splitlines()[-1][:500]}") from e
 
 
+def existing_store(tracking_uri: str, key: str = "--tracking-uri") -> MlflowClient:
+    """A client on the MLflow store `tracking_uri`, which must already exist and be one: MLflow
+    itself makes a missing SQLite file, and its tables in any empty or foreign database, on first
+    use. A database is connected to once, without MLflow's minutes of retries. `key` is what the
+    user set the URI with (`--tracking-uri`, `tracking.uri`), for the message."""
+    shown = redact(tracking_uri) or "the default store"
+    fail_fast(tracking_uri)
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(f"{key} {shown}: no MLflow store at {db}; point {key} at the store a search wrote to")
+    uri = absolute_sqlite(tracking_uri, create=False)
+    if db is not None or _is_database(uri):
+        tables = _tables(uri, db, shown, key)
+        if "registered_models" not in tables:
+            raise TrackingError(f"{key} {shown}: not an MLflow store (no registered_models table among "
+                                f"{len(tables)}); point it at the store a search wrote to")
+    try:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except MlflowException as e:  # e.g. a folder: MLflow 3 no longer opens file stores
+        raise TrackingError(f"{key} {shown}: {e.message[:300]}") from None
+
+
+def _is_database(uri: str) -> bool:
+    return "://" in uri and uri.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql", "sqlite")
+
+
+def _tables(uri: str, db, shown: str, key: str) -> list[str]:
+    import sqlite3
+
+    import sqlalchemy
+
+    try:
+        if db is not None:  # read-only: connecting must not create or change the file
+            with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as conn:
+                return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        timeout = {"connect_timeout": 10} if uri.startswith(("postgresql", "mysql")) else {}
+        engine = sqlalchemy.create_engine(uri, connect_args=timeout)
+        try:
+            return sqlalchemy.inspect(engine).get_table_names()
+        finally:
+            engine.dispose()
+    except (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, ImportError) as e:
+        raise TrackingError(f"{key}: cannot use the MLflow store {shown}: "
+                            f"{scrub(str(e)).strip().splitlines()[0][:300]}") from None
+
+
 def mark_training_experiment(uri: str, experiment: str) -> str | None:
     """Mark an existing experiment as model training (see KIND_TAG); its id, or None when the
     store does not exist yet or has no such experiment. Never creates a store."""
-    from orchestrator.paths import sqlite_path
-
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         return None

@@ -3,8 +3,8 @@ the experiment for model training and names the runs page, `ui --optuna` serves 
 
 import hashlib
 import json
-import re
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -96,6 +96,14 @@ def test_status_while_a_trial_runs_shows_where_and_an_eta(tmp_path, tiny_model, 
     assert "best so far: trial 1, 0.6000" in out
     assert "champion: none yet" in out  # no MLflow store: no champion, and no store created
     assert not (tmp_path / "mlflow.db").exists()
+    # Another program's database as tracking.uri: said on the champion line, MLflow's tables not written.
+    with sqlite3.connect(tmp_path / "other.db") as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+    before = _digest(tmp_path / "other.db")
+    assert main(["status", "--config", str(config), f"tracking.uri=sqlite:///{tmp_path / 'other.db'}"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("champion:"))
+    assert line.startswith("champion: not read (tracking.uri") and "not an MLflow store" in line
+    assert _digest(tmp_path / "other.db") == before
     assert study.trials[2].state == TrialState.RUNNING  # status changed nothing
 
 

@@ -25,8 +25,8 @@ from mlflow.exceptions import MlflowException
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import redact, scrub
-from orchestrator.paths import absolute_sqlite, sqlite_path
-from orchestrator.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, fail_fast, is_missing, is_outage
+from orchestrator.paths import sqlite_path
+from orchestrator.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, TrackingError, existing_store, is_missing, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,13 @@ def read_tracking(cfg: ExperimentConfig, study: optuna.Study) -> Tracked:
         log.warning("no MLflow store at %s (tracking.uri): the report shows only what the Optuna storage holds", path)
         tracked.ui = None
         return tracked
-    fail_fast(uri)
-    uri = absolute_sqlite(uri, create=False)
+    try:  # an empty or foreign database is refused, not given MLflow's tables
+        tracked.client = existing_store(uri, "tracking.uri")
+    except TrackingError as e:
+        tracked.problems.append(f"{e}: parts of this page that come from MLflow are missing.")
+        log.warning("%s; the report is written without what it holds", e)
+        return tracked
     try:
-        tracked.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         _read(tracked.client, cfg, study, tracked)
     except READ_ERRORS as e:
         tracked.down = is_outage(e)
