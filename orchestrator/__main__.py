@@ -30,10 +30,13 @@ def exit_code(summary) -> int:
 
 
 def search(config: str, overrides: list[str], gpus: str | None, workers: int, ray_address: str | None) -> int:
+    import datasets
+
     from orchestrator.config import load_config
     from orchestrator.progress import print_summary, terminal
     from orchestrator.search import run_search
 
+    datasets.disable_progress_bars()  # saving each split: a bar between the search's own lines
     cfg = load_config(config, overrides)
     summary = run_search(cfg, gpus=gpus, workers=workers, ray_address=ray_address)
     print_summary(summary, terminal(), config)
@@ -248,14 +251,11 @@ def _run(command: str, args: dict) -> int:
     for h in logging.getLogger("mlflow").handlers:
         h.addFilter(ScrubFilter())
     # The command's own lines and progress bars say what happens; MLflow's notes on creating its
-    # tables and the datasets library's bars for saving a split are noise between them.
+    # tables and Optuna's info lines are noise between them (the datasets library's bars: `search`).
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "using an existing study": said as a phase
-    import datasets
-
-    datasets.disable_progress_bars()
 
     from orchestrator.config import ConfigError
     from orchestrator.data import DataError
