@@ -126,7 +126,9 @@ def evaluate(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: st
         tracker.log_metrics(run_id, metrics)
     shown = {f"champion_{k}": metrics[k] for k in (main, "test_accuracy", "test_micro_f1") if k in metrics}
     tracker.log_metrics(parent, {**shown, f"champion_{cfg.search.metric}": best.value})
-    tracker.set_tags(parent, {"best_trial": best.number, "best_trial_run_id": run_id})
+    # The champion's decision threshold(s), and whether a target was missed, where the study is read.
+    tracker.set_tags(parent, {"best_trial": best.number, "best_trial_run_id": run_id,
+                              **best.user_attrs.get("threshold_tags", {})})
     return metrics
 
 

@@ -94,6 +94,7 @@ class Summary:
     registry_error: str | None = None  # the store refused a write: needs a fix, not a retry
     champion_elsewhere: str | None = None  # the host holding the best trial's checkpoint, if not this one
     discarded_samples: int = 0  # samples that repeated an earlier trial's parameters
+    threshold_note: str | None = None  # the best trial's decision threshold(s) and any target missed
 
 
 @dataclass
@@ -239,6 +240,7 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
     host = best.user_attrs.get("driver", "?").partition(":")[0] if best else None
     if usable or (best is not None and host != socket.gethostname()):
         summary.best_trial, summary.best_params, summary.best_value = best.number, best.params, best.value
+        summary.threshold_note = best.user_attrs.get("threshold_note")
         if not usable:  # trained by a process on another machine, which evaluates and registers it
             summary.champion_elsewhere = host
     status = "FAILED"

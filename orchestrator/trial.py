@@ -31,7 +31,7 @@ from orchestrator.config.secrets import scrub
 from orchestrator.data import Splits, load_saved_splits
 from orchestrator.execution.job import WARM_START, TrialJob, TrialOutcome, emit
 from orchestrator.study import make_pruner
-from orchestrator.tasks import Task, get_task
+from orchestrator.tasks import Task, get_task, thresholds
 from orchestrator.tracking import CHECKPOINT_ARTIFACT, BestEffort, Tracker
 
 
@@ -205,6 +205,14 @@ class _TrialRun:
         return TrialOutcome("COMPLETE", value, metrics=dict(result.best_metrics))
 
     def _log_validation(self, result: train.TrainResult) -> None:
+        # How the decision threshold(s) were chosen and whether a target was missed: on the run, and
+        # on the trial, from which the search's summary reads the champion's.
+        post, names = result.val_evaluation.post, self.splits.label_names
+        threshold_tags, note = thresholds.tags(post, names), thresholds.describe(post, names)
+        if threshold_tags:
+            self._track("set_tags", threshold_tags)
+            self.trial.set_user_attr("threshold_tags", threshold_tags)
+            self.trial.set_user_attr("threshold_note", note)
         for artifact in self.task.artifacts(result.val_evaluation, result.val_outputs, self.splits.data["validation"],
                                             self.splits.label_names, "validation"):
             self._track(f"log_{artifact.kind}", artifact.value, artifact.name)

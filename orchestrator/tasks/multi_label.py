@@ -64,10 +64,14 @@ class MultiLabel(Task):
 
     def config_problems(self, cfg: ExperimentConfig) -> list[str]:
         p = cfg.postprocess
+        problems = []
         if (p.threshold or "tune") == "tune" and p.objective != "f1" and p.target is None:
-            return [f"postprocess.target: objective {p.objective} needs the {p.objective} each label's threshold "
-                    f"must reach, e.g. postprocess.target=0.9"]
-        return []
+            problems.append(f"postprocess.target: objective {p.objective} needs the {p.objective} each label's "
+                            f"threshold must reach, e.g. postprocess.target=0.9")
+        if p.positive_label is not None:  # every label has its own threshold: none is "the" positive one
+            problems.append(f"postprocess.positive_label: {p.positive_label!r} means nothing for multi_label, where "
+                            f"every label is predicted on or off by its own threshold; remove it")
+        return problems
 
     # ---- data
     def load_splits(self, cfg: DataConfig) -> Splits:
@@ -172,24 +176,31 @@ class MultiLabel(Task):
         return Evaluation(scores(truth, preds, probs, label_names, prefix), post, preds)
 
     def _fit_post(self, probs: np.ndarray, truth: np.ndarray) -> dict:
-        """Thresholds per label: tuned on these outputs (validation), or 0.5 (`postprocess.threshold: none`)."""
+        """Thresholds per label: tuned on these outputs (validation) where they separate the label's
+        rows from the others, else 0.5; or 0.5 for all (`postprocess.threshold: none`). `tuning`
+        records each decision (`thresholds.Decision`)."""
         p = self.cfg.postprocess if self.cfg is not None else None
         if p is not None and p.threshold == "none":
             return {"thresholds": [thresholds.DEFAULT] * probs.shape[1]}
         objective, target = (p.objective, p.target) if p is not None else ("f1", None)
-        return {"thresholds": thresholds.tune_all(probs, truth, objective, target)}
+        decisions = thresholds.decide_all(probs, truth, objective, target)
+        return {"thresholds": [d.threshold for d in decisions], "tuning": [d.to_dict() for d in decisions]}
 
     def artifacts(self, evaluation: Evaluation, outputs, examples, label_names: list[str],
                   split: str) -> list[Artifact]:
         truth = multi_hot(column(examples, "labels"), len(label_names)).astype(bool)
         probs = np.asarray(outputs, dtype=np.float64).reshape(-1, len(label_names))
         preds = evaluation.predictions
-        return [
+        out = [
             Artifact("table", f"per_label_{split}.json",
                      per_label_table(truth, preds, label_names, cuts(evaluation.post, len(label_names)))),
             Artifact("table", f"errors_{split}.json",
                      errors_table(column(examples, "text"), truth, preds, probs, label_names)),
         ]
+        decisions = thresholds.table(evaluation.post, label_names)
+        if split == "validation" and decisions is not None:  # how each threshold was chosen, and what it missed
+            out.append(Artifact("table", "thresholds_validation.json", decisions))
+        return out
 
     # ---- baseline
     def baseline(self, splits: Splits, seed: int) -> dict[str, float]:

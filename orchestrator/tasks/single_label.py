@@ -166,8 +166,11 @@ class SingleLabel(Task):
         if p is None or p.threshold != "tune" or len(label_names) != 2:
             return {}
         positive = label_names.index(p.positive_label) if p.positive_label in label_names else 1
-        return {"positive": positive,
-                "threshold": thresholds.tune(probs[:, positive], labels == positive, p.objective, p.target)}
+        decision = thresholds.decide(probs[:, positive], labels == positive, p.objective, p.target)
+        post = {"positive": positive, "tuning": decision.to_dict()}
+        if decision.tuned:  # else no "threshold": the most probable class, as without tuning
+            post["threshold"] = decision.threshold
+        return post
 
     def artifacts(self, evaluation: Evaluation, outputs, examples, label_names: list[str],
                   split: str) -> list[Artifact]:

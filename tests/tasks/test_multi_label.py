@@ -105,7 +105,8 @@ def tuning_case():
     # the negatives' 0.2 and the positives' 0.3 gets F1 1. Label b is fine at 0.5 and stays near it.
     truth = [[0, 1], [0], [1], [], [1], []]
     probs = np.array([[0.3, 0.8], [0.35, 0.2], [0.1, 0.9], [0.2, 0.1], [0.15, 0.7], [0.05, 0.3]])
-    return truth, probs
+    # Three copies: six rows are too few to show a label's scores separate it (thresholds.ALPHA).
+    return truth * 3, np.tile(probs, (3, 1))
 
 
 def test_thresholds_are_tuned_on_validation_and_beat_half():

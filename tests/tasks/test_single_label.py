@@ -28,15 +28,18 @@ TRUTH = [1, 1, 1, 0, 1, 0]
 
 
 def test_tuned_threshold_is_the_best_f1_cut_and_is_applied():
-    probs = np.stack([1 - P_SPAM, P_SPAM], axis=1)
-    untuned = _task().evaluate(probs, _examples(TRUTH), ["ham", "spam"], "val")
+    # The six rows three times: six rows alone are too few to show the scores separate the classes
+    # (thresholds.ALPHA), and the cuts and rates of three copies are those of one.
+    p_spam, truth = np.tile(P_SPAM, 3), TRUTH * 3
+    probs = np.stack([1 - p_spam, p_spam], axis=1)
+    untuned = _task().evaluate(probs, _examples(truth), ["ham", "spam"], "val")
     assert untuned.post == {} and round(untuned.metrics["val_f1_spam"], 3) == 0.667
-    tuned = _task(threshold="tune").evaluate(probs, _examples(TRUTH), ["ham", "spam"], "val")
+    tuned = _task(threshold="tune").evaluate(probs, _examples(truth), ["ham", "spam"], "val")
     assert tuned.post["positive"] == 1 and tuned.post["threshold"] == 0.2
     assert round(tuned.metrics["val_f1_spam"], 3) == 0.889
-    assert predict(probs, tuned.post).tolist() == [1, 1, 1, 1, 1, 0]
+    assert predict(probs, tuned.post).tolist() == [1, 1, 1, 1, 1, 0] * 3
     # Test evaluation passes the fitted post-processing: it is applied, not fitted again.
-    again = _task(threshold="tune").evaluate(probs[::-1], _examples(TRUTH[::-1]), ["ham", "spam"], "test",
+    again = _task(threshold="tune").evaluate(probs[::-1], _examples(truth[::-1]), ["ham", "spam"], "test",
                                              tuned.post)
     assert again.post == tuned.post
 
