@@ -140,11 +140,15 @@ def ui(config: str | None, tracking_uri: str | None, port: int, optuna: bool) ->
         return open_dashboard(load_config(config or DEFAULT_CONFIG), port)
     from orchestrator.config import load_config
     from orchestrator.config.secrets import redact
-    from orchestrator.tracking import mark_training_experiment
+    from orchestrator.tracking import existing_store, mark_training_experiment
 
     cfg = load_config(config) if config else None
+    key = "--tracking-uri" if tracking_uri is not None or cfg is None else "tracking.uri"
     if tracking_uri is None:
         tracking_uri = cfg.tracking.uri if cfg else DEFAULT_TRACKING
+    # `mlflow ui` would create a missing store (or its tables in a foreign database) and show it
+    # empty: refused here, as status and report refuse it (exit 2).
+    existing_store(tracking_uri, key)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--port", str(port)]
     print(f"running: mlflow ui --backend-store-uri {redact(tracking_uri)} --port {port}")
     experiment_id = mark_training_experiment(tracking_uri, cfg.experiment_name) if cfg else None

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import ConfigError, ExperimentConfig
-from orchestrator.data import Splits
+from orchestrator.data import DataError, Splits
 from orchestrator.execution.base import Executor, ExecutorError
 from orchestrator.execution.local import LocalExecutor
 from orchestrator.execution.slots import make_slots
-from orchestrator.heads import check_heads
+from orchestrator.heads import check_heads, load_tokenizer
 from orchestrator.model_source import ModelSource, resolve_model
 from orchestrator.paths import sqlite_path
+from orchestrator.pretrain.corpus import load_corpus
 from orchestrator.tasks import Task, get_task
 from orchestrator.tracking import check_store
 
@@ -44,7 +45,7 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address
                             "places trials: set search.gpus_per_trial (search.cpus_per_trial) instead")
     local = LocalExecutor(make_slots(gpus, workers, cfg.search.gpus_per_trial)) if cfg.search.executor == "local" \
         else None
-    problems = writable_problems(cfg) + _attention_problems(cfg, local)
+    problems = writable_problems(cfg) + _attention_problems(cfg, local) + pretrain_problems(cfg)
     if problems:
         raise ConfigError(cfg.source, problems)
     task = get_task(cfg.task, cfg)
@@ -102,6 +103,14 @@ def _model_problems(cfg: ExperimentConfig, model: ModelSource) -> list[str]:
     if too_long:
         problems.append(f"{key}: {max(too_long)} is more than {cfg.model.name_or_path} takes "
                         f"({model.max_positions} tokens); use at most {model.max_positions}")
+    # A sequence holds the tokenizer's special tokens ([CLS] and [SEP]) and at least one of the text.
+    tokenizer = load_tokenizer(model.path, trust_remote_code=cfg.model.trust_remote_code)
+    least = tokenizer.num_special_tokens_to_add(pair=False) + 1
+    too_short = [v for v in _values(cfg, "max_length") if v < least]
+    if too_short:
+        key = "space.max_length" if "max_length" in cfg.space else "training.max_length"
+        problems.append(f"{key}: {min(too_short)} leaves no token for the text: {cfg.model.name_or_path} adds "
+                        f"{least - 1} special token(s) to every sequence; use at least {least}")
     partial = "partial" in _values(cfg, "strategy")
     too_many = [v for v in _values(cfg, "freeze_layers") if model.num_layers is not None and v > model.num_layers]
     if partial and too_many:
@@ -110,6 +119,26 @@ def _model_problems(cfg: ExperimentConfig, model: ModelSource) -> list[str]:
                         f"{model.num_layers}; use at most {model.num_layers}")
     heads = set(_values(cfg, "head"))
     problems += check_heads(model.path, heads, None, cfg.model.trust_remote_code)
+    return problems
+
+
+def pretrain_problems(cfg: ExperimentConfig) -> list[str]:
+    """The declared `pretrain:` section, checked whether or not this search uses it: its folder,
+    and its corpus files (the default corpus is the training split, which is checked anyway).
+    The starting model (`pretrain.init`) is resolved when pre-training runs: a hub name would cost
+    a download here even for a search that does not pre-train."""
+    p = cfg.pretrain
+    if p is None:
+        return []
+    problems = []
+    problem = unwritable(Path(p.work_dir))
+    if problem:
+        problems.append(f"pretrain.work_dir: cannot write to {p.work_dir}: {problem}")
+    if p.corpus:
+        try:
+            load_corpus(cfg)
+        except DataError as e:
+            problems.append(str(e))
     return problems
 
 

@@ -95,6 +95,7 @@ class Summary:
     champion_elsewhere: str | None = None  # the host holding the best trial's checkpoint, if not this one
     discarded_samples: int = 0  # samples that repeated an earlier trial's parameters
     threshold_note: str | None = None  # the best trial's decision threshold(s) and any target missed
+    notes: list[str] = field(default_factory=list)  # settings the search did not use, and why
 
 
 @dataclass
@@ -148,6 +149,10 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
     _phase(summary, progress, "checking the input")
     reason, work = pretrain_stage.pending(cfg)
     checked = preflight(cfg, gpus, workers, ray_address, model_pending=reason is not None)
+    unused = pretrain_stage.unused(cfg)
+    if unused:
+        progress.print(unused)
+        summary.notes.append(unused)
     opened.executor = executor = checked.executor
     executor.warm_up(secret_environment(cfg))
     if reason:

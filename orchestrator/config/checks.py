@@ -40,6 +40,9 @@ def check(cfg: ExperimentConfig, problems: list[str]) -> None:
     d = cfg.data
     if not d.hub and not d.train:
         problems.append("data: set data.train (a file) or data.hub (a dataset name)")
+    if d.label_separator == "":
+        problems.append("data.label_separator: '' is empty, so it cannot split a cell into labels; give the "
+                        "character between labels (e.g. ';'), or leave it out for JSON-list cells")
     if d.text_column == d.label_column:
         problems.append(f"data.text_column and data.label_column are both {d.text_column!r}; name two columns")
     if not d.hub and not d.validation and not d.test and d.validation_size + d.test_size >= 1:
@@ -167,8 +170,15 @@ def _check_pretrain(cfg: ExperimentConfig, problems: list[str]) -> None:
     if not NAME.fullmatch(p.alias) or p.alias.isdigit() or p.alias.lower().startswith("v") and p.alias[1:].isdigit():
         problems.append(f"pretrain.alias: {p.alias!r} is not a usable alias: letters, digits, '.', '_' and '-', "
                         f"not a version number like 3 or v3")
-    if cfg.model.name_or_path.startswith(REGISTERED) and not cfg.model.name_or_path.startswith(
-            f"{REGISTERED}{cfg.encoder_name}@"):
+    own = f"{REGISTERED}{cfg.encoder_name}@"
+    alias = cfg.model.name_or_path[len(own):] if cfg.model.name_or_path.startswith(own) else None
+    if alias is not None and alias != p.alias:
+        # Else `search` pre-trains, registers @<pretrain.alias>, and only then finds @<alias> missing
+        # (or fine-tunes whatever older version @<alias> still names).
+        problems.append(f"model.name_or_path: {cfg.model.name_or_path} names the alias @{alias}, but pre-training "
+                        f"registers this experiment's encoder as @{p.alias} (pretrain.alias), never @{alias}; use "
+                        f"{own}{p.alias}, or set pretrain.alias={alias}")
+    if cfg.model.name_or_path.startswith(REGISTERED) and not cfg.model.name_or_path.startswith(own):
         problems.append(f"model.name_or_path: {cfg.model.name_or_path} is not the encoder this experiment's "
                         f"pre-training registers; use {REGISTERED}{cfg.encoder_name}@{p.alias}, or drop pretrain:")
 

@@ -59,8 +59,18 @@ def connect(address: str | None) -> dict:
     """Join the Ray cluster at `address` (`auto`, `host:port`, `ray://host:10001`; None: $RAY_ADDRESS,
     else a Ray started on this machine for this process). Returns its resources."""
     ray = _ray()
+    # Without an address of its own (none, or auto) Ray joins the one in $RAY_ADDRESS: a bad one is
+    # that variable's fault, and the message must say so, not blame --ray-address.
+    env = os.environ.get("RAY_ADDRESS", "").strip()
     if address and address != "auto":
+        source = f"--ray-address {redact(address)}"
         _reachable(address)
+    elif env and env != "auto":
+        source = (f"the environment variable RAY_ADDRESS={redact(env)!r} (Ray reads it when --ray-address is auto "
+                  f"or not given)")
+        _reachable(env, source)
+    else:
+        source = "--ray-address auto"
     if not ray.is_initialized():
         # ray.init installs its own SIGTERM handler (sys.exit); the search's must stay, so that a
         # SIGTERM stops trials and closes the study's records as a Ctrl-C does.
@@ -69,7 +79,7 @@ def connect(address: str | None) -> dict:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=False,
                      include_dashboard=False if not address else None)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ExecutorError(f"--ray-address {redact(address or 'auto')}: cannot join a Ray cluster: "
+            raise ExecutorError(f"{source}: cannot join a Ray cluster: "
                                 f"{scrub(str(e)).strip().splitlines()[-1][:300]} (start one with `ray start --head` "
                                 f"or give the head's address)") from None
         finally:
@@ -79,16 +89,18 @@ def connect(address: str | None) -> dict:
     return ray.cluster_resources()
 
 
-def _reachable(address: str) -> None:
-    """Ray waits about a minute for a head that does not answer; a command should know in seconds."""
+def _reachable(address: str, source: str | None = None) -> None:
+    """Ray waits about a minute for a head that does not answer; a command should know in seconds.
+    `source`: where the address came from, for the message (default: --ray-address)."""
+    source = source or f"--ray-address {address!r}"
     host_port = address.removeprefix("ray://").rsplit("/", 1)[0]
     host, _, port = host_port.rpartition(":")
     if not port.isdigit():
-        raise ExecutorError(f"--ray-address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+        raise ExecutorError(f"{source}: expected auto, HOST:PORT or ray://HOST:PORT")
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
     except OSError as e:
-        raise ExecutorError(f"--ray-address {address}: nothing answers there ({e.strerror or e}); start the head "
+        raise ExecutorError(f"{source}: nothing answers there ({e.strerror or e}); start the head "
                             f"with `ray start --head` or check the address") from None
 
 

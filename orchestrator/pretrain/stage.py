@@ -86,6 +86,19 @@ def plan(cfg: ExperimentConfig) -> Plan:
     return Plan(corpus, start, record, fingerprint, Path(p.work_dir).resolve() / cfg.encoder_name / fingerprint)
 
 
+def unused(cfg: ExperimentConfig) -> str | None:
+    """Why the declared `pretrain:` section does nothing in `search` (one line), or None.
+
+    A notice, not an error: the same experiment file serves `python -m orchestrator pretrain` on
+    its own, and the README's comparison of a hub encoder with the pre-trained one overrides only
+    model.name_or_path. What must not happen is that it passes unsaid."""
+    if cfg.pretrain is None or cfg.model.name_or_path.startswith(f"models:/{cfg.encoder_name}@"):
+        return None
+    return (f"pretrain: declared but not used: model.name_or_path is {scrub(cfg.model.name_or_path)}, not the "
+            f"encoder pre-training registers; to fine-tune that one, set model.name_or_path="
+            f"models:/{cfg.encoder_name}@{cfg.pretrain.alias}")
+
+
 def pending(cfg: ExperimentConfig) -> tuple[str | None, Plan | None]:
     """(why `search` must pre-train first, or None; the plan when it was made on the way): the
     experiment fine-tunes its own registered encoder, and `@alias` is missing or points to an
