@@ -4,7 +4,8 @@
 pyfunc that deployment loads (`ClassifierPyfunc`), and `python -m orchestrator predict`. The
 saved model's task decides the output: single_label a `label` column, multi_label a `labels`
 list, both with one `prob_<label>` column per class; token_classification `spans` (and `words`
-for segmentation).
+for segmentation). A row without a text is not given to the model and its prediction columns
+are empty (`missing_rows`), in every one of these paths.
 
 `predict_file` checks everything a user can get wrong (input file and column, output folder and
 format, the model URI and the store it names) before it loads the model, and never creates a
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -25,7 +27,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from orchestrator.data import DataError, read_table
-from orchestrator.data.read import as_text, is_missing
+from orchestrator.data.read import as_text, missing_cells
+from orchestrator.missing_rows import predict_rows
 from orchestrator.paths import absolute_sqlite, sqlite_path
 from orchestrator.tasks import Evaluation, get_task
 from orchestrator.train import collect_logits, model_inputs
@@ -70,9 +73,12 @@ class Classifier:
     def predict_proba(self, texts: list[str], batch_size: int = 64):
         return self.outputs(self.task.examples_from_texts(texts, self.saved), batch_size)
 
-    def predict_frame(self, texts: list[str]) -> pd.DataFrame:
-        """The registered model's output: one row per text (labels, label sets or spans, and probabilities)."""
-        texts = [str(t) for t in texts]
+    def predict_frame(self, values: Sequence) -> pd.DataFrame:
+        """The registered model's output: one row per value (labels, label sets or spans, and
+        probabilities); a missing text (None, NaN, blank) gets empty prediction columns, not a guess."""
+        return predict_rows(values, self._predict_texts)
+
+    def _predict_texts(self, texts: list[str]) -> pd.DataFrame:
         return self.task.output_frame(self.predict_proba(texts), texts, self.label_names, self.post, self.saved)
 
 
@@ -88,7 +94,7 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
             values = model_input[column].tolist()
         else:
             values = list(model_input)
-        return self.classifier.predict_frame([as_text(v) or "" for v in values])
+        return self.classifier.predict_frame(values)  # missing values stay missing: no guess for them
 
 
 def predict_file(model_uri: str, input_path: str, output_path: str, text_column: str = TEXT_COLUMN,
@@ -98,17 +104,22 @@ def predict_file(model_uri: str, input_path: str, output_path: str, text_column:
     The output keeps the input's columns as they were written and adds the model's outputs, named
     `predicted_<name>` so they never collide with a column of true labels (`predicted_label`,
     `predicted_labels`, `predicted_spans`...), and one `prob_<label>` column per class; a row whose
-    text is empty gets empty prediction columns. Lists (label sets, spans) are written as JSON.
+    text is missing gets empty prediction columns (the pyfunc decides, as for every caller). An
+    input column that already has one of these names is refused, never overwritten. Lists (label
+    sets, spans) are written as JSON.
     Input and output formats: csv, tsv, json/jsonl, parquet (by extension).
     """
     frame = read_table(input_path, "--input")
     if text_column not in frame.columns:
         raise DataError(f"--input {input_path}: column {text_column!r} not found; columns found: "
                         f"{list(frame.columns)}. Pass --text-column.")
+    # The names the predictions take are known only once the model is loaded (`prob_<label>`), so
+    # both prefixes are reserved: refused now, rather than overwritten or doubled later.
     taken = [c for c in frame.columns if str(c).startswith(("predicted_", "prob_"))]
     if taken:
-        raise DataError(f"--input {input_path}: columns {taken} would be overwritten by the predictions; "
-                        f"rename them")
+        raise DataError(f"--input {input_path}: columns {taken} have the names predictions are written under "
+                        f"(predicted_*, prob_*) and would be overwritten; rename or drop them (e.g. the "
+                        f"predictions of an earlier run) and predict again")
     _check_output(input_path, output_path)
     _check_model(model_uri, tracking_uri)
     if tracking_uri:
@@ -116,16 +127,16 @@ def predict_file(model_uri: str, input_path: str, output_path: str, text_column:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(model_uri)
-    texts = [as_text(v) for v in frame[text_column]]
-    present = [i for i, t in enumerate(texts) if not is_missing(t)]
-    if len(present) < len(texts):  # a missing text gets no prediction, not a guess
-        log.warning("%s: %d of %d rows have an empty %r; they get no prediction", input_path,
-                    len(texts) - len(present), len(texts), text_column)
-    result = model.predict(pd.DataFrame({TEXT_COLUMN: [texts[i] for i in present]}))
+    missing = sum(missing_cells(frame[text_column]))
+    if missing:
+        log.warning("%s: %d of %d rows have an empty %r; they get no prediction", input_path, missing,
+                    len(frame), text_column)
+    # A missing text goes in as "" (the model's input schema is a string column); the pyfunc gives
+    # it empty prediction columns, the same rule `serve` applies.
+    texts = [as_text(v) or "" for v in frame[text_column]]
+    result = model.predict(pd.DataFrame({TEXT_COLUMN: texts}))
     result = result.rename(columns={c: f"predicted_{c}" for c in result.columns if not c.startswith("prob_")})
-    result.index = present
-    result = result.reindex(range(len(texts)))
-    out = pd.concat([frame.reset_index(drop=True), result], axis=1)
+    out = pd.concat([frame.reset_index(drop=True), result.reset_index(drop=True)], axis=1)
     _write(out, Path(output_path))
     return out
 

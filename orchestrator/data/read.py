@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from orchestrator import paths
@@ -125,8 +127,11 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 
 def as_text(value) -> str | None:
-    """A cell as the text it was written as; None when it is missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """A cell as the text it was written as; None when it is missing (None, NaN, pandas' NA)."""
+    # numpy's float32 NaN is no `float`, and pandas' NA/NaT are no floats at all: a DataFrame sent
+    # to the registered model may hold any of them, and each must be missing, not the text "nan".
+    if value is None or value is pd.NA or value is pd.NaT or (
+            isinstance(value, (float, np.floating)) and math.isnan(value)):
         return None
     if isinstance(value, str):
         return value
@@ -136,4 +141,12 @@ def as_text(value) -> str | None:
 
 
 def is_missing(text: str | None) -> bool:
+    """The one rule for a missing text or label: no value, or only whitespace. "NA", "None",
+    "null", "nan" are texts."""
     return text is None or text.strip() == ""
+
+
+def missing_cells(values: Iterable) -> list[bool]:
+    """Which cells are missing (`as_text`, then `is_missing`): what every prediction path uses to
+    decide which rows get no prediction."""
+    return [is_missing(as_text(v)) for v in values]
