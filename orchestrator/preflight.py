@@ -24,6 +24,7 @@ from orchestrator.model_source import ModelSource, resolve_model
 from orchestrator.paths import sqlite_path
 from orchestrator.pretrain.corpus import load_corpus
 from orchestrator.tasks import Task, get_task
+from orchestrator.tasks.names import check_names
 from orchestrator.tracking import check_store
 
 
@@ -50,6 +51,7 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address
         raise ConfigError(cfg.source, problems)
     task = get_task(cfg.task, cfg)
     splits = task.load_splits(cfg.data)
+    check_names(task, splits.label_names, cfg.data)  # before search.metric is matched against those names
     problems = _metric_problems(cfg, splits, task)
     # The encoder a pre-training stage is yet to make is checked once it exists (`check_model`).
     model = None if model_pending else resolve_model(cfg.model, cfg.tracking.uri)

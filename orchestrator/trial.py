@@ -32,6 +32,7 @@ from orchestrator.data import Splits, load_saved_splits
 from orchestrator.execution.job import WARM_START, TrialJob, TrialOutcome, emit
 from orchestrator.study import make_pruner
 from orchestrator.tasks import Task, get_task, thresholds
+from orchestrator.tasks.names import class_count_tag
 from orchestrator.tracking import CHECKPOINT_ARTIFACT, BestEffort, Tracker
 
 
@@ -188,7 +189,8 @@ class _TrialRun:
             "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
             "train_samples_per_second": result.samples_per_second, "train_rows": result.train_rows,
             "trainable_parameters": result.trainable_parameters, **timing})
-        self._track("set_tags", {f"train_class_count_{k}": v for k, v in result.class_counts.items()})
+        # Through safe_name like every key made from a label: a raw label ('["joy"]') is no valid tag key.
+        self._track("set_tags", {class_count_tag(k): v for k, v in result.class_counts.items()})
         if result.stopped == "pruned":
             reason = f"pruned after epoch {len(result.history)}"
             self.finish("PRUNED", reason)

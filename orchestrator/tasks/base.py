@@ -36,6 +36,9 @@ from typing import Any
 import numpy as np
 
 from orchestrator.config.schema import DataConfig, ExperimentConfig
+from orchestrator.tasks.names import safe_name
+
+__all__ = ["Artifact", "Evaluation", "Task", "safe_name"]
 
 LOWER_IS_BETTER = ("loss",)
 
@@ -52,11 +55,6 @@ class Artifact:
     kind: str  # "figure" (a matplotlib figure), "table" (a DataFrame), "text" (a str)
     name: str  # file name in the run's artifacts, e.g. "confusion_matrix_validation.png"
     value: Any
-
-
-def safe_name(label: str) -> str:
-    """A label as it appears in a metric name (MLflow keys allow only some characters)."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
 
 
 class Task(ABC):
@@ -93,6 +91,15 @@ class Task(ABC):
             better = "lower" if wanted == "minimize" else "higher"
             return f"{metric} is better when {better}; set search.direction: {wanted}"
         return None
+
+    def named_parts(self, label_names: list[str]) -> dict[str, list[str]]:
+        """What per-label metric names are made of, by what a user calls it: {"label": the labels}
+        here; a token task's entity types. Two of a kind must not share a `safe_name`."""
+        return {"label": list(label_names)}
+
+    def label_column(self, cfg: DataConfig) -> str:
+        """The data column the label names are read from, for messages."""
+        return cfg.label_column
 
     @abstractmethod
     def metric_form_ok(self, metric: str) -> bool:

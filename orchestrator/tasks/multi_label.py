@@ -76,9 +76,11 @@ class MultiLabel(Task):
     # ---- data
     def load_splits(self, cfg: DataConfig) -> Splits:
         columns, sources = read_columns(cfg, [cfg.text_column, cfg.label_column])
-        if cfg.label_separator is None:
-            for split, cells in columns.items():
+        for split, cells in columns.items():
+            if cfg.label_separator is None:
                 _check_no_separator(cells[cfg.label_column], cfg, split)
+            else:
+                _check_no_json_lists(cells[cfg.label_column], cfg, split)
         data = {}
         for split, cells in columns.items():
             texts = [as_text(v) for v in cells[cfg.text_column]]
@@ -310,6 +312,31 @@ def _check_no_separator(cells: list, cfg: DataConfig, split: str) -> None:
             f"{where(cfg, split)}: {len(lists)} cell(s) of column {cfg.label_column!r} look like lists but are not "
             f"JSON (e.g. {lists[0]!r}); write them as JSON lists ([\"a\", \"b\"]) or join the names with a "
             f"separator and set data.label_separator")
+
+
+def _check_no_json_lists(cells: list, cfg: DataConfig, split: str) -> None:
+    """With data.label_separator set, '["joy"]' would be split as text into the label '["joy"]'.
+
+    Refused rather than read as a list: the separator says how the cells are written, a JSON
+    list contradicts it, and guessing per cell which of the two was meant would hide a file put
+    together from two exports. The fix is one key (or one cell)."""
+    found = [i for i, c in enumerate(cells) if isinstance(c, str) and _json_list(c)]
+    if found:
+        first = cells[found[0]]
+        raise DataError(
+            f"{where(cfg, split)} row {found[0] + 1}: column {cfg.label_column!r} holds the JSON list {first!r} "
+            f"({len(found)} such cell(s)), but data.label_separator is {cfg.label_separator!r}, so it would become "
+            f"the label(s) {label_set(first, cfg.label_separator)}; remove data.label_separator (JSON lists are "
+            f"read as lists without it), or write every cell as names joined by {cfg.label_separator!r}")
+
+
+def _json_list(text: str) -> bool:
+    if not text.lstrip().startswith("["):
+        return False
+    try:
+        return isinstance(json.loads(text), list)
+    except json.JSONDecodeError:
+        return False
 
 
 def multi_hot(label_ids, num_labels: int) -> np.ndarray:

@@ -56,6 +56,12 @@ class TokenClassification(Task):
         names = [f"{prefix}_{m}" for m in METRICS]
         return names + [f"{prefix}_f1_{safe_name(t)}" for t in tagging.entity_types(label_names)]
 
+    def named_parts(self, label_names: list[str]) -> dict[str, list[str]]:
+        return {"entity type": tagging.entity_types(label_names)}
+
+    def label_column(self, cfg: DataConfig) -> str:
+        return cfg.tags_column
+
     def metric_form_ok(self, metric: str) -> bool:
         rest = metric[4:] if metric.startswith("val_") else None
         return rest is not None and (rest in METRICS or (rest.startswith("f1_") and len(rest) > 3))
@@ -86,8 +92,8 @@ class TokenClassification(Task):
     # ---- data
     def load_splits(self, cfg: DataConfig) -> Splits:
         raw, sources = _read(cfg)
-        scheme = cfg.tag_scheme if cfg.tag_scheme != "auto" else tagging.detect_scheme(
-            t for _, split_tags, _ in raw.values() for row in split_tags for t in row)
+        _check_spaces(cfg, raw)
+        scheme = cfg.tag_scheme if cfg.tag_scheme != "auto" else _detect_scheme(cfg, raw)
         for split, (_, tags, places) in raw.items():
             _check_tags(cfg, split, tags, places, scheme)
             _repair(cfg, split, tags, places, scheme)
@@ -418,6 +424,45 @@ def _check_rows(cfg: DataConfig, split: str, tokens: list, tags: list, places: l
 
 def _empty(value) -> bool:
     return value is None or (isinstance(value, (list, tuple, str)) and len(value) == 0)
+
+
+def _check_spaces(cfg: DataConfig, raw: dict[str, tuple[list, list, list]]) -> None:
+    """'B-PER ' would be an entity type of its own ('PER '), beside 'PER'. Refused, not stripped:
+    a CoNLL file cannot hold such a tag (its columns are split on whitespace), so it was written
+    by hand or by a faulty export, and the file should say what the model learns."""
+    for split, (_, tags, places) in raw.items():
+        for row, place in zip(tags, places):
+            for j, tag in enumerate(row):
+                if tag != tag.strip():
+                    raise DataError(f"{where(cfg, split)} {place}, token {j + 1}: tag {tag!r} in column "
+                                    f"{cfg.tags_column!r} starts or ends with a space, which would make it an entity "
+                                    f"type of its own beside {tag.strip()!r}; remove the space")
+
+
+def _detect_scheme(cfg: DataConfig, raw: dict[str, tuple[list, list, list]]) -> str:
+    """data.tag_scheme: auto. One E-/S- tag makes the tags BIOES; if other entities end the BIO way
+    (a B-X or I-X that no E-X closes), the tags mix two schemes and are refused: read as BIOES, every
+    BIO entity would be rewritten, read as BIO the E-/S- tags would not fit."""
+    scheme = tagging.detect_scheme(t for _, split_tags, _ in raw.values() for row in split_tags for t in row)
+    if scheme != "BIOES":
+        return scheme
+    bioes = bio = None
+    for split, (_, tags, places) in raw.items():
+        for row, place in zip(tags, places):
+            if bioes is None:
+                j = next((j for j, t in enumerate(row) if t.startswith(("E-", "S-"))), None)
+                bioes = None if j is None else (split, place, j, row[j])
+            if bio is None:
+                j = next((p for p, kind in tagging.repair(row, "BIOES")[1] if kind == "unclosed"), None)
+                bio = None if j is None else (split, place, j, row[j])
+            if bio is not None and bioes is not None:
+                raise DataError(
+                    f"{where(cfg, bio[0])} {bio[1]}, token {bio[2] + 1}: tag {bio[3]!r} ends an entity the BIO way, "
+                    f"but {where(cfg, bioes[0])} {bioes[1]}, token {bioes[2] + 1} has {bioes[3]!r}, a BIOES tag: the "
+                    f"tags mix BIO and BIOES. Write them in one scheme (in BIO data {bioes[3]!r} would be "
+                    f"{'I' if bioes[3][0] == 'E' else 'B'}-{bioes[3][2:]}), or set data.tag_scheme: BIOES to read them "
+                    f"all as BIOES (the BIO endings are then rewritten, with a warning)")
+    return scheme
 
 
 def _check_tags(cfg: DataConfig, split: str, tags: list[list[str]], places: list[str], scheme: str) -> None:

@@ -1,0 +1,80 @@
+"""Names made from labels (metric keys, tag keys), checked before a study exists.
+
+A label becomes part of MLflow keys (`val_f1_<label>`, `train_class_count_<label>`) through
+`safe_name`, which keeps letters, digits, `-`, `_` and `.` and writes `_` for anything else: the
+characters MLflow accepts in every key. Two labels can then become one name ("a b" and "a_b" are
+both `a_b`), and one of their metrics would silently overwrite the other, or `search.metric` name
+the wrong one; a long label can make a key longer than MLflow stores. `name_problems` finds both,
+from the label set alone, so the search refuses them before any study, run or folder exists
+instead of in every trial. (Output columns, `prob_<label>`, use the labels as written: distinct
+labels give distinct columns.)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from orchestrator.config.schema import DataConfig
+from orchestrator.data.read import DataError
+from orchestrator.data.splits import where
+
+if TYPE_CHECKING:
+    from orchestrator.tasks.base import Task
+
+MLFLOW_KEY_LIMIT = 250  # the longest metric, param or tag key MLflow's stores keep
+CLASS_COUNT = "train_class_count_"
+
+
+def safe_name(label: str) -> str:
+    """A label as it appears in a metric or tag name (MLflow keys allow only some characters)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
+def class_count_tag(label: str) -> str:
+    """The tag a trial's run records the training count of `label` under."""
+    return f"{CLASS_COUNT}{safe_name(label)}"
+
+
+def collisions(names: Iterable[str]) -> dict[str, list[str]]:
+    """safe name -> the distinct names that all become it (only where there are two or more)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in dict.fromkeys(names):
+        groups[safe_name(name)].append(name)
+    return {safe: found for safe, found in groups.items() if len(found) > 1}
+
+
+def generated_keys(task: Task, label_names: list[str]) -> list[str]:
+    """Every MLflow key a search makes from these labels: validation and test metrics, the
+    champion's copy of the searched metric, the training class counts."""
+    val = task.metric_names(label_names, "val")
+    return [*val, *task.metric_names(label_names, "test"), *(f"champion_{k}" for k in val),
+            *(class_count_tag(n) for n in label_names)]
+
+
+def name_problems(task: Task, label_names: list[str]) -> list[str]:
+    """Why these labels cannot name metrics and tags: two that become one name, one too long."""
+    problems = []
+    for kind, names in task.named_parts(label_names).items():
+        for safe, found in collisions(names).items():
+            example = next((k for k in task.metric_names(label_names) if k.endswith(f"_{safe}")), safe)
+            shown = " and ".join(repr(n) for n in found)
+            problems.append(f"{kind}s {shown} both become {safe!r} in metric names ({example}), so one "
+                            f"{kind}'s scores would overwrite the other's; rename one of them")
+    too_long = [k for k in generated_keys(task, label_names) if len(k) > MLFLOW_KEY_LIMIT]
+    if too_long:
+        longest = max(too_long, key=len)
+        culprits = sorted({n for n in label_names if longest.endswith(safe_name(n))}, key=len)[-1:]
+        shown = f"{culprits[0][:60]!r}... ({len(culprits[0])} characters)" if culprits else "a label"
+        problems.append(f"{len(too_long)} metric or tag name(s) would be longer than the {MLFLOW_KEY_LIMIT} "
+                        f"characters MLflow keeps, e.g. {longest[:70]}... ({len(longest)}), made from {shown}; "
+                        f"shorten the long labels")
+    return problems
+
+
+def check_names(task: Task, label_names: list[str], cfg: DataConfig) -> None:
+    """Raise `DataError` naming the training file, its column and every problem of `name_problems`."""
+    problems = name_problems(task, label_names)
+    if problems:
+        raise DataError(f"{where(cfg, 'train')}: column {task.label_column(cfg)!r}: " + "; ".join(problems))
