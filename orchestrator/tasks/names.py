@@ -8,17 +8,23 @@ the wrong one; a long label can make a key longer than MLflow stores. `name_prob
 from the label set alone, so the search refuses them before any study, run or folder exists
 instead of in every trial. (Output columns, `prob_<label>`, use the labels as written: distinct
 labels give distinct columns.)
+
+Two labels that are one label spelled two ways ("Negative" and "negative", "pos" and "pos ",
+"1" and "01", "é" composed and decomposed) are refused too (`spelled_twice`): they would be
+learned as two classes that share their examples, each scored low, and nothing downstream would
+say why. (Their metric names can also collide on a case-insensitive file system.)
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from orchestrator.config.schema import DataConfig
 from orchestrator.data.read import DataError
-from orchestrator.data.splits import where
+from orchestrator.data.splits import INTEGER, where
 
 if TYPE_CHECKING:
     from orchestrator.tasks.base import Task
@@ -45,6 +51,21 @@ def collisions(names: Iterable[str]) -> dict[str, list[str]]:
     return {safe: found for safe, found in groups.items() if len(found) > 1}
 
 
+def spelling(label: str) -> str:
+    """What the spellings of one label share: Unicode form (NFKC), case, spaces at the ends, an
+    integer's leading zeros."""
+    text = unicodedata.normalize("NFKC", label).strip().casefold()
+    return str(int(text)) if INTEGER.fullmatch(text) else text
+
+
+def spelled_twice(names: Iterable[str]) -> list[list[str]]:
+    """Groups of distinct names that are one name spelled two (or more) ways (`spelling`)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in dict.fromkeys(names):
+        groups[spelling(name)].append(name)
+    return [found for found in groups.values() if len(found) > 1]
+
+
 def generated_keys(task: Task, label_names: list[str]) -> list[str]:
     """Every MLflow key a search makes from these labels: validation and test metrics, the
     champion's copy of the searched metric, the training class counts."""
@@ -54,9 +75,17 @@ def generated_keys(task: Task, label_names: list[str]) -> list[str]:
 
 
 def name_problems(task: Task, label_names: list[str]) -> list[str]:
-    """Why these labels cannot name metrics and tags: two that become one name, one too long."""
+    """Why these labels cannot name metrics and tags: one label spelled two ways, two that become
+    one name, one too long."""
     problems = []
     for kind, names in task.named_parts(label_names).items():
+        for found in spelled_twice(names):
+            # Spellings that print the same (composed and decomposed "é") are shown by code point.
+            same = len({unicodedata.normalize("NFC", n) for n in found}) < len(found)
+            shown = " and ".join(ascii(n) if same else repr(n) for n in found)
+            problems.append(f"{kind}s {shown} differ only in case, spaces at the ends, Unicode form or leading "
+                            f"zeros, so they would be learned as {len(found)} different {kind}s; write them one way "
+                            f"in the data (or, if they really differ, rename one)")
         for safe, found in collisions(names).items():
             example = next((k for k in task.metric_names(label_names) if k.endswith(f"_{safe}")), safe)
             shown = " and ".join(repr(n) for n in found)

@@ -61,6 +61,7 @@ class SingleLabel(Task):
         for split, cells in columns.items():
             texts = [as_text(v) for v in cells[cfg.text_column]]
             labels = [as_text(v) for v in cells[cfg.label_column]]
+            _check_spaces(labels, cfg, split)
             keep = [i for i, (t, x) in enumerate(zip(texts, labels)) if not is_missing(t) and not is_missing(x)]
             drop_empty(split, cfg, len(texts), keep, "an empty text or label")
             data[split] = ([texts[i] for i in keep], [labels[i] for i in keep])
@@ -209,6 +210,18 @@ def predict(probs: np.ndarray, post: dict) -> np.ndarray:
         return probs.argmax(-1) if len(probs) else np.zeros(0, dtype=int)
     positive = post["positive"]
     return np.where(probs[:, positive] >= post["threshold"], positive, 1 - positive)
+
+
+def _check_spaces(labels: list[str | None], cfg: DataConfig, split: str) -> None:
+    """'positive ' would be a class of its own beside 'positive' (and 'prob_positive ' a column).
+    Refused, not stripped, as a token task's tags are: the file should say what the model learns,
+    and a stray space is a faulty export or a hand edit that may have touched more than spaces."""
+    found = [i for i, x in enumerate(labels) if not is_missing(x) and x != x.strip()]
+    if found:
+        first = labels[found[0]]
+        raise DataError(f"{where(cfg, split)} row {found[0] + 1}: label {first!r} in column {cfg.label_column!r} "
+                        f"starts or ends with a space ({len(found)} such cell(s)), which would make it a class of its "
+                        f"own beside {first.strip()!r}; remove the spaces (a CSV needs none after its commas)")
 
 
 def _check_stratifiable(data: dict[str, Dataset], cfg: DataConfig, label_names: list[str]) -> None:

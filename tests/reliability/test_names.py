@@ -142,3 +142,34 @@ def test_a_declared_scheme_still_reads_mixed_tags_with_a_warning(tmp_path, caplo
     assert "E-PER" in splits.label_names and "unclosed entity tag" in caplog.text
     clean = _jsonl(tmp_path / "c.jsonl", [_sentence(i, ["B-PER", "E-PER"]) for i in range(30)])
     assert "S-PER" in load_splits(DataConfig(train=str(clean)), "token_classification").label_names  # auto: BIOES
+
+
+@pytest.mark.parametrize("task, labels, expected", [
+    ("single_label", ["Negative", "negative", "pos"], "labels 'Negative' and 'negative' differ only in case"),
+    ("single_label", ["1", "01", "2"], "labels '1' and '01' differ only in case"),
+    ("multi_label", ["caf\u00e9", "cafe\u0301", "tea"], "labels 'caf\\xe9' and 'cafe\\u0301' differ"),
+    ("token_classification", ["O", "B-PER", "I-PER", "B-per", "I-per"], "entity types 'PER' and 'per' differ"),
+])
+def test_one_label_spelled_two_ways_is_a_problem(task, labels, expected):
+    """Two spellings of one label would be learned as two classes sharing its examples."""
+    problems = name_problems(get_task(task), labels)
+    assert len(problems) == 1 and expected in problems[0] and "write them one way" in problems[0]
+
+
+def test_a_label_with_a_stray_space_is_refused_with_its_row(tmp_path):
+    """'positive ' beside 'positive' was a third class; alone, a class named with a space."""
+    rows = [(f"text number {i}", ["positive", "negative"][i % 2]) for i in range(40)]
+    rows[7] = ("text number 7", "negative ")
+    with pytest.raises(DataError, match=r"t\.csv row 8: label 'negative ' in column 'label' starts or ends with a "
+                                        r"space \(1 such cell\(s\)\).*beside 'negative'; remove the spaces"):
+        load_splits(DataConfig(train=str(_csv(tmp_path / "t.csv", rows))), "single_label")
+
+
+def test_search_refuses_labels_differing_only_in_case_before_anything_exists(tmp_path, tiny_model, capsys,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train = _csv(tmp_path / "train.csv", [(f"text number {i}", ["Neg", "neg", "pos"][i % 3]) for i in range(60)])
+    code, created = _search(tmp_path, tiny_model, train)
+    err = capsys.readouterr().err
+    assert code == 2 and created == [], err
+    assert f"{train}: column 'label': labels 'Neg' and 'neg' differ only in case" in err and "Traceback" not in err
