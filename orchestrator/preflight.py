@@ -52,7 +52,7 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address
     task = get_task(cfg.task, cfg)
     splits = task.load_splits(cfg.data)
     check_names(task, splits.label_names, cfg.data)  # before search.metric is matched against those names
-    problems = _metric_problems(cfg, splits, task)
+    problems = _metric_problems(cfg, splits, task) + task.label_problems(splits.label_names)
     # The encoder a pre-training stage is yet to make is checked once it exists (`check_model`).
     model = None if model_pending else resolve_model(cfg.model, cfg.tracking.uri)
     if model is not None:

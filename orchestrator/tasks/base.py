@@ -113,6 +113,11 @@ class Task(ABC):
         """Task-specific settings that cannot work (one line each, naming the key)."""
         return []
 
+    def label_problems(self, label_names: list[str]) -> list[str]:
+        """Settings that cannot work with the training data's labels (one line each, naming the key),
+        checked once the data is read, before anything is created."""
+        return []
+
     # ---- data
     @abstractmethod
     def load_splits(self, cfg: DataConfig):

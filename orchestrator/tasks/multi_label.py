@@ -64,7 +64,8 @@ class MultiLabel(Task):
 
     def config_problems(self, cfg: ExperimentConfig) -> list[str]:
         p = cfg.postprocess
-        problems = []
+        problems = thresholds.unused_settings(p, (p.threshold or "tune") == "tune",
+                                              "postprocess.threshold is none (every label's threshold is 0.5)")
         if (p.threshold or "tune") == "tune" and p.objective != "f1" and p.target is None:
             problems.append(f"postprocess.target: objective {p.objective} needs the {p.objective} each label's "
                             f"threshold must reach, e.g. postprocess.target=0.9")

@@ -48,11 +48,31 @@ class SingleLabel(Task):
 
     def config_problems(self, cfg: ExperimentConfig) -> list[str]:
         p = cfg.postprocess
-        problems = []
+        tuned = p.threshold == "tune"
+        problems = thresholds.unused_settings(p, tuned, "postprocess.threshold is not tune (single_label's default: "
+                                                        "the most probable class)",
+                                             "set postprocess.threshold=tune, or remove it")
+        if p.positive_label is not None and not tuned:
+            problems.append(f"postprocess.positive_label: {p.positive_label!r} is used only with postprocess.threshold"
+                            f"=tune (the most probable class is predicted otherwise); set that, or remove positive_label")
         if p.threshold == "tune" and p.objective != "f1" and p.target is None:
             problems.append(f"postprocess.target: objective {p.objective} needs the {p.objective} to reach, "
                             f"e.g. postprocess.target=0.9")
         return problems
+
+    def label_problems(self, label_names: list[str]) -> list[str]:
+        p = self.cfg.postprocess if self.cfg is not None else None
+        if p is None or p.threshold != "tune":
+            return []
+        # `_fit_post` would otherwise guess: no tuning at all for 3+ classes, label 1 for an unknown name.
+        if len(label_names) != 2:
+            return [f"postprocess.threshold: tune tunes the positive class's threshold of two classes, but the "
+                    f"training data has {len(label_names)} ({', '.join(label_names[:10])}); remove it (the most "
+                    f"probable class is predicted)"]
+        if p.positive_label is not None and p.positive_label not in label_names:
+            return [f"postprocess.positive_label: {p.positive_label!r} is not one of the training labels "
+                    f"{label_names}; set it to one of them as written"]
+        return []
 
     # ---- data
     def load_splits(self, cfg: DataConfig) -> Splits:

@@ -29,6 +29,21 @@ DEFAULT = 0.5
 ALPHA = 0.05
 
 
+def unused_settings(post, tuned: bool, why: str, fix: str = "remove it") -> list[str]:
+    """postprocess keys that are set but would change nothing, one line each: an objective or
+    target where no threshold is tuned (`why` says why not), a target for the F1 objective (which
+    has none). Refused rather than ignored: whoever set `objective: recall, target: 0.95` expects
+    a model that reaches 0.95 recall, and would otherwise get the argmax or the best-F1 cut."""
+    if not tuned:
+        return [f"postprocess.{key}: {value!r} is used only where a threshold is tuned, and {why}; {fix}"
+                for key, value in (("objective", None if post.objective == "f1" else post.objective),
+                                   ("target", post.target)) if value is not None]
+    if post.objective == "f1" and post.target is not None:
+        return [f"postprocess.target: {post.target} has no effect with postprocess.objective f1 (the threshold of "
+                f"best F1 has no target); set postprocess.objective=precision or =recall, or remove the target"]
+    return []
+
+
 @dataclass
 class Decision:
     """How one label's threshold was chosen, and what it gives on validation."""

@@ -24,7 +24,7 @@ from orchestrator.config.schema import TOKEN_HEADS, DataConfig, ExperimentConfig
 from orchestrator.data import fingerprint
 from orchestrator.data.read import DataError, local_file
 from orchestrator.data.splits import SPLITS, Splits, carve, drop_empty, read_columns, warn_overlap, where
-from orchestrator.tasks import tagging, windows
+from orchestrator.tasks import tagging, thresholds, windows
 from orchestrator.tasks.base import Artifact, Evaluation, Task, safe_name
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,11 @@ class TokenClassification(Task):
         if cfg.postprocess.threshold == "tune":
             problems.append("postprocess.threshold: tune is not available for token_classification "
                             "(tags are the argmax); remove it")
+        problems += thresholds.unused_settings(cfg.postprocess, False, "token_classification predicts the most "
+                                                                     "probable tag, with no threshold")
+        if cfg.postprocess.positive_label is not None:
+            problems.append(f"postprocess.positive_label: {cfg.postprocess.positive_label!r} means nothing for "
+                            f"token_classification (no threshold); remove it")
         return problems
 
     # ---- data

@@ -125,3 +125,12 @@ def test_a_bad_ray_address_variable_is_named_not_the_flag(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "banana")
     with pytest.raises(ExecutorError, match="RAY_ADDRESS='banana'.*expected auto, HOST:PORT"):
         connect("auto")
+
+
+def test_a_threshold_for_three_classes_is_refused_once_the_labels_are_read(workspace, capsys):
+    root, model, data = workspace  # data_dir: negative / neutral / positive
+    path = tiny_experiment(root / "x.yaml", model, data, "x")
+    code, err = _search(root, path, capsys, "postprocess.threshold=tune")
+    assert code == 2 and "Traceback" not in err
+    assert "postprocess.threshold: tune tunes the positive class's threshold of two classes, but the training " \
+           "data has 3 (negative, neutral, positive)" in err

@@ -6,10 +6,11 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from datasets import ClassLabel, Dataset, Features, Sequence, Value
 from rich.console import Console
 
-from orchestrator.config import from_dict
+from orchestrator.config import ConfigError, from_dict
 from orchestrator.progress import print_summary
 from orchestrator.search import Summary
 from orchestrator.tasks import thresholds
@@ -122,3 +123,40 @@ def test_the_summary_prints_the_champions_threshold_and_a_missed_target():
     out = io.StringIO()
     print_summary(summary, Console(file=out, width=300), "x.yaml")
     assert "decision threshold for 'spam'" in out.getvalue() and "TARGET precision 0.9 MISSED" in out.getvalue()
+
+
+@pytest.mark.parametrize("task, post, expected", [
+    ("single_label", {"objective": "recall", "target": 0.95},
+     "postprocess.objective: 'recall' is used only where a threshold is tuned, and postprocess.threshold is not tune"),
+    ("single_label", {"positive_label": "spam"}, "postprocess.positive_label: 'spam' is used only with"),
+    ("single_label", {"threshold": "tune", "target": 0.9}, "postprocess.target: 0.9 has no effect with "
+                                                           "postprocess.objective f1"),
+    ("multi_label", {"threshold": "none", "objective": "precision", "target": 0.9},
+     "postprocess.target: 0.9 is used only where a threshold is tuned, and postprocess.threshold is none"),
+    ("token_classification", {"objective": "recall", "target": 0.9}, "token_classification predicts the most "
+                                                                     "probable tag, with no threshold"),
+    ("single_label", {"threshold": "tune", "objective": "recall", "target": 1.5}, "postprocess.target: must be > 0"),
+])
+def test_a_target_nothing_would_reach_is_a_config_error_not_ignored(task, post, expected):
+    """Whoever asks for recall 0.95 expects a model tuned for it, not the argmax or the best-F1 cut."""
+    raw = {"name": "x", "task": task, "data": {"train": "t.jsonl", "label_separator": ";"}, "postprocess": post}
+    if task != "multi_label":
+        del raw["data"]["label_separator"]
+    with pytest.raises(ConfigError, match="postprocess") as caught:
+        from_dict(raw)
+    assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize("labels, post, expected", [
+    (["a", "b", "c"], {"threshold": "tune"}, "postprocess.threshold: tune tunes the positive class's threshold of two "
+                                             "classes, but the training data has 3 (a, b, c)"),
+    (["ham", "spam"], {"threshold": "tune", "positive_label": "Spam"},
+     "postprocess.positive_label: 'Spam' is not one of the training labels ['ham', 'spam']"),
+])
+def test_a_threshold_setting_the_labels_cannot_use_is_refused_not_guessed(labels, post, expected):
+    """Was: no tuning at all for three classes, and the second label for an unknown positive_label."""
+    task = SingleLabel(from_dict({"name": "x", "data": {"train": "t.csv"}, "postprocess": post}))
+    assert task.label_problems(labels) == [next(p for p in task.label_problems(labels) if expected in p)]
+    assert SingleLabel(from_dict({"name": "x", "data": {"train": "t.csv"},
+                                  "postprocess": {"threshold": "tune", "positive_label": "ham"}})
+                       ).label_problems(["ham", "spam"]) == []
