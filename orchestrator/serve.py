@@ -90,8 +90,13 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):
-            column = TEXT_COLUMN if TEXT_COLUMN in model_input.columns else model_input.columns[0]
-            values = model_input[column].tolist()
+            # No stand-in column: the first column of a frame without `text` is as likely an id as a
+            # text, and predicting ids is a guess. (MLflow's schema check refuses such a frame first
+            # wherever the signature is enforced; this holds where it is not.)
+            if TEXT_COLUMN not in model_input.columns:
+                raise ValueError(f"the input has no column {TEXT_COLUMN!r} (columns: {list(model_input.columns)[:20]}); "
+                                 f"send the texts in a column named {TEXT_COLUMN!r}")
+            values = model_input[TEXT_COLUMN].tolist()
         else:
             values = list(model_input)
         return self.classifier.predict_frame(values)  # missing values stay missing: no guess for them

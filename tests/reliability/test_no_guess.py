@@ -21,7 +21,7 @@ from orchestrator.data import DataError
 from orchestrator.data.read import missing_cells
 from orchestrator.heads import TextClassifier, load_encoder, load_tokenizer
 from orchestrator.missing_rows import predict_rows
-from orchestrator.serve import Classifier, predict_file
+from orchestrator.serve import Classifier, ClassifierPyfunc, predict_file
 from orchestrator.tasks.token_heads import TokenClassifier
 
 TEXTS = ["great product", "", "   ", None, float("nan"), "NA", "\t\n", "awful"]
@@ -82,6 +82,12 @@ def test_a_request_of_only_missing_texts_gets_only_empty_rows(pyfunc):
     out = pyfunc.predict(pd.DataFrame({"text": ["", "  "]}))
     assert len(out) == 2
     _blank(out, [True, True])
+
+
+def test_the_pyfunc_never_takes_another_column_for_the_text():
+    """Was: a frame without `text` had its first column (an id, say) predicted as the texts."""
+    with pytest.raises(ValueError, match=r"the input has no column 'text' \(columns: \['id', 'body'\]\); send "):
+        ClassifierPyfunc().predict(None, pd.DataFrame({"id": ["7", "8"], "body": ["great", "awful"]}))
 
 
 @pytest.fixture(scope="module")
