@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from orchestrator.data.read import as_text, missing_cells
+from orchestrator.data.read import as_text, check_scalars, missing_cells
 
 PROBABILITY = "prob_"  # the prefix of a probability column: blanked with NaN, every other column with None
 
@@ -27,6 +27,7 @@ PROBABILITY = "prob_"  # the prefix of a probability column: blanked with NaN, e
 def predict_rows(values: Sequence, predict: Callable[[list[str]], pd.DataFrame]) -> pd.DataFrame:
     """`predict`'s frame for the texts of `values` that are present, spread over every row of
     `values` (index 0..n-1); the model never sees a missing row."""
+    check_scalars(values, "the input", "text")  # a list is no text: refused, not predicted as its repr
     missing = missing_cells(values)
     present = [as_text(v) for v, gone in zip(values, missing) if not gone]
     return blank_missing(predict(present), missing)

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from orchestrator.data import DataError, read_table
-from orchestrator.data.read import as_text, missing_cells
+from orchestrator.data.read import as_text, check_scalars, missing_cells
 from orchestrator.missing_rows import predict_rows
 from orchestrator.paths import absolute_sqlite, sqlite_path
 from orchestrator.tasks import Evaluation, get_task
@@ -125,6 +125,7 @@ def predict_file(model_uri: str, input_path: str, output_path: str, text_column:
         raise DataError(f"--input {input_path}: columns {taken} have the names predictions are written under "
                         f"(predicted_*, prob_*) and would be overwritten; rename or drop them (e.g. the "
                         f"predictions of an earlier run) and predict again")
+    check_scalars(frame[text_column], f"--input {input_path}", text_column)
     _check_output(input_path, output_path)
     _check_model(model_uri, tracking_uri)
     if tracking_uri:

@@ -140,6 +140,19 @@ def as_text(value) -> str | None:
     return str(value)
 
 
+def check_scalars(values: Iterable, where: str, column: str) -> None:
+    """Refuse a list or object where a text (or a single label) is expected, naming its row.
+
+    `as_text` would make `["great", "awful"]` the text "['great', 'awful']" (Python's spelling of
+    the list): a guess at what the cell meant, trained on or predicted as if it were written so.
+    Numbers and booleans are fine: they are written as in the file (12, true)."""
+    for row, value in enumerate(values, 1):
+        if isinstance(value, (list, tuple, dict, np.ndarray)):
+            raise DataError(f"{where} row {row}: column {column!r} holds the {type(value).__name__} "
+                            f"{str(value)[:60]}, not a text; write one string per cell (a list of labels "
+                            f"belongs to task multi_label's label column)")
+
+
 def is_missing(text: str | None) -> bool:
     """The one rule for a missing text or label: no value, or only whitespace. "NA", "None",
     "null", "nan" are texts."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import DataError, read_table
-from orchestrator.data.read import as_text, is_missing, local_file
+from orchestrator.data.read import as_text, check_scalars, is_missing, local_file
 
 MAX_HELD_OUT = 2000  # enough texts for a steady perplexity; the rest trains
 
@@ -71,6 +71,7 @@ def _read_file(location: str, key: str, column: str, delimiter: str | None) -> l
     if column not in frame.columns:
         raise DataError(f"{key}: {location} has no column {column!r} (columns: {', '.join(map(str, frame.columns))}); "
                         f"set pretrain.text_column")
+    check_scalars(frame[column], f"{key}: {location}", column)
     texts = [as_text(v) for v in frame[column]]
     return [t.strip() for t in texts if not is_missing(t) and t.strip()]
 

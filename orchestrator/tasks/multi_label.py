@@ -27,7 +27,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
 from orchestrator.config.schema import HEADS, DataConfig, ExperimentConfig
 from orchestrator.data import fingerprint
-from orchestrator.data.read import DataError, as_text, is_missing
+from orchestrator.data.read import DataError, as_text, check_scalars, is_missing
 from orchestrator.data.splits import Splits, carve, drop_empty, read_columns, sort_labels, warn_overlap, where
 from orchestrator.tasks import thresholds
 from orchestrator.tasks.base import Artifact, Evaluation, Task, safe_name
@@ -84,6 +84,7 @@ class MultiLabel(Task):
                 _check_no_json_lists(cells[cfg.label_column], cfg, split)
         data = {}
         for split, cells in columns.items():
+            check_scalars(cells[cfg.text_column], where(cfg, split), cfg.text_column)
             texts = [as_text(v) for v in cells[cfg.text_column]]
             sets = [label_set(v, cfg.label_separator) for v in cells[cfg.label_column]]
             keep = [i for i, (t, s) in enumerate(zip(texts, sets)) if not is_missing(t) and s is not None]

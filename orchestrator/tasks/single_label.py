@@ -21,7 +21,7 @@ from orchestrator import metrics, plots
 from orchestrator.baseline import fit_baseline
 from orchestrator.config.schema import HEADS, IMBALANCE, DataConfig, ExperimentConfig
 from orchestrator.data import fingerprint
-from orchestrator.data.read import DataError, as_text, is_missing
+from orchestrator.data.read import DataError, as_text, check_scalars, is_missing
 from orchestrator.data.splits import Splits, carve, drop_empty, read_columns, sort_labels, warn_overlap, where
 from orchestrator.tasks import thresholds
 from orchestrator.tasks.base import Artifact, Evaluation, Task
@@ -79,6 +79,8 @@ class SingleLabel(Task):
         columns, sources = read_columns(cfg, [cfg.text_column, cfg.label_column])
         data = {}
         for split, cells in columns.items():
+            for column in (cfg.text_column, cfg.label_column):
+                check_scalars(cells[column], where(cfg, split), column)
             texts = [as_text(v) for v in cells[cfg.text_column]]
             labels = [as_text(v) for v in cells[cfg.label_column]]
             _check_spaces(labels, cfg, split)

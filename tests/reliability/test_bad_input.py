@@ -157,3 +157,28 @@ def test_texts_shared_by_train_and_test_are_counted_in_a_warning(tmp_path, caplo
         load_splits(DataConfig(train=str(write_csv(tmp_path / "tr.csv", train)),
                                test=str(write_csv(tmp_path / "te.csv", test))))
     assert "appear in both train and test" in caplog.text
+
+
+def test_a_list_where_a_text_belongs_is_refused_with_its_row_not_read_as_its_repr(tmp_path, capsys):
+    """Was: {"text": ["great", "awful"]} became the text "['great', 'awful']", in training and predict."""
+    import json
+
+    from orchestrator.config import DataConfig
+    from orchestrator.data import DataError, load_splits
+
+    rows = make_rows(60, seed=3)
+    rows[4]["text"] = ["great", "awful"]
+    rows[8]["label"] = ["positive"]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"t\.jsonl row 5: column 'text' holds the list \['great', 'awful'\], not a "
+                                        r"text; write one string per cell"):
+        load_splits(DataConfig(train=str(path)))
+    with pytest.raises(DataError, match=r"row 5: column 'text' holds the list"):
+        load_splits(DataConfig(train=str(path), label_separator=";"), "multi_label")
+    # predict refuses it before it looks for the model (none exists here) or writes anything
+    code = main(["predict", "--model", "models:/none@champion", "--input", str(path),
+                 "--output", str(tmp_path / "out.csv"), "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--input {path} row 5: column 'text' holds the list" in err
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "none.db").exists()
