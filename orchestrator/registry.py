@@ -31,7 +31,8 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from orchestrator.tracking import is_missing
 
@@ -123,10 +124,15 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
                             reused=True, note=note)
 
     example = pd.DataFrame({"text": example_texts})
+    # `text` typed Any, not string: for a string column MLflow's scoring server turns a JSON null
+    # sent as `inputs` or `instances` into the text "None" (numpy's str of None), which the model
+    # then predicted; typed Any, null arrives as None and gets no prediction (`missing_rows`), as in
+    # `dataframe_split`. The pyfunc itself refuses what is no text (a list) and a missing column.
+    signature = ModelSignature(Schema([ColSpec(AnyType(), "text")]), infer_signature(example, example_output).outputs)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=PYFUNC_CODE, artifacts={"classifier": str(checkpoint)},
-            signature=infer_signature(example, example_output), input_example=example.head(2),
+            signature=signature, input_example=example.head(2),
             pip_requirements=_requirements(),
         )
     scores = {METRIC_TAG: metric, metric: f"{score:.6f}", **({DATA_TAG: test_data} if test_data else {})}

@@ -78,6 +78,20 @@ def test_the_registered_model_and_so_serve_give_no_label_to_a_missing_text(pyfun
     assert [r["label"] is None for r in records] == MISSING
 
 
+@pytest.mark.parametrize("body", [{"inputs": {"text": ["great", None]}}, {"instances": [{"text": "great"}, {"text": None}]},
+                                  {"dataframe_split": {"columns": ["text"], "data": [["great"], [None]]}}])
+def test_serve_gives_no_label_to_a_null_text_in_every_request_format(pyfunc, body):
+    """Was: `inputs` / `instances` turned null into the text "None" (a string column's numpy cast)
+    before the model saw it, and "None" got a label."""
+    from mlflow.pyfunc import scoring_server
+
+    answer = scoring_server.invocations(json.dumps(body), "application/json", pyfunc,
+                                        pyfunc.metadata.get_input_schema())
+    assert answer.status == 200, answer.response
+    labels = [r["label"] for r in json.loads(answer.response)["predictions"]]
+    assert labels[0] is not None and labels[1] is None
+
+
 def test_a_request_of_only_missing_texts_gets_only_empty_rows(pyfunc):
     out = pyfunc.predict(pd.DataFrame({"text": ["", "  "]}))
     assert len(out) == 2
