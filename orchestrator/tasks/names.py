@@ -10,27 +10,30 @@ instead of in every trial. (Output columns, `prob_<label>`, use the labels as wr
 labels give distinct columns.)
 
 Two labels that are one label spelled two ways ("Negative" and "negative", "pos" and "pos ",
-"1" and "01", "é" composed and decomposed) are refused too (`spelled_twice`): they would be
+"1" and "1.0", "é" composed and decomposed) are refused too (`spelled_twice`): they would be
 learned as two classes that share their examples, each scored low, and nothing downstream would
 say why. (Their metric names can also collide on a case-insensitive file system.)
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from orchestrator.config.schema import DataConfig
 from orchestrator.data.read import DataError
-from orchestrator.data.splits import INTEGER, where
+from orchestrator.data.splits import where
 
 if TYPE_CHECKING:
     from orchestrator.tasks.base import Task
 
 MLFLOW_KEY_LIMIT = 250  # the longest metric, param or tag key MLflow's stores keep
 CLASS_COUNT = "train_class_count_"
+NUMBER = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(e[-+]?[0-9]+)?")  # ASCII digits, after casefold
 
 
 def safe_name(label: str) -> str:
@@ -52,10 +55,10 @@ def collisions(names: Iterable[str]) -> dict[str, list[str]]:
 
 
 def spelling(label: str) -> str:
-    """What the spellings of one label share: Unicode form (NFKC), case, spaces at the ends, an
-    integer's leading zeros."""
+    """What the spellings of one label share: Unicode form (NFKC), case, spaces at the ends, how a
+    number is written (1, 01, 1.0, 1e0: a JSON file whose label column went through a float)."""
     text = unicodedata.normalize("NFKC", label).strip().casefold()
-    return str(int(text)) if INTEGER.fullmatch(text) else text
+    return format(Decimal(text).normalize(), "f") if NUMBER.fullmatch(text) else text
 
 
 def spelled_twice(names: Iterable[str]) -> list[list[str]]:
@@ -83,9 +86,9 @@ def name_problems(task: Task, label_names: list[str]) -> list[str]:
             # Spellings that print the same (composed and decomposed "é") are shown by code point.
             same = len({unicodedata.normalize("NFC", n) for n in found}) < len(found)
             shown = " and ".join(ascii(n) if same else repr(n) for n in found)
-            problems.append(f"{kind}s {shown} differ only in case, spaces at the ends, Unicode form or leading "
-                            f"zeros, so they would be learned as {len(found)} different {kind}s; write them one way "
-                            f"in the data (or, if they really differ, rename one)")
+            problems.append(f"{kind}s {shown} differ only in case, spaces at the ends, Unicode form or how a number "
+                            f"is written, so they would be learned as {len(found)} different {kind}s; write them one "
+                            f"way in the data (or, if they really differ, rename one)")
         for safe, found in collisions(names).items():
             example = next((k for k in task.metric_names(label_names) if k.endswith(f"_{safe}")), safe)
             shown = " and ".join(repr(n) for n in found)

@@ -147,6 +147,7 @@ def test_a_declared_scheme_still_reads_mixed_tags_with_a_warning(tmp_path, caplo
 @pytest.mark.parametrize("task, labels, expected", [
     ("single_label", ["Negative", "negative", "pos"], "labels 'Negative' and 'negative' differ only in case"),
     ("single_label", ["1", "01", "2"], "labels '1' and '01' differ only in case"),
+    ("single_label", ["0", "1", "1.0", "2"], "labels '1' and '1.0' differ only in case"),
     ("multi_label", ["caf\u00e9", "cafe\u0301", "tea"], "labels 'caf\\xe9' and 'cafe\\u0301' differ"),
     ("token_classification", ["O", "B-PER", "I-PER", "B-per", "I-per"], "entity types 'PER' and 'per' differ"),
 ])
