@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import types
 import typing
@@ -178,6 +179,11 @@ def coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, (bool, int, float)):  # YAML read `positive_label: 1` (a label "1") as a number
+            problems.append(f"{key}: expected str, found {value!r} ({type(value).__name__}); YAML reads an unquoted "
+                            f"1, 1.0 or true as a number or a boolean: quote it, as in {key.rsplit('.', 1)[-1]}: "
+                            f"\"{json.dumps(value)}\"")
+            return None
     elif origin is tuple:  # a list of names; one name alone is a list of one
         items = [value] if isinstance(value, str) else value
         if isinstance(items, (list, tuple)) and items and all(isinstance(v, str) and v for v in items):

@@ -134,3 +134,16 @@ def test_a_threshold_for_three_classes_is_refused_once_the_labels_are_read(works
     assert code == 2 and "Traceback" not in err
     assert "postprocess.threshold: tune tunes the positive class's threshold of two classes, but the training " \
            "data has 3 (negative, neutral, positive)" in err
+
+
+def test_a_number_where_a_name_belongs_says_to_quote_it():
+    """`positive_label: 1` for the labels 0/1: YAML made it a number; the fix is quotes, so say so."""
+    from orchestrator.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r'postprocess.positive_label: expected str, found 1 \(int\); YAML reads an '
+                                          r'unquoted 1, 1.0 or true as a number.*quote it, as in positive_label: "1"'):
+        from_dict({"name": "x", "data": {"train": "t.csv"},
+                   "postprocess": {"threshold": "tune", "positive_label": 1}})
+    cfg = from_dict({"name": "x", "data": {"train": "t.csv"}, "postprocess": {"threshold": "tune",
+                                                                              "positive_label": "1"}})
+    assert cfg.postprocess.positive_label == "1"
