@@ -43,6 +43,10 @@ def check(cfg: ExperimentConfig, problems: list[str]) -> None:
     if d.label_separator == "":
         problems.append("data.label_separator: '' is empty, so it cannot split a cell into labels; give the "
                         "character between labels (e.g. ';'), or leave it out for JSON-list cells")
+    elif d.label_separator is not None and cfg.task != "multi_label":
+        # Was ignored: 'a;b' became one class named 'a;b' (single_label); only multi_label splits cells.
+        problems.append(f"data.label_separator: {d.label_separator!r} splits a cell into several labels, which only "
+                        f"task multi_label reads; set task: multi_label, or remove data.label_separator")
     if d.text_column == d.label_column:
         problems.append(f"data.text_column and data.label_column are both {d.text_column!r}; name two columns")
     if not d.hub and not d.validation and not d.test and d.validation_size + d.test_size >= 1:

@@ -147,3 +147,13 @@ def test_a_number_where_a_name_belongs_says_to_quote_it():
     cfg = from_dict({"name": "x", "data": {"train": "t.csv"}, "postprocess": {"threshold": "tune",
                                                                               "positive_label": "1"}})
     assert cfg.postprocess.positive_label == "1"
+
+
+@pytest.mark.parametrize("task", ["single_label", "token_classification"])
+def test_a_label_separator_outside_multi_label_is_a_config_error(task):
+    """Was ignored: under single_label, 'a;b' became one class named 'a;b'."""
+    from orchestrator.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.label_separator: ';' splits a cell into several labels, which only "
+                                          r"task multi_label reads; set task: multi_label"):
+        from_dict({"name": "x", "task": task, "data": {"train": "t.jsonl", "label_separator": ";"}})
