@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -154,9 +155,13 @@ def check_scalars(values: Iterable, where: str, column: str) -> None:
 
 
 def is_missing(text: str | None) -> bool:
-    """The one rule for a missing text or label: no value, or only whitespace. "NA", "None",
-    "null", "nan" are texts."""
-    return text is None or text.strip() == ""
+    """The one rule for a missing text or label: no value, or only whitespace and invisible format
+    characters (a zero-width space, a stray byte-order mark: nothing a model could read, yet not
+    whitespace to `str.strip`). "NA", "None", "null", "nan" are texts."""
+    if text is None:
+        return True
+    rest = text.strip()
+    return all(c.isspace() or unicodedata.category(c) == "Cf" for c in rest)  # stops at the first visible one
 
 
 def missing_cells(values: Iterable) -> list[bool]:

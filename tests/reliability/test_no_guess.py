@@ -31,6 +31,9 @@ MISSING = [False, True, True, True, True, False, True, False]
 def test_one_rule_decides_which_cells_are_missing():
     values = [*TEXTS, pd.NA, np.float32("nan"), np.nan, "None", "null", "nan", 0, "0"]
     assert missing_cells(values) == [*MISSING, True, True, True, False, False, False, False, False]
+    # Invisible format characters alone (zero-width space, a stray BOM) are no text either.
+    assert missing_cells(["\u200b", " \ufeff ", "\u200d\u2060", "a\u200b", "\u200bb"]) == [True, True, True, False,
+                                                                                        False]
 
 
 def test_the_model_never_sees_a_missing_row():
