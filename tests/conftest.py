@@ -22,6 +22,25 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
+# Costly fixtures built once per test process (session scope) or module: under pytest-xdist each
+# worker that runs one of their tests would build its own, so their tests run on one worker
+# (`--dist loadgroup`). fixture name -> group.
+SHARED_FIXTURE_GROUPS = {
+    "finished_search": "finished-search",  # a whole search (status, report, promote, ...)
+    "ray_cluster": "cluster", "mlflow_server": "cluster", "s3": "cluster",  # tests/cluster's servers
+    "server": "scoring-server",  # test_scoring: a `serve` process
+    "two_versions": "promotion",  # test_promotion: a registry with two versions
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = next((g for f, g in SHARED_FIXTURE_GROUPS.items() if f in getattr(item, "fixturenames", ())), None)
+        if group and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 WORDS = {
     "positive": "great excellent love wonderful happy best amazing good fantastic perfect".split(),
     "negative": "awful terrible hate horrible sad worst bad poor disgusting broken".split(),
@@ -123,6 +142,35 @@ def tiny_experiment(path: Path, model: Path, data: Path, name: str, **sections) 
     return path
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, made once per test process. Making one runs every one of
+    MLflow's schema migrations (about 8 s of a 2-core machine); a copy of this one opens at once.
+    Tests of store creation itself (the first search on a fresh machine) do not use it."""
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("migrated-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+def seed_store(folder: Path, template: Path) -> str:
+    """`folder/mlruns/mlflow.db` as a copy of the empty migrated store `template` (the
+    `migrated_store` fixture), where a search run from `folder` keeps its runs by default.
+    Returns its absolute URI."""
+    target = folder / "mlruns" / "mlflow.db"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
+
+@pytest.fixture
+def store(tmp_path, migrated_store) -> str:
+    """A real, empty MLflow store at `tmp_path/mlruns/mlflow.db` (the default for a search run
+    from `tmp_path`), copied from `migrated_store`. Returns its absolute URI."""
+    return seed_store(tmp_path, migrated_store)
+
+
 POSTGRES_SCRIPT = Path(__file__).parents[1] / "scripts" / "postgres.sh"
 
 
@@ -165,7 +213,7 @@ def postgres():
 
 
 @pytest.fixture(scope="session")
-def registered_model(tmp_path_factory, tiny_model):
+def registered_model(tmp_path_factory, tiny_model, migrated_store):
     """A real SQLite MLflow store holding `tiny-clf` version 1 @champion: the tiny encoder with an
     untrained 3-class head, registered the way a search registers its champion.
     Returns (tracking URI, checkpoint folder)."""
@@ -179,6 +227,7 @@ def registered_model(tmp_path_factory, tiny_model):
         root / "checkpoint", load_tokenizer(str(tiny_model)),
         {"label_names": ["negative", "neutral", "positive"], "max_length": 32})
     uri = f"sqlite:///{root / 'mlflow.db'}"
+    shutil.copyfile(migrated_store, root / "mlflow.db")
     tracker = Tracker(uri, "registered", str(root / "artifacts"))
     run = tracker.start_trial(tracker.study_run("registered", None, {}), "registered", 0, {})
     example = ["great product", "awful"]
@@ -188,7 +237,7 @@ def registered_model(tmp_path_factory, tiny_model):
 
 
 @pytest.fixture
-def trial_job(tmp_path, tiny_model, data_dir, monkeypatch):
+def trial_job(tmp_path, tiny_model, data_dir, monkeypatch, store):
     """(job, study): what the driver hands a trial process, for one claimed trial of a real study,
     with the storage URL in the environment as the driver passes it."""
     import optuna
@@ -229,7 +278,7 @@ class FinishedSearch:
 
 
 @pytest.fixture(scope="session")
-def finished_search(tmp_path_factory, tiny_model) -> FinishedSearch:
+def finished_search(tmp_path_factory, tiny_model, migrated_store) -> FinishedSearch:
     """One real `python -m orchestrator search` (tiny model, 3 trials of 2 epochs, median pruner),
     run once per test process and shared by the tests that read a study after it ran (status,
     report, serve, promote). Its stores are absolute paths, so tests may run from any folder; a
@@ -241,7 +290,7 @@ def finished_search(tmp_path_factory, tiny_model) -> FinishedSearch:
     write_csv(data / "train.csv", make_rows(120, seed=2))
     write_csv(data / "validation.csv", make_rows(45, seed=3))
     write_csv(data / "test.csv", make_rows(45, seed=4))
-    tracking, storage = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}", f"sqlite:///{folder / 'mlruns' / 'optuna.db'}"
+    tracking, storage = seed_store(folder, migrated_store), f"sqlite:///{folder / 'mlruns' / 'optuna.db'}"
     config = tiny_experiment(folder / "done.yaml", tiny_model, data, "done",
                              training={"epochs": 2}, space={"head": ["cls", "mean"]},
                              search={"n_trials": 3, "seed": 1, "pruner": "median", "storage": storage,

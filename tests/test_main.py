@@ -8,6 +8,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -15,9 +17,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ui_serves_the_store(tmp_path):
+@pytest.mark.slow
+def test_ui_serves_the_store(tmp_path, store):
     port = _free_port()
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = store  # `ui` opens an existing store only
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "--tracking-uri", uri, "--port", str(port)],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

@@ -41,6 +41,7 @@ def storage_url(request, tmp_path):
     return request.getfixturevalue("postgres")
 
 
+@pytest.mark.slow
 def test_processes_sharing_a_study_finish_exactly_n_trials_and_never_share_one(storage_url):
     name = f"budget-{uuid.uuid4().hex[:8]}"
     optuna.create_study(study_name=name, storage=make_storage(SearchConfig(storage=storage_url)))

@@ -23,7 +23,7 @@ def _head(source: Path, target: Path, rows: int) -> Path:
     return target
 
 
-def test_multi_label_search_registers_thresholds_and_predicts_label_sets(tmp_path, monkeypatch):
+def test_multi_label_search_registers_thresholds_and_predicts_label_sets(tmp_path, monkeypatch, store):
     monkeypatch.chdir(tmp_path)
     files = {split: str(_head(DATA / f"{split}.csv", tmp_path / f"{split}.csv", n))
              for split, n in (("train", 600), ("validation", 200), ("test", 200))}
@@ -34,7 +34,7 @@ def test_multi_label_search_registers_thresholds_and_predicts_label_sets(tmp_pat
         "training": {"epochs": 1, "max_length": 48, "batch_size": 16, "eval_batch_size": 128,
                      "learning_rate": 3e-4, "head": "mean", "imbalance": "class_weights"},
         "space": {"learning_rate": {"low": 2e-4, "high": 5e-4, "log": True}},
-        "search": {"n_trials": 2, "pruner": "none"},
+        "search": {"n_trials": 1, "pruner": "none"},  # the path under test is one trial's: thresholds, registry, predict
         "registry": {"model_name": "goemo-clf"},
     }
     (tmp_path / "goemo.yaml").write_text(yaml.safe_dump(cfg))

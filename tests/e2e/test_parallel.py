@@ -7,10 +7,13 @@ import sys
 import time
 
 import optuna
+import pytest
 from conftest import tiny_experiment
 from mlflow import MlflowClient
 
 from orchestrator.__main__ import main
+
+pytestmark = pytest.mark.slow  # whole searches over several processes
 
 
 def _write(tmp_path, tiny_model, data_dir, epochs=2, **search):
@@ -31,7 +34,7 @@ def _trial_runs(tmp_path):
     return parent, [r for r in runs if r.data.tags.get("orchestrator_role") == "trial"]
 
 
-def test_two_cpu_workers_run_each_trial_in_its_own_process(tmp_path, tiny_model, data_dir, monkeypatch):
+def test_two_cpu_workers_run_each_trial_in_its_own_process(tmp_path, tiny_model, data_dir, monkeypatch, store):
     monkeypatch.chdir(tmp_path)
     assert main(["search", "--config", str(_write(tmp_path, tiny_model, data_dir)), "--workers", "2"]) == 0
     trials = _study(tmp_path).trials
@@ -49,7 +52,7 @@ def test_two_cpu_workers_run_each_trial_in_its_own_process(tmp_path, tiny_model,
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
 
 
-def test_one_trial_as_a_two_process_gloo_launch(tmp_path, tiny_model, data_dir, monkeypatch):
+def test_one_trial_as_a_two_process_gloo_launch(tmp_path, tiny_model, data_dir, monkeypatch, store):
     monkeypatch.chdir(tmp_path)
     path = _write(tmp_path, tiny_model, data_dir, n_trials=1, gpus_per_trial=2)
     assert main(["search", "--config", str(path)]) == 0
@@ -59,7 +62,7 @@ def test_one_trial_as_a_two_process_gloo_launch(tmp_path, tiny_model, data_dir, 
     assert trial.user_attrs["processes"] == 2  # Accelerate's world size, as the trained model saw it
 
 
-def test_a_killed_trial_process_fails_only_its_trial(tmp_path, tiny_model, data_dir):
+def test_a_killed_trial_process_fails_only_its_trial(tmp_path, tiny_model, data_dir, store):
     path = _write(tmp_path, tiny_model, data_dir, epochs=12, n_trials=3)  # long enough to catch mid-training
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "search", "--config", str(path), "--workers", "2"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

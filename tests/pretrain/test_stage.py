@@ -40,7 +40,7 @@ def _pretrain_runs(client: MlflowClient):
 
 
 @pytest.mark.slow
-def test_a_killed_pretraining_resumes_from_its_last_checkpoint(tmp_path, zh_data):
+def test_a_killed_pretraining_resumes_from_its_last_checkpoint(tmp_path, zh_data, store):
     experiment = zh_experiment(tmp_path, zh_data, pretrain={"max_steps": 400, "save_every": 10, "eval_every": 50})
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "pretrain", "--config", str(experiment)],
                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
@@ -84,7 +84,7 @@ def test_a_killed_pretraining_resumes_from_its_last_checkpoint(tmp_path, zh_data
 
 
 @pytest.mark.slow
-def test_search_pretrains_first_then_fine_tunes_the_registered_encoder(tmp_path, zh_data):
+def test_search_pretrains_first_then_fine_tunes_the_registered_encoder(tmp_path, zh_data, store):
     experiment = zh_experiment(tmp_path, zh_data, pretrain={"whole_word_masking": True})
     out = _cli("search", "--config", experiment, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

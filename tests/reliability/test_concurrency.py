@@ -16,6 +16,8 @@ import pytest
 from conftest import tiny_experiment
 from mlflow import MlflowClient
 
+pytestmark = pytest.mark.slow  # several whole searches on one study, one killed
+
 N_TRIALS = 4
 
 
@@ -78,7 +80,7 @@ def test_two_processes_on_one_study_run_exactly_the_requested_trials(setup, tmp_
     assert drivers == {str(first.pid), str(second.pid)}  # both really took part
 
 
-def test_when_one_process_is_killed_the_other_makes_up_its_trial(setup, tmp_path, request):
+def test_when_one_process_is_killed_the_other_makes_up_its_trial(setup, tmp_path, request, store):
     """SQLite: the survivor sees the dead driver's pid on this machine. PostgreSQL: the dead
     driver runs as another machine (its own hostname), so only its missing heartbeats tell."""
     experiment, storage, name = setup

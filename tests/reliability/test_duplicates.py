@@ -13,6 +13,8 @@ from optuna.trial import TrialState
 from orchestrator.config import from_dict
 from orchestrator.study import Sampling, SpaceExhausted, StudyLock, claim, create_study, make_storage, requeue_once
 
+pytestmark = pytest.mark.slow  # processes racing for the trials of one study
+
 N_TRIALS = 12
 SPACE = {"head": ["cls", "mean", "mlp"], "batch_size": [8, 16], "epochs": {"low": 1, "high": 3}}  # 18 configs
 

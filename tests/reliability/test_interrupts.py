@@ -11,12 +11,14 @@ import pytest
 from conftest import tiny_experiment
 from mlflow import MlflowClient
 
+pytestmark = pytest.mark.slow  # whole searches, killed or signalled mid-study
+
 N_TRIALS = 3
 
 
 @pytest.fixture
-def experiment(tmp_path, tiny_model, data_dir):
-    return tiny_experiment(tmp_path / "rel.yaml", tiny_model, data_dir, "rel", training={"epochs": 10},
+def experiment(tmp_path, tiny_model, data_dir, store):
+    return tiny_experiment(tmp_path / "rel.yaml", tiny_model, data_dir, "rel", training={"epochs": 6},
                            search={"n_trials": N_TRIALS, "seed": 4})
 
 

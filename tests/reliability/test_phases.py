@@ -58,6 +58,7 @@ def _nothing_running(tmp_path, name: str) -> None:
         assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", PHASES)
 def test_a_signal_in_any_phase_exits_130_with_the_summary_and_nothing_running(tmp_path, tiny_model, data_dir,
                                                                                phase):

@@ -73,6 +73,7 @@ def test_all_problems_of_a_space_are_reported_together(tmp_path, tiny_model, dat
     assert "3 problem(s)" in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space,n_configs", [({}, 1), ({"head": ["cls", "mean"]}, 2)])
 def test_a_space_smaller_than_n_trials_runs_each_configuration_once(tmp_path, tiny_model, data_dir, monkeypatch,
                                                                     capsys, space, n_configs):

@@ -3,6 +3,7 @@ on a real PostgreSQL storage whose URL carries a password (the test server trust
 password connects); afterwards every file the run wrote, the MLflow database, a dump of the
 Optuna database and everything printed are searched for it."""
 
+import pytest
 import os
 import shutil
 import subprocess
@@ -33,6 +34,7 @@ def _dump(url: str) -> bytes:
     return subprocess.run([str(pg_dump), plain], capture_output=True, check=True, timeout=120).stdout
 
 
+@pytest.mark.slow
 def test_a_password_in_the_storage_url_reaches_no_file_log_or_store(tmp_path, tiny_model, data_dir, postgres):
     name = f"secret-{uuid.uuid4().hex[:8]}"
     storage = _with_password(postgres)

@@ -1,6 +1,7 @@
 """Nothing is served stale: what a study caches is keyed by the fingerprint of what it came from,
 and a study re-run on different data (or a different model) stops with exit 2 saying what changed."""
 
+import pytest
 import hashlib
 import json
 import shutil
@@ -26,8 +27,9 @@ def _experiment(tmp_path, tiny_model, data_dir, **sections):
                            search={"n_trials": 1}, registry={"register": False}, **sections)
 
 
+@pytest.mark.slow
 def test_a_study_rerun_on_changed_data_stops_and_says_what_changed(tmp_path, tiny_model, data_dir, monkeypatch,
-                                                                   capsys):
+                                                                   capsys, store):
     monkeypatch.chdir(tmp_path)
     experiment = _experiment(tmp_path, tiny_model, data_dir)
     assert main(["search", "--config", str(experiment)]) == 0
@@ -55,7 +57,8 @@ def test_a_study_rerun_on_changed_data_stops_and_says_what_changed(tmp_path, tin
     assert main(["search", "--config", str(experiment), "search.study_name=stale-2"]) == 0
 
 
-def test_a_new_study_over_an_old_work_dir_trains_on_the_new_data(tmp_path, tiny_model, data_dir, monkeypatch):
+@pytest.mark.slow
+def test_a_new_study_over_an_old_work_dir_trains_on_the_new_data(tmp_path, tiny_model, data_dir, monkeypatch, store):
     """The storage was reset but the study's folder stayed: the old saved splits must not be used."""
     monkeypatch.chdir(tmp_path)
     experiment = _experiment(tmp_path, tiny_model, data_dir)

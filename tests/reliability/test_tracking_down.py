@@ -2,6 +2,7 @@
 still finishes in Optuna, and the same command registers once the server is back."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,10 +11,13 @@ import time
 import urllib.request
 
 import optuna
+import pytest
 import yaml
 from mlflow import MlflowClient
 
 from orchestrator.__main__ import main
+
+pytestmark = pytest.mark.slow  # an MLflow server, killed mid-study
 
 
 def _free_port() -> int:
@@ -61,8 +65,9 @@ def test_unreachable_store_fails_fast_before_any_trial(tmp_path, tiny_model, dat
     assert not (tmp_path / "optuna.db").exists()
 
 
-def test_server_killed_mid_study_loses_no_optuna_result(tmp_path, tiny_model, data_dir):
+def test_server_killed_mid_study_loses_no_optuna_result(tmp_path, tiny_model, data_dir, migrated_store):
     port = _free_port()
+    shutil.copyfile(migrated_store, tmp_path / "server.db")  # the server's store, migrated already
     server = _server(tmp_path, port)
     path = _config(tmp_path, tiny_model, data_dir, f"http://127.0.0.1:{port}")
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "search", "--config", str(path)], cwd=tmp_path,

@@ -12,6 +12,8 @@ from mlflow import MlflowClient
 
 from orchestrator.__main__ import main
 
+pytestmark = pytest.mark.slow  # whole searches, one per task
+
 
 def _search(tmp_path, cfg: dict) -> MlflowClient:
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
@@ -29,7 +31,7 @@ def _predict(tmp_path, model: str, lines: list[str]) -> list[dict]:
 
 
 def test_token_classification_search_registers_a_champion_whose_spans_point_into_the_text(
-        tmp_path, monkeypatch, tiny_zh_model, ner_dir):
+        tmp_path, monkeypatch, tiny_zh_model, ner_dir, store):
     monkeypatch.chdir(tmp_path)
     client = _search(tmp_path, {
         "name": "ner", "task": "token_classification",
@@ -57,7 +59,7 @@ def test_token_classification_search_registers_a_champion_whose_spans_point_into
             assert text[span["start"]:span["end"]] == span["text"] and span["label"] in ("PER", "LOC")
 
 
-def test_multi_label_search_registers_a_champion_that_predicts_label_sets(tmp_path, monkeypatch, tiny_model):
+def test_multi_label_search_registers_a_champion_that_predicts_label_sets(tmp_path, monkeypatch, tiny_model, store):
     from conftest import FILLER, WORDS
 
     monkeypatch.chdir(tmp_path)
