@@ -227,6 +227,46 @@ def perf_section() -> str:
     return "\n\n".join(parts)
 
 
+def _fmt_seconds(value: float | None) -> str:
+    return "gone" if value is None else f"{value:.1f}"
+
+
+def suite_section(r: dict | None) -> str:
+    """The test suite before and after a change, from benchmarks/results/perf/test_suite.json
+    (`benchmarks/test_suite.py compare`)."""
+    if r is None:
+        return "No comparison yet: `bash benchmarks/test_suite.sh` twice, then `python benchmarks/test_suite.py compare`."
+    b, a = r["before"], r["after"]
+
+    def quick(side):
+        return (f"{side['quick_sum_seconds']:.0f} s ({side['quick_tests']} tests)" if "quick_sum_seconds" in side
+                else "not counted")
+
+    lines = [f"{r['machine']}, {r['date']}, Python {r['python']}, pytest-xdist {r['versions']['pytest-xdist']}; "
+             "both runs one after the other with `bash benchmarks/test_suite.sh` (PostgreSQL started, "
+             "`-n auto`: 2 workers).", "",
+             "| | before | after |", "|---|---|---|",
+             f"| commit | {b['commit']} | {a['commit']} |",
+             f"| tests (passed / failed / skipped) | {b['tests']} ({b['passed']} / {b['failed']} / {b['skipped']}) "
+             f"| {a['tests']} ({a['passed']} / {a['failed']} / {a['skipped']}) |",
+             f"| **sum of test durations** | **{b['sum_seconds']:.0f} s** | **{a['sum_seconds']:.0f} s "
+             f"({r['ratio']:.2f}x)** |",
+             f"| wall time | {b['wall_seconds'] / 60:.1f} min | {a['wall_seconds'] / 60:.1f} min |",
+             f"| the quick subset's share (`-m \"not slow and not cluster\"`, as marked in each) | {quick(b)} "
+             f"| {quick(a)} |"]
+    for folder in sorted(set(b["folders"]) | set(a["folders"])):
+        lines.append(f"| `{folder}/` | {b['folders'].get(folder, 0):.0f} s | {a['folders'].get(folder, 0):.0f} s |")
+    slowest = sorted(r["tests"], key=lambda t: -(t["before"] or 0))[:25]
+    lines += ["", "The 25 slowest tests before, and the same tests after (seconds: setup + call + teardown):", "",
+              "| test | before | after |", "|---|---|---|"]
+    lines += [f"| `{t['test']}` | {t['before']:.1f} | {_fmt_seconds(t['after'])} |" for t in slowest]
+    new = [t for t in r["tests"] if t["before"] is None]
+    lines += ["", f"Tests only in the run after: {len(new)}, {sum(t['after'] for t in new):.0f} s in all. "
+              f"Tests only in the run before: {len(r['only_before'])}"
+              + (f" ({', '.join(r['only_before'])})." if r["only_before"] else ".")]
+    return "\n".join(lines)
+
+
 def _replace(text: str, name: str, body: str) -> str:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     start, stop = text.index(begin) + len(begin), text.index(end)
@@ -243,6 +283,8 @@ def main() -> None:
     text = _replace(text, "pretrain", pretrain_table(json.loads(demo.read_text()) if demo.exists() else None,
                                                      json.loads(chinese.read_text()) if chinese.exists() else None))
     text = _replace(text, "perf", perf_section())
+    suite = RESULTS / "perf" / "test_suite.json"
+    text = _replace(text, "suite", suite_section(json.loads(suite.read_text()) if suite.exists() else None))
     DOC.write_text(text)
     print(text[text.index("## Speed"):text.index("## Test suite")])
 
