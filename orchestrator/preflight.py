@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import ConfigError, ExperimentConfig
+from orchestrator.config.schema import SCRATCH
 from orchestrator.data import DataError, Splits
 from orchestrator.execution.base import Executor, ExecutorError
 from orchestrator.execution.local import LocalExecutor
@@ -57,6 +58,9 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address
     model = None if model_pending else resolve_model(cfg.model, cfg.tracking.uri)
     if model is not None:
         problems = _model_problems(cfg, model) + problems
+    elif cfg.pretrain is not None and cfg.pretrain.init == SCRATCH:
+        # A scratch encoder's sizes are settings: checked now, not after its pre-training.
+        problems = _scratch_problems(cfg) + problems
     if problems:
         raise ConfigError(cfg.source, problems)
     check_store(cfg.tracking.uri)
@@ -99,28 +103,44 @@ def _values(cfg: ExperimentConfig, name: str) -> list:
 
 
 def _model_problems(cfg: ExperimentConfig, model: ModelSource) -> list[str]:
-    problems = []
-    key = "space.max_length" if "max_length" in cfg.space else "training.max_length"
-    too_long = [v for v in _values(cfg, "max_length") if model.max_positions and v > model.max_positions]
-    if too_long:
-        problems.append(f"{key}: {max(too_long)} is more than {cfg.model.name_or_path} takes "
-                        f"({model.max_positions} tokens); use at most {model.max_positions}")
-    # A sequence holds the tokenizer's special tokens ([CLS] and [SEP]) and at least one of the text.
     tokenizer = load_tokenizer(model.path, trust_remote_code=cfg.model.trust_remote_code)
-    least = tokenizer.num_special_tokens_to_add(pair=False) + 1
-    too_short = [v for v in _values(cfg, "max_length") if v < least]
-    if too_short:
-        key = "space.max_length" if "max_length" in cfg.space else "training.max_length"
-        problems.append(f"{key}: {min(too_short)} leaves no token for the text: {cfg.model.name_or_path} adds "
-                        f"{least - 1} special token(s) to every sequence; use at least {least}")
-    partial = "partial" in _values(cfg, "strategy")
-    too_many = [v for v in _values(cfg, "freeze_layers") if model.num_layers is not None and v > model.num_layers]
-    if partial and too_many:
-        key = "space.freeze_layers" if "freeze_layers" in cfg.space else "training.freeze_layers"
-        problems.append(f"{key}: {max(too_many)} layers to freeze, but {cfg.model.name_or_path} has "
-                        f"{model.num_layers}; use at most {model.num_layers}")
+    problems = _size_problems(cfg, cfg.model.name_or_path, model.max_positions, model.num_layers,
+                              tokenizer.num_special_tokens_to_add(pair=False))
     heads = set(_values(cfg, "head"))
     problems += check_heads(model.path, heads, None, cfg.model.trust_remote_code)
+    return problems
+
+
+def _scratch_problems(cfg: ExperimentConfig) -> list[str]:
+    """The checks of `_model_problems` that a scratch encoder's settings answer before it exists:
+    its positions and layers are `pretrain:` settings, and its tokenizer adds [CLS] and [SEP]."""
+    p = cfg.pretrain
+    return _size_problems(cfg, f"{cfg.model.name_or_path} (pretrain.init: scratch, pretrain.max_positions "
+                               f"{p.max_positions}, pretrain.num_layers {p.num_layers})",
+                          p.max_positions, p.num_layers, len(["[CLS]", "[SEP]"]))
+
+
+def _size_problems(cfg: ExperimentConfig, model: str, max_positions: int | None, num_layers: int | None,
+                   special_tokens: int) -> list[str]:
+    """max_length against the model's positions and its special tokens, freeze_layers against its layers."""
+    problems = []
+    key = "space.max_length" if "max_length" in cfg.space else "training.max_length"
+    too_long = [v for v in _values(cfg, "max_length") if max_positions and v > max_positions]
+    if too_long:
+        problems.append(f"{key}: {max(too_long)} is more than {model} takes ({max_positions} tokens); use at "
+                        f"most {max_positions}")
+    # A sequence holds the tokenizer's special tokens ([CLS] and [SEP]) and at least one of the text.
+    least = special_tokens + 1
+    too_short = [v for v in _values(cfg, "max_length") if v < least]
+    if too_short:
+        problems.append(f"{key}: {min(too_short)} leaves no token for the text: {model} adds {special_tokens} "
+                        f"special token(s) to every sequence; use at least {least}")
+    partial = "partial" in _values(cfg, "strategy")
+    too_many = [v for v in _values(cfg, "freeze_layers") if num_layers is not None and v > num_layers]
+    if partial and too_many:
+        key = "space.freeze_layers" if "freeze_layers" in cfg.space else "training.freeze_layers"
+        problems.append(f"{key}: {max(too_many)} layers to freeze, but {model} has {num_layers}; use at most "
+                        f"{num_layers}")
     return problems
 
 

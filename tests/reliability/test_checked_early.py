@@ -48,6 +48,21 @@ def test_an_encoder_alias_pretraining_never_makes_is_refused_before_pretraining(
     assert "models:/x-clf-encoder@pretrained, or set pretrain.alias=nosuch" in err
 
 
+def test_a_scratch_encoders_sizes_are_checked_before_it_is_pretrained(workspace, capsys):
+    """max_length against pretrain.max_positions and the [CLS]/[SEP] the scratch tokenizer adds,
+    freeze_layers against pretrain.num_layers: all settings, so all refused before pre-training."""
+    root, _, data = workspace
+    path = tiny_experiment(root / "x.yaml", Path("unused"), data, "x", pretrain=PRETRAIN)
+    code, err = _search(root, path, capsys, "model.name_or_path=models:/x-clf-encoder@pretrained",
+                        "space.max_length=[2, 128]", "training.strategy=partial", "training.freeze_layers=3")
+    assert code == 2 and "Traceback" not in err
+    assert "space.max_length: 128 is more than models:/x-clf-encoder@pretrained (pretrain.init: scratch" in err
+    assert "(64 tokens); use at most 64" in err
+    assert "space.max_length: 2 leaves no token for the text" in err and "use at least 3" in err
+    assert "training.freeze_layers: 3 layers to freeze" in err and "has 1; use at most 1" in err
+    assert not list(root.glob("**/pretrain*")), "pre-training started"
+
+
 def test_an_empty_label_separator_is_a_config_error(workspace, capsys):
     root, model, data = workspace
     path = tiny_experiment(root / "x.yaml", model, data, "x")
