@@ -26,7 +26,7 @@ def _head(source: Path, target: Path, rows: int) -> Path:
 def test_multi_label_search_registers_thresholds_and_predicts_label_sets(tmp_path, monkeypatch, store):
     monkeypatch.chdir(tmp_path)
     files = {split: str(_head(DATA / f"{split}.csv", tmp_path / f"{split}.csv", n))
-             for split, n in (("train", 400), ("validation", 200), ("test", 200))}
+             for split, n in (("train", 600), ("validation", 200), ("test", 200))}  # 600: every test label in train
     cfg = {
         "name": "goemo", "task": "multi_label",
         "data": {**files, "label_column": "labels", "label_separator": ";"},
