@@ -159,7 +159,13 @@ def test_ui_optuna_serves_the_study(finished_search, tmp_path):
         assert "done" in names
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            # Cleanup, not what this test checks: once in four runs on a loaded 2-core machine the
+            # dashboard outlived SIGTERM by 30 s (cause not found yet); it must not outlive the test.
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def test_ui_optuna_without_a_study_is_exit_2(tmp_path, capsys):
