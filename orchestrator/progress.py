@@ -109,7 +109,7 @@ def print_summary(summary, console: Console, config_path: str) -> None:
     else:
         p(f"best trial: {summary.best_trial}  best {summary.metric}: {summary.best_value:.4f}")
         p("best hyperparameters: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.best_params.items()))
-        if getattr(summary, "threshold_note", None):
+        if summary.threshold_note:
             p(summary.threshold_note)
         if summary.champion_elsewhere:
             p(f"the best trial's checkpoint is not on this machine but on {summary.champion_elsewhere!r}: "
@@ -130,7 +130,7 @@ def print_summary(summary, console: Console, config_path: str) -> None:
             p(f"  {r.note}")
         p(f"load it: mlflow.pyfunc.load_model('models:/{r.name}@{r.alias}') "
           f"with tracking URI {summary.tracking_uri}")
-    for note in getattr(summary, "notes", ()):  # settings the search did not use, and why
+    for note in summary.notes:  # settings the search did not use, and why
         p(note)
     p(f"took {summary.seconds:.0f} s ({summary.seconds / 60:.1f} min)")
     p(f"open the MLflow UI: python -m orchestrator ui --config {config_path}")
