@@ -22,7 +22,7 @@ def claimer(url: str, name: str, n: int) -> None:
     import optuna
 
     from orchestrator.config import SearchConfig
-    from orchestrator.study import StudyLock, claim, finished, make_storage
+    from orchestrator.search.study import StudyLock, claim, finished, make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=name, storage=make_storage(SearchConfig(storage=url)))
@@ -40,7 +40,7 @@ def run(url: str, processes: int, n: int) -> dict:
     import optuna
 
     from orchestrator.config import SearchConfig
-    from orchestrator.study import make_storage
+    from orchestrator.search.study import make_storage
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)

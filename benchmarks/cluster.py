@@ -115,7 +115,7 @@ def _timed(fn) -> float:
 
 
 def upload(root: Path, checkpoint: Path) -> dict:
-    from orchestrator.tracking import Tracker
+    from orchestrator.tracking.client import Tracker
 
     out = {"checkpoint_mb": round(_size(checkpoint) / 2**20, 1)}
     embedded = Tracker(f"sqlite:///{root}/embedded/mlflow.db", "upload", str(root / "embedded" / "artifacts"))

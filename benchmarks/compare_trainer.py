@@ -51,7 +51,7 @@ def orchestrator_side(args, grouped: bool) -> dict:
 
     from orchestrator.data import tokenize
     from orchestrator.tasks import get_task
-    from orchestrator.train import collect_logits, model_inputs, train
+    from orchestrator.training.loop import collect_logits, model_inputs, train
 
     cfg, splits, model_path = hf_trainer.demo_splits(args.max_rows, args.model)
     params = dataclasses.replace(cfg.training, **RECIPE, epochs=args.epochs, batch_size=args.batch_size,

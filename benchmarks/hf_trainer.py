@@ -22,7 +22,7 @@ def demo_splits(max_rows: int | None = None, model: str | None = None):
     replaces the demo's model (a folder)."""
     from orchestrator.config import load_config
     from orchestrator.data import load_splits
-    from orchestrator.model_source import resolve_model
+    from orchestrator.models.sources import resolve_model
 
     cfg = load_config(DEMO, [f"model.name_or_path={model}"] if model else [])
     splits = load_splits(cfg.data)

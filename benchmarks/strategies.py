@@ -22,8 +22,8 @@ STRATEGIES = ("full", "partial", "frozen")
 def one(strategy: str, args) -> dict:
     from orchestrator.config import load_config
     from orchestrator.data import load_splits
-    from orchestrator.model_source import resolve_model
-    from orchestrator.train import train
+    from orchestrator.models.sources import resolve_model
+    from orchestrator.training.loop import train
 
     cfg = load_config("experiments/demo.yaml")
     splits = load_splits(cfg.data)

@@ -217,10 +217,10 @@ def registered_model(tmp_path_factory, tiny_model, migrated_store):
     """A real SQLite MLflow store holding `tiny-clf` version 1 @champion: the tiny encoder with an
     untrained 3-class head, registered the way a search registers its champion.
     Returns (tracking URI, checkpoint folder)."""
-    from orchestrator import registry
-    from orchestrator.heads import TextClassifier, load_encoder, load_tokenizer
-    from orchestrator.serve import Classifier
-    from orchestrator.tracking import Tracker
+    from orchestrator.registry import versions as registry
+    from orchestrator.models.heads import TextClassifier, load_encoder, load_tokenizer
+    from orchestrator.serving.predict import Classifier
+    from orchestrator.tracking.client import Tracker
 
     root = tmp_path_factory.mktemp("registry")
     checkpoint = TextClassifier(load_encoder(str(tiny_model)), 3).save(
@@ -245,9 +245,9 @@ def trial_job(tmp_path, tiny_model, data_dir, monkeypatch, store):
     from orchestrator.config import from_dict
     from orchestrator.data import load_splits, save_splits
     from orchestrator.execution.job import TrialJob
-    from orchestrator.paths import absolute_sqlite
-    from orchestrator.space import suggest
-    from orchestrator.tracking import Tracker
+    from orchestrator.config.paths import absolute_sqlite
+    from orchestrator.config.space import suggest
+    from orchestrator.tracking.client import Tracker
 
     monkeypatch.chdir(tmp_path)
     cfg = from_dict({"name": "oom", "data": {"train": str(data_dir / "train.csv"), "test": str(data_dir / "test.csv")},
@@ -283,7 +283,7 @@ def finished_search(tmp_path_factory, tiny_model, migrated_store) -> FinishedSea
     run once per test process and shared by the tests that read a study after it ran (status,
     report, serve, promote). Its stores are absolute paths, so tests may run from any folder; a
     test that changes the stores must make its own search."""
-    from orchestrator.__main__ import main
+    from orchestrator.cli import main
 
     folder = tmp_path_factory.mktemp("finished")
     data = folder / "data"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from orchestrator import space
+from orchestrator.config import space
 from orchestrator.config.schema import SCRATCH, ExperimentConfig, ParamSpace, TrainingConfig, rules
 from orchestrator.config.secrets import redact
 

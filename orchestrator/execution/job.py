@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.load import FROM_ENVIRONMENT
 from orchestrator.config.secrets import SECRET_VARIABLES
-from orchestrator.paths import absolute_sqlite
+from orchestrator.config.paths import absolute_sqlite
 
 STATES = ("COMPLETE", "PRUNED", "FAIL")
 

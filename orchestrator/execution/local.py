@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from orchestrator import paths
+from orchestrator.config import paths
 from orchestrator.execution.base import Executor
 from orchestrator.execution.job import TrialJob, TrialOutcome
 from orchestrator.execution.processes import Spares, run_child

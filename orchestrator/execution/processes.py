@@ -35,7 +35,7 @@ def _free_port() -> int:
 
 
 def command(slot: Slot, job: Path, result: Path) -> list[str]:
-    worker = ["-m", "orchestrator.execution.worker", str(job), str(result)]
+    worker = ["-m", "orchestrator.training.worker", str(job), str(result)]
     if slot.processes == 1:
         return [sys.executable, *worker]
     if slot.cpu:
@@ -50,7 +50,7 @@ def command(slot: Slot, job: Path, result: Path) -> list[str]:
 
 
 def spare_command() -> list[str]:
-    return [sys.executable, "-m", "orchestrator.execution.worker", "--wait"]
+    return [sys.executable, "-m", "orchestrator.training.worker", "--wait"]
 
 
 @dataclass

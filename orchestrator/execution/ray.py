@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from orchestrator import paths
+from orchestrator.config import paths
 from orchestrator.config.secrets import redact, scrub
 from orchestrator.execution.base import Executor, ExecutorError
 from orchestrator.execution.job import TrialJob, TrialOutcome

@@ -161,7 +161,7 @@ class Task(ABC):
 
     def load_model(self, directory):
         """(model in eval mode, tokenizer, saved info) from a folder `save` wrote."""
-        from orchestrator.heads import TextClassifier
+        from orchestrator.models.heads import TextClassifier
 
         return TextClassifier.load(directory)
 

@@ -149,7 +149,7 @@ class MultiLabel(Task):
 
     # ---- model and loss
     def build_model(self, encoder, num_labels: int, params):
-        from orchestrator.heads import TextClassifier
+        from orchestrator.models.heads import TextClassifier
 
         return TextClassifier(encoder, num_labels, params.head, params.dropout, params.mlp_hidden)
 
@@ -212,7 +212,7 @@ class MultiLabel(Task):
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 
-        from orchestrator.baseline import vectorizer as make_vectorizer
+        from orchestrator.tasks.baseline import vectorizer as make_vectorizer
 
         n = splits.num_labels
         train = multi_hot(column(splits.data["train"], "labels"), n)

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from orchestrator import metrics, plots
-from orchestrator.baseline import fit_baseline
+from orchestrator.tasks import metrics
+from orchestrator.tasks import plots
+from orchestrator.tasks.baseline import fit_baseline
 from orchestrator.config.schema import HEADS, IMBALANCE, DataConfig, ExperimentConfig
 from orchestrator.data import fingerprint
 from orchestrator.data.read import DataError, as_text, check_scalars, is_missing
@@ -140,7 +141,7 @@ class SingleLabel(Task):
 
     # ---- model and loss
     def build_model(self, encoder, num_labels: int, params):
-        from orchestrator.heads import TextClassifier
+        from orchestrator.models.heads import TextClassifier
 
         return TextClassifier(encoder, num_labels, params.head, params.dropout, params.mlp_hidden)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from orchestrator.config.schema import TOKEN_HEADS
-from orchestrator.heads import HeadError, TextClassifier
+from orchestrator.models.heads import HeadError, TextClassifier
 
 
 class TokenClassifier(TextClassifier):

@@ -13,7 +13,7 @@ from .stack import S3_KEYS, s3_client
 def aws(s3, monkeypatch, tmp_path):
     for key, value in {**S3_KEYS, "AWS_ENDPOINT_URL": s3}.items():
         monkeypatch.setenv(key, value)
-    import orchestrator.paths as paths
+    import orchestrator.config.paths as paths
 
     monkeypatch.setattr(paths, "CACHE_ROOT", tmp_path / "cache")
     return s3_client(s3)

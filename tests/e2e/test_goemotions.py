@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.__main__ import main
+from orchestrator.cli import main
 
 from . import SHARED, real_data
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import tiny_experiment
 from mlflow import MlflowClient
 
-from orchestrator.__main__ import main
+from orchestrator.cli import main
 
 pytestmark = pytest.mark.slow  # whole searches over several processes
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.__main__ import main
-from orchestrator.serve import Classifier
+from orchestrator.cli import main
+from orchestrator.serving.predict import Classifier
 
 TRACKING = "sqlite:///mlruns/mlflow.db"
 
@@ -150,7 +150,7 @@ def test_rerun_continues_the_same_study_without_duplicates(experiment, store):
 def test_bad_model_choices_exit_2_before_any_run(experiment, tmp_path, tiny_model, capsys):
     from transformers import DistilBertConfig, DistilBertModel
 
-    from orchestrator.heads import load_tokenizer
+    from orchestrator.models.heads import load_tokenizer
 
     distil = tmp_path / "distil"
     DistilBertModel(DistilBertConfig(vocab_size=200, dim=32, n_layers=1, n_heads=2, hidden_dim=64)).save_pretrained(distil)

@@ -5,7 +5,7 @@ import optuna
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.__main__ import main
+from orchestrator.cli import main
 
 from . import SHARED, real_data
 

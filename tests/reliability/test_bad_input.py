@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import make_rows, write_csv
 
-from orchestrator.__main__ import main
+from orchestrator.cli import main
 
 
 def _snapshot(root: Path) -> dict:

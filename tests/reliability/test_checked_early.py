@@ -12,13 +12,13 @@ import yaml
 from conftest import make_rows, tiny_experiment, write_csv
 from rich.console import Console
 
-from orchestrator import __main__ as cli
+from orchestrator import cli
 from orchestrator.config import from_dict, load_config
 from orchestrator.execution.base import ExecutorError
 from orchestrator.execution.ray import connect
-from orchestrator.pretrain.stage import unused
-from orchestrator.progress import print_summary
-from orchestrator.search import Summary
+from orchestrator.search.pretrain_stage import unused
+from orchestrator.search.progress import print_summary
+from orchestrator.search.driver import Summary
 from orchestrator.tasks.token_classification import TokenClassification
 
 PRETRAIN = {"init": "scratch", "vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2,

@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from orchestrator.config import from_dict
-from orchestrator.study import Sampling, SpaceExhausted, StudyLock, claim, create_study, make_storage, requeue_once
+from orchestrator.search.study import Sampling, SpaceExhausted, StudyLock, claim, create_study, make_storage, requeue_once
 
 pytestmark = pytest.mark.slow  # processes racing for the trials of one study
 

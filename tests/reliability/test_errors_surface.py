@@ -8,9 +8,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from orchestrator import registry
-from orchestrator import trial as trial_mod
-from orchestrator.tracking import BestEffort, Tracker, is_missing, is_outage
+from orchestrator.registry import versions as registry
+from orchestrator.training import trial as trial_mod
+from orchestrator.tracking.client import BestEffort, Tracker, is_missing, is_outage
 
 
 @pytest.fixture
@@ -106,8 +106,8 @@ def test_champion_moves_only_to_a_better_score_read_on_both_sides(tmp_path, dead
 
 
 def test_register_sets_the_alias_by_the_rule_on_a_real_registry(tmp_path, tiny_model):
-    from orchestrator.heads import TextClassifier, load_encoder, load_tokenizer
-    from orchestrator.serve import Classifier
+    from orchestrator.models.heads import TextClassifier, load_encoder, load_tokenizer
+    from orchestrator.serving.predict import Classifier
 
     checkpoint = TextClassifier(load_encoder(str(tiny_model)), 2).save(
         tmp_path / "ckpt", load_tokenizer(str(tiny_model)), {"label_names": ["a", "b"], "max_length": 16})

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.config import DataConfig
 from orchestrator.data import load_splits
-from orchestrator.serve import Classifier
+from orchestrator.serving.predict import Classifier
 
 SPELLED = ["NA", "N/A", "None", "null", "nan", "NaN", "#N/A", "n/a", "-nan", "NULL"]
 
@@ -85,7 +85,7 @@ def test_predict_keeps_na_texts_as_written_and_predicts_them(tmp_path, registere
 
 
 def test_predict_keeps_one_output_row_per_input_row(tmp_path, registered_model, monkeypatch):
-    from orchestrator.__main__ import main
+    from orchestrator.cli import main
 
     uri, _ = registered_model
     monkeypatch.chdir(tmp_path)

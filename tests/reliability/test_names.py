@@ -16,7 +16,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
 
-from orchestrator.__main__ import main
+from orchestrator.cli import main
 from orchestrator.config import DataConfig
 from orchestrator.data import DataError, load_splits
 from orchestrator.tasks import get_task

@@ -19,9 +19,9 @@ from mlflow.pyfunc.scoring_server import predictions_to_json
 
 from orchestrator.data import DataError
 from orchestrator.data.read import missing_cells
-from orchestrator.heads import TextClassifier, load_encoder, load_tokenizer
-from orchestrator.missing_rows import predict_rows
-from orchestrator.serve import Classifier, ClassifierPyfunc, predict_file
+from orchestrator.models.heads import TextClassifier, load_encoder, load_tokenizer
+from orchestrator.data.missing_rows import predict_rows
+from orchestrator.serving.predict import Classifier, ClassifierPyfunc, predict_file
 from orchestrator.tasks.token_heads import TokenClassifier
 
 TEXTS = ["great product", "", "   ", None, float("nan"), "NA", "\t\n", "awful"]

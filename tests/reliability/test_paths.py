@@ -7,8 +7,9 @@ import optuna
 import pytest
 from conftest import tiny_experiment
 
-from orchestrator import champion, paths
-from orchestrator.__main__ import main
+from orchestrator.search import wrap_up as champion
+from orchestrator.config import paths
+from orchestrator.cli import main
 
 BAD_NAMES = ["../../../escaped", "/tmp/absolute", "a/b", "it's", "x:y", "..", ".hidden", "", "a b", "ü" * 3,
              "n" * 129, "back\\slash"]

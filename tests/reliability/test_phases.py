@@ -17,15 +17,15 @@ import pytest
 from conftest import tiny_experiment
 from mlflow import MlflowClient
 
-from orchestrator.__main__ import main
+from orchestrator.cli import main
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
     from rich.console import Console
-    from orchestrator.__main__ import exit_code
+    from orchestrator.cli import exit_code
     from orchestrator.config import load_config
-    from orchestrator.progress import StudyProgress, print_summary
-    from orchestrator.search import run_search
+    from orchestrator.search.progress import StudyProgress, print_summary
+    from orchestrator.search.driver import run_search
 
     class Killer(StudyProgress):
         def phase(self, name):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import make_rows, write_csv
 
-from orchestrator.__main__ import main
+from orchestrator.cli import main
 
 
 def _predict(tmp_path, *args, tracking=None):

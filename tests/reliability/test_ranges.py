@@ -6,7 +6,7 @@ import optuna
 import pytest
 from conftest import tiny_experiment
 
-from orchestrator.__main__ import main
+from orchestrator.cli import main
 
 # (override, what the message must say); the tiny model takes 128 positions and has 2 layers.
 OUT_OF_RANGE = [

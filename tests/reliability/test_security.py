@@ -14,8 +14,8 @@ import pytest
 
 from orchestrator.config import ModelConfig
 from orchestrator.data import DataError
-from orchestrator.heads import TextClassifier, load_encoder, load_tokenizer
-from orchestrator.model_source import resolve_model
+from orchestrator.models.heads import TextClassifier, load_encoder, load_tokenizer
+from orchestrator.models.sources import resolve_model
 
 
 class Payload:
@@ -93,7 +93,7 @@ def test_model_code_in_the_folder_runs_only_when_the_config_trusts_it(tiny_model
     (folder / "config.json").write_text(json.dumps(config))
     # A fresh process with its own modules cache: transformers copies trusted code there.
     script = textwrap.dedent(f"""
-        from orchestrator.heads import load_encoder
+        from orchestrator.models.heads import load_encoder
         print(type(load_encoder({str(folder)!r}, trust_remote_code={trust})).__name__)
     """)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}

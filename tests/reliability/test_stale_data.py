@@ -11,10 +11,10 @@ import optuna
 from conftest import make_rows, tiny_experiment, write_csv
 from transformers import BertConfig, BertModel
 
-from orchestrator.__main__ import main
+from orchestrator.cli import main
 from orchestrator.config import DataConfig
 from orchestrator.data import load_splits, save_splits, tokenize
-from orchestrator.heads import load_tokenizer
+from orchestrator.models.heads import load_tokenizer
 
 
 def _snapshot(root: Path) -> dict:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.__main__ import main
+from orchestrator.cli import main
 
 pytestmark = pytest.mark.slow  # an MLflow server, killed mid-study
 

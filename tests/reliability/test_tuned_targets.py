@@ -11,8 +11,8 @@ from datasets import ClassLabel, Dataset, Features, Sequence, Value
 from rich.console import Console
 
 from orchestrator.config import ConfigError, from_dict
-from orchestrator.progress import print_summary
-from orchestrator.search import Summary
+from orchestrator.search.progress import print_summary
+from orchestrator.search.driver import Summary
 from orchestrator.tasks import thresholds
 from orchestrator.tasks.multi_label import MultiLabel
 from orchestrator.tasks.single_label import SingleLabel

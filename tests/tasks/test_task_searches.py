@@ -10,7 +10,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.__main__ import main
+from orchestrator.cli import main
 
 pytestmark = pytest.mark.slow  # whole searches, one per task
 

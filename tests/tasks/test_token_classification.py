@@ -277,7 +277,7 @@ def test_crf_baseline_learns_the_synthetic_entities(ner_dir):
 # ---------------------------------------------------------------- the model
 
 def test_a_tiny_chinese_model_trains_a_step_and_evaluates(ner_dir, tiny_zh_model, zh_tokenizer, tmp_path):
-    from orchestrator.heads import load_encoder
+    from orchestrator.models.heads import load_encoder
     from orchestrator.tasks.token_heads import TokenClassifier
 
     cfg = ExperimentConfig(task="token_classification", training=TrainingConfig(window_overlap=4))
@@ -334,7 +334,7 @@ def test_a_tiny_chinese_model_trains_a_step_and_evaluates(ner_dir, tiny_zh_model
 
 
 def test_the_mlp_head_and_strategies(tiny_zh_model):
-    from orchestrator.heads import HeadError, load_encoder
+    from orchestrator.models.heads import HeadError, load_encoder
     from orchestrator.tasks.token_heads import TokenClassifier
 
     model = TokenClassifier(load_encoder(str(tiny_zh_model)), 3, head="mlp", mlp_hidden=16)

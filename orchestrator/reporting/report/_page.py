@@ -1,0 +1,233 @@
+"""The HTML page: sections of tables and figures around one inline copy of plotly.js.
+
+Self-contained, so that it opens anywhere without a network: the script, the figures and the
+champion's images are all inside the file. Every text from a store is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from html import escape
+
+import optuna
+import plotly.offline
+from optuna.trial import FrozenTrial, TrialState
+
+from orchestrator.config import ExperimentConfig
+from orchestrator.config.secrets import redact
+from orchestrator.search.progress import pretty
+from orchestrator.reporting.report._figures import Figure
+from orchestrator.reporting.report._tracked import Tracked
+
+STATE_COLOURS = {"COMPLETE": "#1a7f37", "PRUNED": "#bc4c00", "FAIL": "#cf222e", "RUNNING": "#0969da",
+                 "WAITING": "#6e7781"}
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #1f2328; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+th, td { border: 1px solid #d0d7de; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.state { font-weight: 600; } .note { background: #fff8c5; border: 1px solid #d4a72c; padding: 0.5em 1em; }
+.missing { color: #57606a; font-style: italic; } pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; }
+tr.pruned td, tr.fail td { background: #fff5f0; } .better { color: #1a7f37; } .worse { color: #cf222e; }
+"""
+
+
+def page(cfg: ExperimentConfig, study: optuna.Study, trials: list[FrozenTrial], tracked: Tracked,
+         figures: dict[str, Figure], best: FrozenTrial | None, discarded: int) -> str:
+    sections = [
+        ("summary", "Study", _summary(cfg, study, trials, tracked, best, discarded)),
+        ("champion", "Champion", _champion(cfg, tracked, best)),
+        ("trials", "Trials", _trials(cfg, trials, tracked, best)),
+        ("curves", "Learning curves", _figure(figures["validation"], "validation")
+         + _figure(figures["loss"], "loss")),
+        ("history", "Optimisation history", _figure(figures["history"], "history")),
+        ("importances", "Parameter importances", _figure(figures["importances"], "importances")),
+        ("parallel", "Parallel coordinates", _figure(figures["parallel"], "parallel")),
+        ("slice", "Slice plots", _figure(figures["slice"], "slice")),
+        ("runs", "MLflow runs", _runs(cfg, trials, tracked)),
+    ]
+    body = "\n".join(f'<section id="{key}">\n<h2>{escape(title)}</h2>\n{html}\n</section>'
+                     for key, title, html in sections)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>Study {escape(cfg.study_name)}: report</title>\n<style>{STYLE}</style>\n"
+            f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>\n</head>\n<body>\n'
+            f"<h1>Study {escape(cfg.study_name)}</h1>\n{body}\n</body>\n</html>\n")
+
+
+def _figure(figure: Figure, kind: str) -> str:
+    if isinstance(figure, str):
+        return f'<p class="missing">{escape(figure)}</p>'
+    html = figure.to_html(full_html=False, include_plotlyjs=False, default_height="480px",
+                          config={"displaylogo": False, "responsive": True})
+    return f'<div class="figure" data-kind="{kind}">{html}</div>'
+
+
+def _summary(cfg: ExperimentConfig, study: optuna.Study, trials: list[FrozenTrial], tracked: Tracked,
+             best: FrozenTrial | None, discarded: int) -> str:
+    counts = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    rows = [("task", cfg.task), ("objective", f"{study.direction.name.lower()} {pretty(cfg.search.metric)}"),
+            ("trials", ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "none yet"),
+            ("best trial", f"{best.number}: {pretty(cfg.search.metric)} {best.value:.4f}" if best else "none yet"),
+            ("config", cfg.source), ("Optuna storage (search.storage)", redact(cfg.search.storage)),
+            ("MLflow store (tracking.uri)", tracked.uri), ("MLflow experiment", cfg.experiment_name),
+            ("written", dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))]
+    if discarded:
+        rows.insert(3, ("discarded samples", f"{discarded} (they repeated an earlier trial's parameters and did "
+                                             f"not run; not shown)"))
+    notes = "".join(f'<p class="note">{escape(p)}</p>' for p in tracked.problems)
+    return notes + _table(None, [[f"<th>{escape(k)}</th>", _td(escape(str(v)))] for k, v in rows])
+
+
+def _champion(cfg: ExperimentConfig, tracked: Tracked, best: FrozenTrial | None) -> str:
+    tags, metrics = tracked.parent_tags, tracked.parent_metrics
+    parts = []
+    if "best_trial" in tags:
+        parts.append(f"<p>The champion is trial {escape(tags['best_trial'])}'s best-epoch model, evaluated on the "
+                     f"test split, next to the baseline fitted on the same splits.</p>")
+    elif best is not None:
+        parts.append(f'<p class="missing">Trial {best.number} is the best so far, but no champion has been '
+                     f"evaluated on the test split yet (the search stopped before, or MLflow could not be read).</p>")
+    else:
+        parts.append('<p class="missing">No trial has completed: there is no champion yet.</p>')
+    parts.append(_versus(cfg, metrics))
+    registered = tags.get("registered_model")
+    if registered and "/" in registered:
+        name, _, version = registered.rpartition("/")
+        link = tracked.model_link(name, version)
+        shown = f'<a href="{escape(link)}">{escape(registered)}</a>' if link else escape(registered)
+        alias = tags.get("registered_alias", "?")
+        now = ("" if tracked.alias_holder is None else " (it still holds @champion)"
+               if tracked.alias_holder == version else f" (@champion has since moved to version "
+                                                      f"{escape(tracked.alias_holder)})")
+        parts.append(f"<p>Registered as <code>{shown}</code> with alias <code>@{escape(alias)}</code>{now}: "
+                     f"<code>models:/{escape(name)}@{escape(alias)}</code>.</p>")
+    champion = tracked.champion
+    if champion is not None:
+        link = tracked.run_link(champion.run_id)
+        if champion.metrics:
+            rows = [[_td(escape(pretty(k))), _number(v)] for k, v in sorted(champion.metrics.items())]
+            parts.append("<h3>Test metrics</h3>" + _table(["metric", "value"], rows))
+        for name, png in champion.images:
+            parts.append(f"<h3>{escape(name)}</h3><img alt=\"{escape(name)}\" style=\"max-width:100%\" "
+                         f"src=\"data:image/png;base64,{base64.b64encode(png).decode()}\">")
+        for name, text in champion.texts:
+            parts.append(f"<h3>{escape(name)}</h3><pre>{escape(text)}</pre>")
+        for name, columns, rows, total in champion.tables:
+            shown = f" (the first {len(rows)} of {total} rows)" if total > len(rows) else ""
+            parts.append(f"<h3>{escape(name)}{shown}</h3>" + _table(
+                [escape(str(c)) for c in columns], [[_cell(v) for v in row] for row in rows]))
+        if champion.skipped:
+            where = f' in <a href="{escape(link)}">its run</a>' if link else " in its run"
+            parts.append(f'<p class="missing">Not embedded (too large or not a table): '
+                         f"{escape(', '.join(champion.skipped))}; see them{where}.</p>")
+    return "\n".join(parts)
+
+
+def _versus(cfg: ExperimentConfig, metrics: dict[str, float]) -> str:
+    """The parent run's `baseline_<m>` and `champion_<m>` metrics side by side, by `<m>`."""
+    names = sorted({k.split("_", 1)[1] for k in metrics if k.startswith(("baseline_", "champion_"))},
+                   key=lambda m: (not m.startswith("val"), m))
+    if not names:
+        return '<p class="missing">No champion or baseline metrics on the study\'s MLflow run.</p>'
+    rows = []
+    for m in names:
+        base, champ = metrics.get(f"baseline_{m}"), metrics.get(f"champion_{m}")
+        diff = ""
+        if base is not None and champ is not None:
+            better = (champ < base) if m.endswith("loss") else (champ > base)
+            diff = f'<span class="{"better" if better else "worse"}">{champ - base:+.4f}</span>'
+        rows.append([_td(escape(pretty(m))), _number(base, f"baseline_{m}"), _number(champ, f"champion_{m}"),
+                     _td(diff)])
+    return _table(["metric", "baseline", "champion", "champion − baseline"], rows, table_id="versus")
+
+
+def _trials(cfg: ExperimentConfig, trials: list[FrozenTrial], tracked: Tracked, best: FrozenTrial | None) -> str:
+    if not trials:
+        return '<p class="missing">The study has no trial yet.</p>'
+    rows, attrs = [], []
+    for t in trials:
+        state = t.state.name
+        link = tracked.run_link(tracked.runs.get(t.number))
+        epoch = tracked.run_metrics.get(t.number, {}).get("best_epoch")
+        cells = [f"{t.number}{' ★' if best is not None and t.number == best.number else ''}",
+                 f'<span class="state" style="color:{STATE_COLOURS.get(state, "inherit")}">{state}</span>',
+                 None, escape(", ".join(f"{k}={_param(v)}" for k, v in t.params.items())),
+                 escape(_duration(t)), "" if epoch is None else str(int(epoch)), escape(_note(t)),
+                 f'<a href="{escape(link)}">run</a>' if link else ""]
+        rows.append([_number(t.value) if c is None else _td(c) for c in cells])
+        attrs.append(f'class="trial {state.lower()}" data-trial="{t.number}" data-state="{state}"')
+    return _table(["trial", "state", pretty(cfg.search.metric), "parameters", "duration", "best epoch", "note",
+                   "MLflow"], rows, table_id="trial-table", row_attrs=attrs)
+
+
+def _runs(cfg: ExperimentConfig, trials: list[FrozenTrial], tracked: Tracked) -> str:
+    if tracked.ui is None or tracked.experiment_id is None:
+        return '<p class="missing">No MLflow runs to link to (see the notes at the top).</p>'
+    parts = [f"<p>The links open the MLflow UI at {escape(tracked.ui)}: run <code>{escape(tracked.ui_command)}</code> "
+             f"first.</p>"] if tracked.ui_command else []
+    items = []
+    if tracked.parent_run_id:
+        items.append(f'<li><a href="{escape(tracked.run_link(tracked.parent_run_id))}">the study\'s run '
+                     f"({escape(cfg.study_name)})</a>: baseline, champion, study plots, this report</li>")
+    for number, run_id in sorted(tracked.runs.items()):
+        items.append(f'<li><a href="{escape(tracked.run_link(run_id))}">trial {number}</a></li>')
+    experiment = f"{tracked.ui}/#/experiments/{tracked.experiment_id}"
+    parts.append(f'<p>Experiment <a href="{escape(experiment)}">{escape(cfg.experiment_name)}</a>:</p>'
+                 f"<ul>{''.join(items)}</ul>")
+    return "\n".join(parts)
+
+
+def _note(t: FrozenTrial) -> str:
+    if t.state == TrialState.FAIL:
+        return t.user_attrs.get("fail_reason", "its driver stopped sending heartbeats (process or machine died)")
+    if t.state == TrialState.PRUNED:
+        return f"pruned after epoch {max(t.intermediate_values)}" if t.intermediate_values else "pruned"
+    if "retry_of" in t.user_attrs:
+        return f"re-run of trial {t.user_attrs['retry_of']}, whose process died"
+    return ""
+
+
+def _duration(t: FrozenTrial) -> str:
+    if t.datetime_start is None:
+        return ""
+    end = t.datetime_complete or dt.datetime.now()
+    seconds = (end - t.datetime_start).total_seconds()
+    shown = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return shown if t.datetime_complete else f"{shown} so far"
+
+
+def _param(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _number(v: float | None, metric: str | None = None) -> str:
+    """A number to 4 places; the exact value in `data-value`, for whoever reads the page by program."""
+    if v is None:
+        return '<td class="num"></td>'
+    key = f' data-metric="{escape(metric)}"' if metric else ""
+    return f'<td class="num"{key} data-value="{v!r}">{v:.4f}</td>'
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return _number(v)
+    text = ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+    return _td(escape(text[:300] + ("…" if len(text) > 300 else "")))
+
+
+def _td(html: str) -> str:
+    return f"<td>{html}</td>"
+
+
+def _table(header: list[str] | None, rows: list[list[str]], table_id: str | None = None,
+           row_attrs: list[str] | None = None) -> str:
+    """Rows of ready `<td>` cells under a header of ready HTML."""
+    head = f"<tr>{''.join(f'<th>{h}</th>' for h in header)}</tr>" if header else ""
+    attrs = row_attrs or [""] * len(rows)
+    body = "".join(f"<tr{' ' + a if a else ''}>{''.join(r)}</tr>" for r, a in zip(rows, attrs))
+    ident = f' id="{table_id}"' if table_id else ""
+    return f"<table{ident}>{head}{body}</table>"

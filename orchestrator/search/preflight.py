@@ -1,0 +1,218 @@
+"""Everything that can be wrong with a search's input, found before a study, a run or a file exists.
+
+The config was checked on its own when it was loaded; here it is checked against the world:
+the folders the search will write, the data, the model, the hyperparameters against that model
+(positions, layers, heads) and that data (the metric's label names), and last the MLflow store.
+Every problem of a kind is reported together; exit code 2, nothing created.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.config import ConfigError, ExperimentConfig
+from orchestrator.config.schema import SCRATCH
+from orchestrator.data import DataError, Splits
+from orchestrator.execution.base import Executor, ExecutorError
+from orchestrator.execution.local import LocalExecutor
+from orchestrator.execution.slots import make_slots
+from orchestrator.models.heads import check_heads, load_tokenizer
+from orchestrator.models.sources import ModelSource, resolve_model
+from orchestrator.config.paths import sqlite_path
+from orchestrator.training.pretrain.corpus import load_corpus
+from orchestrator.tasks import Task, get_task
+from orchestrator.tasks.names import check_names
+from orchestrator.tracking.client import check_store
+
+
+@dataclass
+class Checked:
+    executor: Executor
+    splits: Splits
+    model: ModelSource | None  # None until a pending pre-training has made it
+    task: Task
+
+
+def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: str | None = None,
+              model_pending: bool = False) -> Checked:
+    if ray_address and cfg.search.executor != "ray":
+        raise ExecutorError(f"--ray-address {ray_address}: trials run on Ray only with search.executor=ray "
+                            f"(the experiment has {cfg.search.executor}); add search.executor=ray")
+    if cfg.search.executor == "ray" and (gpus is not None or workers != 1):
+        raise ExecutorError("--gpus and --workers choose this machine's slots; with search.executor=ray, Ray "
+                            "places trials: set search.gpus_per_trial (search.cpus_per_trial) instead")
+    local = LocalExecutor(make_slots(gpus, workers, cfg.search.gpus_per_trial)) if cfg.search.executor == "local" \
+        else None
+    problems = writable_problems(cfg) + _attention_problems(cfg, local) + pretrain_problems(cfg)
+    if problems:
+        raise ConfigError(cfg.source, problems)
+    task = get_task(cfg.task, cfg)
+    splits = task.load_splits(cfg.data)
+    check_names(task, splits.label_names, cfg.data)  # before search.metric is matched against those names
+    problems = _metric_problems(cfg, splits, task) + task.label_problems(splits.label_names)
+    # The encoder a pre-training stage is yet to make is checked once it exists (`check_model`).
+    model = None if model_pending else resolve_model(cfg.model, cfg.tracking.uri)
+    if model is not None:
+        problems = _model_problems(cfg, model) + problems
+    elif cfg.pretrain is not None and cfg.pretrain.init == SCRATCH:
+        # A scratch encoder's sizes are settings: checked now, not after its pre-training.
+        problems = _scratch_problems(cfg) + problems
+    if problems:
+        raise ConfigError(cfg.source, problems)
+    check_store(cfg.tracking.uri)
+    return Checked(local or _ray_executor(cfg, ray_address), splits, model, task)
+
+
+def check_model(cfg: ExperimentConfig) -> ModelSource:
+    """The model, resolved to a local folder and checked against the hyperparameters."""
+    model = resolve_model(cfg.model, cfg.tracking.uri)
+    problems = _model_problems(cfg, model)
+    if problems:
+        raise ConfigError(cfg.source, problems)
+    return model
+
+
+def _ray_executor(cfg: ExperimentConfig, address: str | None) -> Executor:
+    """Joins the cluster last: the cheaper checks answer first."""
+    from orchestrator.execution.ray import RayExecutor
+
+    executor = RayExecutor(address, cfg.search.gpus_per_trial, cfg.search.cpus_per_trial)
+    # A SQLite file is one machine's, and so are artifacts an MLflow database (not a server) keeps in a
+    # local folder: trials on the other machines could not reach them, or would lose their checkpoints.
+    local = [key for key, uri in (("search.storage", cfg.search.storage), ("tracking.uri", cfg.tracking.uri))
+             if sqlite_path(uri) is not None]
+    if not cfg.tracking.uri.startswith(("http://", "https://")) and "tracking.uri" not in local:
+        local.append("tracking.uri")
+    if local and len(executor.hosts) > 1:
+        raise ExecutorError(f"{' and '.join(local)}: kept on this machine only, but the Ray cluster spans "
+                            f"{len(executor.hosts)} machines ({', '.join(executor.hosts[:5])}); use a PostgreSQL "
+                            f"storage and an MLflow server every node reaches (README: Team server)")
+    return executor
+
+
+def _values(cfg: ExperimentConfig, name: str) -> list:
+    """Every value a hyperparameter can take in this study: the searched bounds/choices or the default."""
+    p = cfg.space.get(name)
+    if p is None:
+        return [getattr(cfg.training, name)]
+    return list(p.choices) if p.choices is not None else [p.low, p.high]
+
+
+def _model_problems(cfg: ExperimentConfig, model: ModelSource) -> list[str]:
+    tokenizer = load_tokenizer(model.path, trust_remote_code=cfg.model.trust_remote_code)
+    problems = _size_problems(cfg, cfg.model.name_or_path, model.max_positions, model.num_layers,
+                              tokenizer.num_special_tokens_to_add(pair=False))
+    heads = set(_values(cfg, "head"))
+    problems += check_heads(model.path, heads, None, cfg.model.trust_remote_code)
+    return problems
+
+
+def _scratch_problems(cfg: ExperimentConfig) -> list[str]:
+    """The checks of `_model_problems` that a scratch encoder's settings answer before it exists:
+    its positions and layers are `pretrain:` settings, and its tokenizer adds [CLS] and [SEP]."""
+    p = cfg.pretrain
+    return _size_problems(cfg, f"{cfg.model.name_or_path} (pretrain.init: scratch, pretrain.max_positions "
+                               f"{p.max_positions}, pretrain.num_layers {p.num_layers})",
+                          p.max_positions, p.num_layers, len(["[CLS]", "[SEP]"]))
+
+
+def _size_problems(cfg: ExperimentConfig, model: str, max_positions: int | None, num_layers: int | None,
+                   special_tokens: int) -> list[str]:
+    """max_length against the model's positions and its special tokens, freeze_layers against its layers."""
+    problems = []
+    key = "space.max_length" if "max_length" in cfg.space else "training.max_length"
+    too_long = [v for v in _values(cfg, "max_length") if max_positions and v > max_positions]
+    if too_long:
+        problems.append(f"{key}: {max(too_long)} is more than {model} takes ({max_positions} tokens); use at "
+                        f"most {max_positions}")
+    # A sequence holds the tokenizer's special tokens ([CLS] and [SEP]) and at least one of the text.
+    least = special_tokens + 1
+    too_short = [v for v in _values(cfg, "max_length") if v < least]
+    if too_short:
+        problems.append(f"{key}: {min(too_short)} leaves no token for the text: {model} adds {special_tokens} "
+                        f"special token(s) to every sequence; use at least {least}")
+    partial = "partial" in _values(cfg, "strategy")
+    too_many = [v for v in _values(cfg, "freeze_layers") if num_layers is not None and v > num_layers]
+    if partial and too_many:
+        key = "space.freeze_layers" if "freeze_layers" in cfg.space else "training.freeze_layers"
+        problems.append(f"{key}: {max(too_many)} layers to freeze, but {model} has {num_layers}; use at most "
+                        f"{num_layers}")
+    return problems
+
+
+def pretrain_problems(cfg: ExperimentConfig) -> list[str]:
+    """The declared `pretrain:` section, checked whether or not this search uses it: its folder,
+    and its corpus files (the default corpus is the training split, which is checked anyway).
+    The starting model (`pretrain.init`) is resolved when pre-training runs: a hub name would cost
+    a download here even for a search that does not pre-train."""
+    p = cfg.pretrain
+    if p is None:
+        return []
+    problems = []
+    problem = unwritable(Path(p.work_dir))
+    if problem:
+        problems.append(f"pretrain.work_dir: cannot write to {p.work_dir}: {problem}")
+    if p.corpus:
+        try:
+            load_corpus(cfg)
+        except DataError as e:
+            problems.append(str(e))
+    return problems
+
+
+def _attention_problems(cfg: ExperimentConfig, local: LocalExecutor | None) -> list[str]:
+    """FlashAttention asked for by name where the trials cannot have it (on this machine's slots;
+    a Ray node's own packages are its business)."""
+    if cfg.model.attention != "flash_attention_2" or local is None:
+        return []
+    if local.cpu_only:
+        return ["model.attention: flash_attention_2 runs on a GPU only, and this search's trials run on the CPU; "
+                "use auto (PyTorch SDPA)"]
+    if importlib.util.find_spec("flash_attn") is None:
+        return ["model.attention: flash_attention_2 needs the flash-attn package (pip install flash-attn); "
+                "use auto to take it where it is installed and SDPA elsewhere"]
+    return []
+
+
+def _metric_problems(cfg: ExperimentConfig, splits: Splits, task: Task) -> list[str]:
+    problem = task.metric_problem(cfg.search.metric, cfg.search.direction, splits.label_names)
+    return [f"search.metric: {problem}"] if problem else []
+
+
+def writable_problems(cfg: ExperimentConfig) -> list[str]:
+    """The folders a search writes (stores, artifacts, work dir) must be folders it can write."""
+    places = [("search.work_dir", Path(cfg.search.work_dir))]
+    problems = []
+    for key, uri in (("search.storage", cfg.search.storage), ("tracking.uri", cfg.tracking.uri)):
+        db = sqlite_path(uri)
+        if db is not None:
+            places.append((key, db.parent))
+            if db.is_dir():
+                problems.append(f"{key}: {db} is a folder; name a database file, e.g. {db / 'store.db'}")
+    if "://" not in cfg.tracking.artifact_location:
+        places.append(("tracking.artifact_location", Path(cfg.tracking.artifact_location)))
+    for key, folder in places:
+        problem = unwritable(folder)
+        if problem:
+            problems.append(f"{key}: cannot write to {folder}: {problem}")
+    return problems
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why `folder` (existing or to be created) cannot be written, or None. Leaves nothing behind."""
+    path = folder.expanduser().absolute()
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir():
+        return f"{path} is a file, not a folder; move it away or choose another folder"
+    # Try it: permission bits say nothing to root, and some file systems (/proc, read-only
+    # mounts) refuse whatever the bits say.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".orchestrator-check-", dir=path))
+    except OSError as e:
+        return f"cannot create a folder in {path} ({e.strerror or e})"
+    return None

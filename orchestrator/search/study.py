@@ -1,0 +1,363 @@
+"""The shared study: its storage, the trial budget, and trials whose driver died.
+
+Several `search` processes (one per machine, or several on one) may drive one study. They agree
+through the storage alone:
+- the budget: a trial starts only under the study lock, and only while finished plus running
+  trials are fewer than `n_trials`, so any number of processes together finish exactly
+  `n_trials` and never run a trial twice;
+- one-time work (creating the study and its MLflow parent run, preparing data, registering the
+  champion) also happens under the lock, so it happens once;
+- the dead: a trial whose driver died is marked FAIL and re-queued once with the same parameters,
+  found by the driver's pid on this machine and by Optuna heartbeats from any other;
+- no repeats: a trial's parameters are sampled under the lock, by a sampler seeded with the
+  study's seed and the trial's number (so processes and resumed runs do not replay one sequence),
+  and a sample that repeats a trial that is waiting, running or finished is discarded;
+- the same input: the study records the fingerprints of its data and model, and a process with
+  different ones is refused (`check_identity`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import random
+import socket
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from orchestrator.config import paths
+from orchestrator.config import space
+from orchestrator.config import ExperimentConfig, ParamSpace, SearchConfig, TrainingConfig
+from orchestrator.config.secrets import redact, scrub
+from orchestrator.data import DataError, fingerprint
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# The reason of a FAIL trial that has none recorded: Optuna fails a trial whose heartbeats stopped
+# itself, after which no attribute can be added to it. Every other FAIL records its reason.
+DIED = "its driver stopped sending heartbeats (its process or machine died)"
+TAKEN = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)  # parameters a new trial must not repeat
+DRIVER = f"{socket.gethostname()}:{os.getpid()}"
+SAMPLE_ATTEMPTS = 50  # discarded repeats before a process decides the space is used up
+
+
+def requeue_once(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """A dead process says nothing about the parameters: run them once more, and only once.
+    Callers hold the study lock, so two processes never both re-queue the same trial."""
+    if "retry_of" in trial.user_attrs:
+        return False
+    if any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
+        return False
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    return True
+
+
+def make_storage(cfg: SearchConfig) -> RDBStorage:
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5, and what we need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(paths.absolute_sqlite(cfg.storage), heartbeat_interval=cfg.heartbeat_interval,
+                          grace_period=cfg.heartbeat_grace_period, heartbeat_stale_trial_callback=requeue_once)
+
+
+def make_sampler(s: SearchConfig, trial_number: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler for trial `trial_number`: seeded by the study's seed and that number, so any
+    process draws the same sample for the same trial, and no two trials replay one sequence.
+    Both samplers read the history from the storage, so a fresh one per trial loses nothing."""
+    seed = (s.seed + trial_number) % 2**32
+    if s.sampler == "tpe":
+        # With a small budget, TPE's default 10 random start-up trials would be the whole study.
+        n = s.n_trials or 20
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, n // 2)))
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(s: SearchConfig) -> optuna.pruners.BasePruner:
+    """The study's pruner. Every process that reports epochs must build it: Optuna does not store
+    it, and `load_study` without one prunes by Optuna's defaults, not the experiment's."""
+    if s.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
+                                           n_warmup_steps=s.pruner_warmup_epochs)
+    return optuna.pruners.NopPruner()
+
+
+def create_study(cfg: ExperimentConfig, storage: RDBStorage) -> optuna.Study:
+    s = cfg.search
+    sampler = make_sampler(s)
+    pruner = make_pruner(s)
+    return optuna.create_study(study_name=cfg.study_name, storage=storage, sampler=sampler, pruner=pruner,
+                               direction=s.direction, load_if_exists=True)
+
+
+def check_identity(study: optuna.Study, data: dict, model: dict, storage_shown: str) -> None:
+    """Record what the study is made from, or refuse a process whose data or model differ: trials
+    on different data are not comparable, and caches of the old data must not be used."""
+    recorded_data, recorded_model = study.user_attrs.get("data"), study.user_attrs.get("model")
+    if recorded_data is None:
+        study.set_user_attr("data", data)
+        study.set_user_attr("model", model)
+        return
+    changes = fingerprint.differences(recorded_data, data)
+    if recorded_model is not None and recorded_model.get("fingerprint") != model["fingerprint"]:
+        was, now = recorded_model.get("name_or_path"), model["name_or_path"]
+        changes.append(f"the model changed ({was}" + (f" -> {now})" if was != now else ": its files differ)"))
+    if changes:
+        name = study.study_name
+        raise DataError(
+            f"study {name!r} was made from other input: {'; '.join(changes)}. Its trials are only comparable on "
+            f"the input they were made from. To search the new input, start a new study "
+            f"(search.study_name={name}-2); to discard the old one, run "
+            f"`optuna delete-study --study-name {name} --storage {storage_shown}` and delete its folder under "
+            f"search.work_dir.")
+
+
+class SpaceExhausted(RuntimeError):
+    """No configuration left that no trial has taken."""
+
+
+class StorageError(RuntimeError):
+    """The study's storage cannot be reached (server down, wrong address or password)."""
+
+
+class StudyLock:
+    """A lock every process on the study's storage shares: a file lock beside a SQLite database
+    (SQLite is one machine's), a session advisory lock on PostgreSQL. Use: `with lock(): ...`."""
+
+    def __init__(self, storage_url: str, study_name: str):
+        url = sqlalchemy.make_url(paths.absolute_sqlite(storage_url))
+        self._shown = url.render_as_string(hide_password=True)
+        self._in_process = threading.Lock()  # threads of one driver queue here first
+        self._file = self._engine = None
+        if url.get_backend_name() == "sqlite":
+            self._file = Path(f"{url.database}.lock")
+        elif url.get_backend_name() == "postgresql":
+            self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+            self._key = f"orchestrator:{study_name}"
+        else:
+            raise ValueError(f"no study lock for {url.get_backend_name()} storages")
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._in_process:
+            if self._file is not None:
+                self._file.parent.mkdir(parents=True, exist_ok=True)
+                with open(self._file, "a") as f:
+                    fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+                    yield
+            else:
+                # Closing the connection releases the lock, also when this process dies.
+                try:
+                    conn = self._engine.connect()
+                except sqlalchemy.exc.OperationalError as e:
+                    raise StorageError(f"search.storage: cannot reach {self._shown}: "
+                                       f"{str(e.orig).strip()[:300]}") from None
+                with conn:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": self._key})
+                    try:
+                        yield
+                    finally:
+                        conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": self._key})
+
+
+@dataclass
+class Sampling:
+    """How `claim` draws a trial's parameters: the configured sampler, seeded by the study's seed
+    and the trial's number, and what to do about a repeat."""
+
+    space: dict[str, ParamSpace]
+    defaults: TrainingConfig
+    search: SearchConfig
+
+    def sampler(self, trial_number: int, repeat: bool) -> optuna.samplers.BaseSampler:
+        if repeat:  # TPE would propose its favourite again: draw at random instead
+            return optuna.samplers.RandomSampler(seed=(self.search.seed + trial_number) % 2**32)
+        return make_sampler(self.search, trial_number)
+
+    def sample(self, trial: optuna.Trial) -> None:
+        space.suggest(trial, self.space, self.defaults)
+
+    def untried(self, study: optuna.Study, trial_number: int) -> dict | None:
+        """A configuration no waiting, running or finished trial holds, picked at random (seeded),
+        for a space small enough to list; None for a larger one. `SpaceExhausted` if none is left."""
+        every = space.configurations(self.space, self.defaults)
+        if every is None:
+            return None
+        taken = {_key(_params(t)) for t in study.get_trials(deepcopy=False, states=TAKEN)}
+        left = [c for c in every if _key(c) not in taken]
+        if not left:
+            raise SpaceExhausted(f"every one of the search space's {len(every)} configurations has been tried")
+        return random.Random(self.search.seed + trial_number).choice(left)
+
+
+def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: Sampling | None = None
+          ) -> optuna.Trial | None:
+    """The next trial for this process (a re-queued one first), with its parameters sampled, or
+    None while finished plus running trials already fill `n_trials`.
+
+    A sample that repeats the parameters of a waiting, running or finished trial is discarded
+    (the trial is told FAIL with user attr `duplicate_of`) and replaced: by a configuration not
+    yet tried, for a space small enough to list (it is queued for the next `ask`); otherwise by a
+    random draw.
+    """
+    with lock():
+        taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        if n_trials is not None and len(taken) >= n_trials:
+            return None
+        repeat = False
+        for _ in range(SAMPLE_ATTEMPTS):
+            if sampling is not None:
+                study.sampler = sampling.sampler(len(study.get_trials(deepcopy=False)), repeat)
+            with warnings.catch_warnings():  # "heartbeats are meant for optimize": `heartbeat` below beats
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                trial = study.ask()
+            trial.set_user_attr("driver", DRIVER)
+            if sampling is None:
+                return trial
+            sampling.sample(trial)
+            twin = None if "retry_of" in trial.user_attrs else _twin(study, trial)
+            if twin is None:
+                return trial
+            trial.set_user_attr("duplicate_of", twin)
+            study.tell(trial, state=TrialState.FAIL)
+            repeat = True
+            untried = sampling.untried(study, trial.number)
+            if untried is not None:
+                study.enqueue_trial(untried, user_attrs={"replaces_repeat": trial.number})
+        raise SpaceExhausted(f"{SAMPLE_ATTEMPTS} samples in a row repeated earlier trials: the search space is "
+                             f"nearly used up; widen space: or lower search.n_trials")
+
+
+def _params(t: FrozenTrial) -> dict:
+    # A waiting (queued) trial holds its parameters as fixed_params until it is asked for.
+    return t.params or t.system_attrs.get("fixed_params", {})
+
+
+def _key(params: dict) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+def _twin(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """The number of an earlier trial with the same parameters that still counts, if any."""
+    params = trial.params
+    for t in study.get_trials(deepcopy=False, states=TAKEN):
+        if t.number != trial.number and _params(t) == params:
+            return t.number
+    return None
+
+
+def finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+@contextmanager
+def heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
+    """Beat for a trial while its process runs, as Optuna's own optimize loop does: a driver on
+    another machine takes a trial without a beat for `search.heartbeat_grace_period` for dead."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+                # A missed beat is not worth failing a trial over: the next one may get through.
+                log.warning("heartbeat for trial id %s not recorded: %s", trial_id, e)
+            if stop.wait(storage.get_heartbeat_interval()):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def recover_dead_trials(study: optuna.Study, lock: StudyLock, close_run: Callable[[FrozenTrial, str], None],
+                        everyone_here: bool = False) -> None:
+    """Mark FAIL what dead drivers left RUNNING, re-queue each once, close its MLflow run with
+    `close_run(trial, reason)`. `everyone_here`: this process is stopping, so its own RUNNING
+    trials count as dead too."""
+    host = socket.gethostname()
+    with lock():
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        left_running = {t.number for t in running}
+        for t in running:  # this machine's dead drivers, known by their pid at once
+            driver = t.user_attrs.get("driver", "")
+            name, _, pid = driver.partition(":")
+            mine = everyone_here and driver == DRIVER
+            if not (mine or (name == host and pid.isdigit() and not _alive(int(pid)))):
+                continue
+            reason = "interrupted" if mine else f"its driver process {driver} died"
+            handle = optuna.trial.Trial(study, t._trial_id)  # attributes only while it is unfinished
+            handle.set_user_attr("fail_reason", reason)
+            handle.set_user_attr("died", True)
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            close_run(t, reason)
+            requeue_once(study, t)
+            left_running.discard(t.number)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # other machines': no heartbeat for the grace period
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            if t.number in left_running:  # failed just now by fail_stale_trials
+                close_run(t, f"no heartbeat from its driver {t.user_attrs.get('driver', '?')} "
+                             f"within the grace period")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def open_readonly(cfg: ExperimentConfig) -> optuna.Study:
+    """The study `cfg.study_name` in `search.storage`, read as it is (`status`, `report`,
+    `ui --optuna`): `StorageError` when it is not there.
+
+    Optuna's `RDBStorage` creates its tables (and SQLite its file) in whatever it is pointed at,
+    so the storage is first looked at with a plain engine: a look at a study that does not exist
+    must leave nothing behind.
+    """
+    url, shown = cfg.search.storage, redact(cfg.search.storage)
+    first = f"run `python -m orchestrator search --config {cfg.source}` first"
+    path = paths.sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise StorageError(f"search.storage: no Optuna storage at {shown} (the file {path} does not exist); "
+                           f"{first}, or point search.storage at the study's storage")
+    url = paths.absolute_sqlite(url, create=False)
+    try:
+        engine = sqlalchemy.create_engine(url)
+        try:
+            has_tables = sqlalchemy.inspect(engine).has_table("studies")
+        finally:
+            engine.dispose()
+        if not has_tables:
+            raise StorageError(f"search.storage: {shown} holds no Optuna study at all; {first}")
+        storage = RDBStorage(url, skip_table_creation=True)
+        names = sorted(s.study_name for s in storage.get_all_studies())
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, RuntimeError) as e:
+        # Unreachable server, missing driver, not a database; RuntimeError: Optuna's word for a
+        # schema written by another Optuna version.
+        raise StorageError(f"search.storage: cannot read the Optuna storage {shown}: "
+                           f"{scrub(str(e)).strip().splitlines()[0][:300]}") from None
+    if cfg.study_name not in names:
+        held = ", ".join(repr(n) for n in names[:20]) or "none"
+        raise StorageError(f"search.storage: {shown} holds no study named {cfg.study_name!r} (it holds {held}); "
+                           f"set search.study_name to one of them, or {first}")
+    return optuna.load_study(study_name=cfg.study_name, storage=storage)

@@ -1,0 +1,232 @@
+"""After the trials: MLflow made to agree with Optuna, the study's plots, and the champion.
+
+The best trial's saved best-epoch model is evaluated on the held-out test split (the task's
+metrics and error analysis), logged on its trial run and handed to the registry. Run under the
+study lock, so that with several processes on one study it happens once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from orchestrator.config import paths
+from orchestrator.registry import versions as registry
+from orchestrator.config import ExperimentConfig
+from orchestrator.data import Splits
+from orchestrator.serving.predict import Classifier
+from orchestrator.search.study import DIED, FINISHED
+from orchestrator.tasks import Task
+from orchestrator.tracking.client import CHECKPOINT_ARTIFACT, Tracker
+
+log = logging.getLogger(__name__)
+
+
+def drop_other_checkpoints(study_dir: Path, study: optuna.Study, best: optuna.trial.FrozenTrial | None) -> None:
+    """Keep the best trial's checkpoint, and those of trials still running in other processes."""
+    folder = paths.inside(study_dir, study_dir / "checkpoints")
+    keep = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if best is not None:
+        keep.add(best.number)
+    for path in folder.glob("trial-*") if folder.exists() else ():
+        number = path.name.split("-")[1]
+        if number.isdigit() and int(number) not in keep:
+            shutil.rmtree(paths.inside(folder, path), ignore_errors=True)
+
+
+def drop_stored_checkpoints(study: optuna.Study, tracker: Tracker, keep: int) -> None:
+    """Delete the stored checkpoints that are not needed, so a long study does not fill the
+    artifact store: those of finished trials ranked below the `keep` best (the best trial's is
+    always kept), and those of trials that uploaded one and then failed. Each trial uploaded its
+    own while it ranked among the best; running trials are left alone."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(done, key=lambda t: (-t.value if maximize else t.value, t.number))
+    best = study.best_trial.number if done else None
+    ended = study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED))
+    for t in [*ranked[keep:], *ended]:
+        run_id = t.user_attrs.get("checkpoint_run")
+        if run_id and t.number != best and tracker.has_artifacts(run_id, CHECKPOINT_ARTIFACT):
+            tracker.delete_artifacts(run_id, CHECKPOINT_ARTIFACT)
+
+
+def fetch_checkpoint(best: optuna.trial.FrozenTrial, tracker: Tracker, study_dir: Path) -> str:
+    """The best trial's checkpoint folder on this disk: where its trial saved it, if that was here,
+    else downloaded (once) from its run's artifacts into the study's folder."""
+    local = best.user_attrs.get("checkpoint")
+    if local and Path(local).exists():
+        return local
+    run_id = best.user_attrs["checkpoint_run"]
+    folders = paths.inside(study_dir, study_dir / "checkpoints")
+    # Named by the run too: a study deleted and made again under its name numbers its trials anew.
+    target = folders / f"trial-{best.number}-{run_id[:12]}"
+    if (target / "classifier.json").exists():  # fetched by an earlier run: a run's checkpoint never changes
+        return str(target)
+    tmp = paths.inside(folders, folders / f".fetch-{best.number}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    fetched = tracker.download_artifacts(run_id, CHECKPOINT_ARTIFACT, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(fetched, target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def reconcile_runs(study: optuna.Study, tracker: Tracker, parent: str, cfg: ExperimentConfig) -> dict[int, str]:
+    """Make MLflow agree with Optuna after an outage: every ended trial gets a closed run.
+
+    A trial that started while the store was down has no run: it gets one now (tag `backfilled`)
+    with its parameters, value and state. A run left RUNNING because the store went down before
+    the trial could close it is closed with the trial's state. Returns run ids by trial number.
+    """
+    runs, run_ids = tracker.trial_runs(cfg.study_name), {}
+    for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)):
+        if "duplicate_of" in t.user_attrs:  # a discarded sample: it never ran
+            continue
+        info = runs.get(t.number)
+        if info is not None and info.status != "RUNNING":
+            run_ids[t.number] = info.run_id
+            continue
+        if info is not None:
+            run_id = info.run_id
+        else:
+            run_id = tracker.start_trial(parent, cfg.study_name, t.number, t.params)
+            tracker.set_tags(run_id, {"backfilled": "true"})
+        if t.value is not None:
+            tracker.log_metrics(run_id, {cfg.search.metric: t.value})
+        died = t.state == TrialState.FAIL and (t.user_attrs.get("died") or "fail_reason" not in t.user_attrs)
+        reason = t.user_attrs.get("fail_reason", DIED if died else None)
+        tracker.finish_trial(run_id, t.state.name, reason, status="KILLED" if died else None)
+        run_ids[t.number] = run_id
+    return run_ids
+
+
+def evaluate(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str,
+             best: optuna.trial.FrozenTrial, run_id: str, task: Task, checkpoint: str) -> dict:
+    """Test-split metrics of the best trial's saved model (with the post-processing validation
+    chose), logged with the task's error analysis on its run, and on the parent run.
+
+    The metrics are logged last, in one batch: their presence says the evaluation and its
+    artifacts are complete, so an evaluation cut short by an interrupt is redone, not reused.
+    """
+    main = f"test_{task.main_metric}"
+    logged = tracker.run_metrics(run_id)
+    if main in logged:  # evaluated by an earlier run or another process on the study
+        metrics = {k: v for k, v in logged.items() if k.startswith("test_")}
+    else:
+        examples = splits.data["test"]
+        evaluation, outputs = Classifier(checkpoint).evaluate(examples, "test")
+        metrics = evaluation.metrics
+        for artifact in task.artifacts(evaluation, outputs, examples, splits.label_names, "test"):
+            getattr(tracker, f"log_{artifact.kind}")(run_id, artifact.value, artifact.name)
+        tracker.log_metrics(run_id, metrics)
+    shown = {f"champion_{k}": metrics[k] for k in (main, "test_accuracy", "test_micro_f1") if k in metrics}
+    tracker.log_metrics(parent, {**shown, f"champion_{cfg.search.metric}": best.value})
+    # The champion's decision threshold(s), and whether a target was missed, where the study is read.
+    tracker.set_tags(parent, {"best_trial": best.number, "best_trial_run_id": run_id,
+                              **best.user_attrs.get("threshold_tags", {})})
+    return metrics
+
+
+def register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str, best: optuna.trial.FrozenTrial,
+             run_id: str, metrics: dict, task: Task, checkpoint: str) -> registry.Registration:
+    """The best trial's model into the registry, with an alias (see `registry.register`): it
+    becomes champion if it beats the current one on this study's test split."""
+    main = f"test_{task.main_metric}"
+    example = [_as_text(x) for x in splits.data["test"][:5][task.columns[0]]]
+    baseline, test_data = tracker.run_metrics(parent).get(f"baseline_{main}"), splits.split_digest("test")
+    registration = registry.register(
+        tracker.client, cfg.model_name, run_id, checkpoint, metrics[main], example,
+        Classifier(checkpoint).predict_frame(example),
+        tags={"orchestrator_study": cfg.study_name, "optuna_trial_number": str(best.number)},
+        metric=main, test_data=test_data, rescore=_rescorer(splits, main),
+        description=describe(cfg, splits, best, run_id, metrics, task, baseline, test_data))
+    tracker.set_tags(parent, {"registered_model": f"{registration.name}/{registration.version}",
+                              "registered_alias": registration.alias})
+    return registration
+
+
+def describe(cfg: ExperimentConfig, splits: Splits, best: optuna.trial.FrozenTrial, run_id: str, metrics: dict,
+             task: Task, baseline: float | None, test_data: str, most: int = 12) -> str:
+    """The registered version's description (markdown, shown on its registry page): what the model
+    is, how it scored on test against the baseline, the trial that made it, the data it saw."""
+    from orchestrator.config.secrets import scrub
+
+    main = f"test_{task.main_metric}"
+    labels = ", ".join(splits.label_names[:20]) + (f" and {len(splits.label_names) - 20} more"
+                                                   if len(splits.label_names) > 20 else "")
+    others = sorted(k for k in metrics if k != main)
+    shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in others[:most])
+    if len(others) > most:
+        shown += f" and {len(others) - most} more on run {run_id}"
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(best.params.items()))
+    gap = metrics[main] - baseline if baseline is not None else 0.0
+    compared = (f"{main} {baseline:.6f}; the model is {abs(gap):.4f} {'above' if gap >= 0 else 'below'} it"
+                if baseline is not None else "not recorded on the study's run")
+    return "\n\n".join([
+        f"**{task.name}** model of study `{cfg.study_name}` (experiment `{cfg.experiment_name}`), fine-tuned from "
+        f"`{scrub(cfg.model.name_or_path)}`; labels: {labels}. Input: a `{task.columns[0]}` column.",
+        f"**Test** ({len(splits.data['test'])} rows): {main} **{metrics[main]:.6f}**" + (f"; {shown}" if shown else ""),
+        f"**Baseline** ({task.baseline_name}) on the same test split: {compared}.",
+        f"**Best trial** {best.number} (run {run_id}): {cfg.search.metric} {best.value:.4f} with "
+        f"{params or 'the defaults (nothing searched)'}.",
+        f"**Data**: test split fingerprint `{test_data}` (tag test_data: the split every "
+        f"champion comparison uses); data fingerprint `{splits.digest}` (the files and settings the splits came "
+        f"from, param data.fingerprint of the study's run).",
+    ])
+
+
+def _as_text(value) -> str:
+    """An example input as text: a token task's tokens joined the way its texts are split again."""
+    if isinstance(value, list):
+        return ("" if all(len(t) == 1 for t in value) else " ").join(value)
+    return value
+
+
+def _rescorer(splits: Splits, metric: str):
+    """Scores a registered version on this study's test split, when it predicts the same labels."""
+    def rescore(version) -> float:
+        import mlflow
+
+        try:
+            classifier = mlflow.pyfunc.load_model(version.source).unwrap_python_model().classifier
+        except Exception as e:  # noqa: BLE001 - any failure to load means: cannot compare
+            raise registry.ScoreUnreadable(f"version {version.version} (the current champion) could not be loaded "
+                                           f"to re-score it on this test split ({type(e).__name__}: {e})") from e
+        if classifier.label_names != splits.label_names:
+            raise registry.ScoreUnreadable(
+                f"version {version.version} (the current champion) predicts labels {classifier.label_names[:10]}, "
+                f"this study {splits.label_names[:10]}; they cannot be compared on one test split")
+        evaluation, _ = classifier.evaluate(splits.data["test"], "test")
+        if metric not in evaluation.metrics:
+            raise registry.ScoreUnreadable(f"version {version.version} (the current champion) is a "
+                                           f"{classifier.task.name} model without {metric}")
+        return evaluation.metrics[metric]
+    return rescore
+
+
+def log_study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed:
+        return
+    ax = ovm.plot_optimization_history(study)
+    tracker.log_figure(parent, ax.figure, "optimization_history.png")
+    if len(completed) >= 2:
+        try:
+            with warnings.catch_warnings():  # "importances will be equal" when trials tie: the plot shows it
+                warnings.simplefilter("ignore", UserWarning)
+                ax = ovm.plot_param_importances(study)
+            tracker.log_figure(parent, ax.figure, "param_importances.png")
+        except (ValueError, RuntimeError) as e:  # e.g. every searched value identical so far
+            log.info("parameter importances skipped: %s", e)
+    plt.close("all")

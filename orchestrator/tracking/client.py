@@ -1,0 +1,341 @@
+"""MLflow tracking: one parent run per study, one nested run per trial, metrics, figures, tables.
+
+Works on explicit run ids through `MlflowClient` rather than MLflow's global "active run", so
+trial runs from several processes or machines can hang under the same parent run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import requests
+import sqlalchemy
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunInfo
+from mlflow.exceptions import MlflowException, RestException
+
+from orchestrator.config.secrets import redact, scrub
+from orchestrator.config.paths import absolute_sqlite, sqlite_path
+
+log = logging.getLogger(__name__)
+
+TAG_STUDY = "orchestrator_study"
+TAG_ROLE = "orchestrator_role"
+TAG_TRIAL = "optuna_trial_number"
+TAG_STATE = "trial_state"
+# MLflow 3's UI opens an experiment on its GenAI overview (traces, prompts) unless the experiment
+# says it holds model training; then it opens the runs table.
+KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
+CHECKPOINT_ARTIFACT = "checkpoint"  # a trial run's artifact folder holding its best-epoch model
+# Optuna trial state -> MLflow run status (a pruned trial ended as intended: FINISHED).
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+
+
+class TrackingError(RuntimeError):
+    pass
+
+
+# MLflow's codes for a store that is down or overloaded, as opposed to one that refuses a request.
+TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED"}
+
+
+def is_outage(error: BaseException) -> bool:
+    """A store that cannot be reached or answers 5xx: worth retrying later. Anything else (a
+    refused name, a missing run, a bug) is not, and must be reported as what it is."""
+    unreachable = (requests.ConnectionError, requests.Timeout, ConnectionError, sqlalchemy.exc.OperationalError)
+    if isinstance(error, unreachable):
+        return True
+    if isinstance(error, MlflowException):
+        if error.error_code in TRANSIENT_CODES:
+            return True
+        # Connection failures and HTTP 5xx reach us as INTERNAL_ERROR from the REST client.
+        return error.error_code == "INTERNAL_ERROR" and (
+            isinstance(error, RestException) or str(error.message).startswith("API request to"))
+    return False
+
+
+def is_missing(error: BaseException) -> bool:
+    """MLflow's answer for a run, model, version or alias that does not exist."""
+    return isinstance(error, MlflowException) and error.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
+def artifact_uri(location: str) -> str:
+    """Local artifact folders become absolute file URIs, so runs stay readable from any directory."""
+    if "://" in location:
+        return location
+    return Path(location).resolve().as_uri()
+
+
+def fail_fast(uri: str) -> None:
+    """MLflow's defaults retry a dead server for minutes; a command should learn in seconds."""
+    if uri.startswith(("http://", "https://")):
+        for key, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                           ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")):
+            os.environ.setdefault(key, value)
+
+
+def check_store(uri: str) -> None:
+    """Stop a command before it creates anything when the store cannot work: a server is asked
+    for one experiment; a database URL must have its driver installed. Nothing is connected to
+    or created in a database here: several processes starting at once on a fresh database would
+    race to create MLflow's tables, which the study lock serialises later."""
+    fail_fast(uri)
+    try:
+        if uri.startswith(("http://", "https://", "databricks")):
+            MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+        elif "://" in uri:
+            sqlalchemy.make_url(uri).get_dialect().import_dbapi()
+    except Exception as e:  # noqa: BLE001 - connection refused, missing driver, bad credentials...
+        raise TrackingError(f"tracking.uri: cannot use the MLflow store {redact(uri)!r}: "
+                            f"{scrub(str(e)).strip().splitlines()[-1][:500]}") from e
+
+
+def existing_store(tracking_uri: str, key: str = "--tracking-uri") -> MlflowClient:
+    """A client on the MLflow store `tracking_uri`, which must already exist and be one: MLflow
+    itself makes a missing SQLite file, and its tables in any empty or foreign database, on first
+    use. A database is connected to once, without MLflow's minutes of retries. `key` is what the
+    user set the URI with (`--tracking-uri`, `tracking.uri`), for the message."""
+    shown = redact(tracking_uri) or "the default store"
+    fail_fast(tracking_uri)
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(f"{key} {shown}: no MLflow store at {db}; point {key} at the store a search wrote to")
+    uri = absolute_sqlite(tracking_uri, create=False)
+    if db is not None or _is_database(uri):
+        tables = _tables(uri, db, shown, key)
+        if "registered_models" not in tables:
+            raise TrackingError(f"{key} {shown}: not an MLflow store (no registered_models table among "
+                                f"{len(tables)}); point it at the store a search wrote to")
+    try:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except MlflowException as e:  # e.g. a folder: MLflow 3 no longer opens file stores
+        raise TrackingError(f"{key} {shown}: {e.message[:300]}") from None
+
+
+def _is_database(uri: str) -> bool:
+    return "://" in uri and uri.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql", "sqlite")
+
+
+def _tables(uri: str, db, shown: str, key: str) -> list[str]:
+    import sqlite3
+
+    import sqlalchemy
+
+    try:
+        if db is not None:  # read-only: connecting must not create or change the file
+            with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as conn:
+                return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        timeout = {"connect_timeout": 10} if uri.startswith(("postgresql", "mysql")) else {}
+        engine = sqlalchemy.create_engine(uri, connect_args=timeout)
+        try:
+            return sqlalchemy.inspect(engine).get_table_names()
+        finally:
+            engine.dispose()
+    except (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, ImportError) as e:
+        raise TrackingError(f"{key}: cannot use the MLflow store {shown}: "
+                            f"{scrub(str(e)).strip().splitlines()[0][:300]}") from None
+
+
+def mark_training_experiment(uri: str, experiment: str) -> str | None:
+    """Mark an existing experiment as model training (see KIND_TAG); its id, or None when the
+    store does not exist yet or has no such experiment. Never creates a store."""
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        return None
+    uri = absolute_sqlite(uri, create=False)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        if exp.tags.get(KIND_TAG) != KIND_TRAINING:
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND_TRAINING)
+    except MlflowException as e:
+        raise TrackingError(f"tracking.uri: cannot use the MLflow store {redact(uri)!r}: {scrub(str(e))[:300]}") from e
+    return exp.experiment_id
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str, artifact_location: str):
+        fail_fast(uri)
+        uri = absolute_sqlite(uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        self.uri = uri
+        try:
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                exp_id = self.client.create_experiment(experiment, artifact_location=self._location(artifact_location),
+                                                       tags={KIND_TAG: KIND_TRAINING})
+            else:
+                exp_id = exp.experiment_id
+                if KIND_TAG not in exp.tags:  # made before experiments were marked
+                    self.client.set_experiment_tag(exp_id, KIND_TAG, KIND_TRAINING)
+        except Exception as e:  # noqa: BLE001 - connection refused, locked database, not an MLflow database...
+            raise TrackingError(f"tracking.uri: cannot use the MLflow store {redact(uri)!r}: "
+                                f"{scrub(str(e))[:500]}") from e
+        self.experiment_id = exp_id
+        self.experiment = experiment
+
+    def _location(self, artifact_location: str) -> str | None:
+        """A server keeps artifacts where it was told (`--artifacts-destination`, served to every
+        machine) unless told otherwise by a URL; a local folder named here would put them on this
+        machine's disk, out of reach of the others. An embedded store keeps them in that folder."""
+        if self.uri.startswith(("http://", "https://")) and "://" not in artifact_location:
+            return None
+        return artifact_uri(artifact_location)
+
+    # ------------------------------------------------------------------ study (parent) run
+
+    def study_run(self, study_name: str, known_run_id: str | None, params: dict[str, Any]) -> str:
+        """Re-attach to the study's parent run if it exists, else create it. Returns its id."""
+        run_id = known_run_id if known_run_id and self.exists(known_run_id) else None
+        if run_id is None:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.{TAG_STUDY} = '{study_name}' and tags.{TAG_ROLE} = 'study'",
+                max_results=1)
+            run_id = found[0].info.run_id if found else None
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=study_name,
+                                         tags={TAG_STUDY: study_name, TAG_ROLE: "study"})
+            run_id = run.info.run_id
+            self.log_params(run_id, params)
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def exists(self, run_id: str) -> bool:
+        try:
+            self.client.get_run(run_id)
+            return True
+        except MlflowException as e:
+            if is_missing(e):
+                return False
+            raise
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    # ------------------------------------------------------------------ trial (nested) runs
+
+    def start_trial(self, parent_run_id: str, study_name: str, number: int, params: dict) -> str:
+        """A nested run for one trial under the study's parent run. Returns its id."""
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags={
+            "mlflow.parentRunId": parent_run_id, TAG_STUDY: study_name, TAG_ROLE: "trial",
+            TAG_TRIAL: str(number)})
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def trial_runs(self, study_name: str) -> dict[int, RunInfo]:
+        """The study's trial runs (id, status...) by trial number, found by their tags."""
+        runs = self.client.search_runs(
+            [self.experiment_id], max_results=50000,
+            filter_string=f"tags.{TAG_STUDY} = '{study_name}' and tags.{TAG_ROLE} = 'trial'")
+        return {int(r.data.tags[TAG_TRIAL]): r.info for r in runs}
+
+    def finish_trial(self, run_id: str, state: str, reason: str | None = None, status: str | None = None) -> None:
+        self.client.set_tag(run_id, TAG_STATE, state)
+        if reason:
+            self.client.set_tag(run_id, "fail_reason" if state == "FAIL" else "stop_reason", scrub(reason)[:5000])
+        self.end_run(run_id, status or RUN_STATUS.get(state, "FAILED"))
+
+    # ------------------------------------------------------------------ logging
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        items = [Param(k, scrub(str(v))[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):  # MLflow's batch limit is 100 params
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, scrub(str(v)))
+
+    def log_figure(self, run_id: str, figure, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(run_id, figure, path)
+        plt.close(figure)
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self.client.log_text(run_id, scrub(text), path)
+
+    def log_table(self, run_id: str, frame, path: str) -> None:
+        self.client.log_table(run_id, frame, path)
+
+    def log_artifacts(self, run_id: str, folder: str | Path, path: str) -> bool:
+        """Upload a folder into the run's artifacts (to the server's object store, when tracking
+        is a server with `--serve-artifacts`). True once it is there."""
+        self.client.log_artifacts(run_id, str(folder), path)
+        return True
+
+    def download_artifacts(self, run_id: str, path: str, destination: str | Path) -> Path:
+        """A run's artifact folder, fetched into `destination` (created); returns the local folder."""
+        Path(destination).mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, path, str(destination)))
+
+    def delete_artifacts(self, run_id: str, path: str) -> None:
+        """Remove an artifact folder from a run (a finished one too), wherever the store keeps it."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        get_artifact_repository(self.client.get_run(run_id).info.artifact_uri).delete_artifacts(path)
+
+    def has_artifacts(self, run_id: str, path: str) -> bool:
+        return bool(self.client.list_artifacts(run_id, path))
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return dict(self.client.get_run(run_id).data.metrics)
+
+
+class BestEffort:
+    """A Tracker for trial processes: a store outage (`is_outage`) is retried, then logged and
+    skipped, so an unreachable MLflow store never fails a trial or loses its Optuna result. After
+    an outage, calls are skipped for `pause` seconds instead of each waiting out its own retries.
+    Any other error (a refused request, a bug) is raised at once: it fails the trial, with its
+    traceback in the trial's log."""
+
+    def __init__(self, factory, attempts: int = 3, wait: float = 1.0, pause: float = 30.0):
+        self._factory, self._tracker = factory, None
+        self._attempts, self._wait, self._pause = attempts, wait, pause
+        self._down_until = 0.0
+        self.failures = 0
+
+    def __getattr__(self, name: str):
+        def call(*args, **kwargs):
+            if time.monotonic() < self._down_until:
+                self.failures += 1
+                return None
+            for attempt in range(self._attempts):
+                try:
+                    if self._tracker is None:
+                        self._tracker = self._factory()
+                    return getattr(self._tracker, name)(*args, **kwargs)
+                except TrackingError as e:  # the factory could not open the store
+                    if not is_outage(e.__cause__):
+                        raise
+                    error = e
+                except Exception as e:
+                    if not is_outage(e):
+                        raise
+                    error = e
+                time.sleep(self._wait * 2**attempt)
+            self.failures += 1
+            self._down_until = time.monotonic() + self._pause
+            log.warning("MLflow %s failed %d times, skipped (the trial goes on): %s", name, self._attempts,
+                        scrub(str(error))[:500])
+            return None
+
+        return call

@@ -1,0 +1,116 @@
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.config import ConfigError, from_dict, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_experiment_validates(path):
+    cfg = load_config(path)
+    assert cfg.space, "shipped experiments search something"
+    assert cfg.search.n_trials
+
+
+def test_overrides_apply_with_types(tmp_path):
+    p = tmp_path / "e.yaml"
+    p.write_text("name: x\ndata: {train: a.csv}\n")
+    cfg = load_config(p, ["search.n_trials=3", "training.learning_rate=2e-5", "space.head=[cls, mean]",
+                          "model.name_or_path=some/model"])
+    assert cfg.search.n_trials == 3
+    assert cfg.training.learning_rate == pytest.approx(2e-5)  # YAML reads 2e-5 as a string; coerced
+    assert cfg.space["head"].choices == ("cls", "mean")
+    assert cfg.model.name_or_path == "some/model"
+
+
+def test_every_problem_is_reported_together(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(
+        "name: x\n"
+        "data: {train: a.csv, txt_column: review}\n"
+        "training: {epochs: three, head: attention, learning_rate: -1}\n"
+        "space: {learning_rate: {low: 1.0e-3, high: 1.0e-5, log: true}, heads: [cls], batch_size: {choices: []}}\n"
+        "search: {n_trials: 2, sampler: grid, storage: 'mysql://db/optuna', heartbeat_interval: 100}\n"
+        "colour: blue\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    text = str(err.value)
+    for expected in ["data.txt_column: unknown key (did you mean 'text_column'?)",
+                     "training.epochs: expected int, found 'three'",
+                     "'attention' is not one of",
+                     "space.learning_rate: low (0.001) is greater than high (1e-05)",
+                     "space.heads: unknown hyperparameter (did you mean 'head'?)",
+                     "space.batch_size.choices: must be a non-empty list",
+                     "search.sampler: 'grid' is not one of",
+                     "search.storage: 'mysql://db/optuna' is not supported",
+                     "search.heartbeat_interval (100) must be below search.heartbeat_grace_period (90)",
+                     "colour: unknown key",
+                     "training.learning_rate: must be > 0 and <= 1, found -1.0"]:
+        assert expected in text, f"missing {expected!r} in:\n{text}"
+    assert str(p) in text
+
+
+def test_malformed_yaml_names_line_and_column(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("name: x\ndata:\n  train: [a.csv\n  test: b.csv\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML at line \d+, column \d+"):
+        load_config(p)
+
+
+def test_space_rejects_float_range_for_int_parameter():
+    with pytest.raises(ConfigError, match="space.epochs: low, high and step must be whole numbers"):
+        from_dict({"data": {"train": "a.csv"}, "space": {"epochs": {"low": 1.5, "high": 3}}})
+
+
+def test_cli_exits_2_on_bad_config_before_creating_anything(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\ndata: {train: a.csv}\nsearch: {n_trials: many}\n")
+    assert main(["search", "--config", str(p)]) == 2
+    assert "search.n_trials: expected int" in capsys.readouterr().err
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_cli_exits_2_on_missing_config(tmp_path, capsys):
+    assert main(["search", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_choice(tmp_path):
+    p = tmp_path / "twice.yaml"
+    p.write_text("name: first\ndata: {train: a.csv}\nname: second\n")
+    with pytest.raises(ConfigError, match=r"line 3, column 1: key 'name' is given twice"):
+        load_config(p)
+
+
+def test_overrides_are_read_as_written(tmp_path):
+    p = tmp_path / "e.yaml"
+    p.write_text("name: x\ndata: {train: a.csv}\n")
+    with pytest.raises(ConfigError, match=r"override 'search=': no value; write search=null"):
+        load_config(p, ["search="])  # would silently reset the whole section
+    # A value ending in ':' is a string (YAML would read a mapping), and gets the real check.
+    with pytest.raises(ConfigError, match="search.storage: an in-memory database"):
+        load_config(p, ["search.storage=sqlite:///:memory:"])
+    assert load_config(p, ["tracking.experiment=a: b"]).tracking.experiment == "a: b"
+
+
+def test_a_config_survives_the_trip_to_a_trial_process_with_zero_bounds_and_a_pretrain_section():
+    """Trial processes rebuild the config from `to_dict()`: a bound of 0 (or 0.0) is a bound, not
+    an unset field, and the pre-training section comes along."""
+    cfg = from_dict({"data": {"train": "x.csv"},
+                     "space": {"dropout": {"low": 0.0, "high": 0.2}, "freeze_layers": {"low": 0, "high": 2},
+                               "head": {"choices": ["cls", "mean"]}},
+                     "pretrain": {"init": "scratch", "corpus": ["a.txt"], "max_minutes": 5}})
+    again = from_dict(cfg.to_dict())
+    assert again.space == cfg.space and again.space["dropout"].low == 0.0
+    assert again.pretrain == cfg.pretrain
+
+
+@pytest.mark.parametrize("experiment", sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_experiment_reaches_its_trial_processes_unchanged(experiment):
+    cfg = load_config(experiment)
+    assert from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()

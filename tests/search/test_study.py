@@ -1,0 +1,64 @@
+"""The shared trial budget under contention, on real SQLite and PostgreSQL storages: processes
+that claim and end trials as fast as they can finish exactly `n_trials`, make up failed ones, and
+never share a trial."""
+
+import multiprocessing
+import random
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from orchestrator.config import SearchConfig
+from orchestrator.search.study import StudyLock, claim, finished, make_storage
+
+N_TRIALS, PROCESSES = 40, 4
+
+
+def _claimer(url: str, name: str, seed: int, out) -> None:
+    """Claim until the study is done; fail about one trial in five, which must be made up."""
+    rng = random.Random(seed)
+    study = optuna.load_study(study_name=name, storage=make_storage(SearchConfig(storage=url)))
+    lock, mine = StudyLock(url, name), []
+    while True:
+        trial = claim(study, N_TRIALS, lock)
+        if trial is None:
+            if finished(study) >= N_TRIALS:
+                break
+            continue  # others' running trials fill the budget; one may yet fail
+        x = trial.suggest_float("x", 0, 1)
+        failed = rng.random() < 0.2
+        study.tell(trial, None if failed else x, state=TrialState.FAIL if failed else TrialState.COMPLETE)
+        mine.append(trial.number)
+    out.put(mine)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'optuna.db'}"
+    return request.getfixturevalue("postgres")
+
+
+@pytest.mark.slow
+def test_processes_sharing_a_study_finish_exactly_n_trials_and_never_share_one(storage_url):
+    name = f"budget-{uuid.uuid4().hex[:8]}"
+    optuna.create_study(study_name=name, storage=make_storage(SearchConfig(storage=storage_url)))
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(storage_url, name, seed, out)) for seed in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    claimed = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+
+    trials = optuna.load_study(study_name=name, storage=storage_url).trials
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == N_TRIALS  # not one more
+    assert states.count(TrialState.FAIL) == len(trials) - N_TRIALS > 0  # failures were made up
+    numbers = [n for mine in claimed for n in mine]
+    assert sorted(numbers) == list(range(len(trials)))  # every trial claimed by exactly one process
+    assert all(claimed), "every process took part"
