@@ -61,7 +61,7 @@ def orchestrator_side(args, folder: Path) -> dict:
     import optuna
     from mlflow import MlflowClient
 
-    from orchestrator.config import load_config
+    from orchestrator.tasks import load_experiment
 
     overrides = [f"search.storage=sqlite:///{folder}/optuna.db", f"tracking.uri=sqlite:///{folder}/mlflow.db",
                  f"tracking.artifact_location={folder}/artifacts", f"search.work_dir={folder}/studies",
@@ -78,7 +78,7 @@ def orchestrator_side(args, folder: Path) -> dict:
     (folder / "search.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         sys.exit(f"orchestrator search failed (exit {proc.returncode}); see {folder / 'search.log'}")
-    cfg = load_config(ROOT / hf_trainer.DEMO)
+    cfg = load_experiment(ROOT / hf_trainer.DEMO)
     study = optuna.load_study(study_name=cfg.study_name, storage=f"sqlite:///{folder}/optuna.db")
     client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
     experiment = client.get_experiment_by_name(cfg.experiment_name)

@@ -5,7 +5,7 @@
 The same model (the demo's all-MiniLM-L6-v2 with the encoder's pooler and a linear layer, which is
 what `AutoModelForSequenceClassification` builds), data (the demo's splits), hyperparameters,
 epochs and seed, through:
-  orchestrator            `orchestrator.train.train` as a trial runs it (length-grouped batches)
+  orchestrator            `orchestrator.training.loop.train` as a trial runs it (length-grouped batches)
   orchestrator-shuffled   the same with `training.group_by_length=false` (plain shuffling)
   trainer-dynamic         the Trainer with `DataCollatorWithPadding`
   trainer-max-length      the Trainer padding every text to max_length (the common recipe)

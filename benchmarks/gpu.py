@@ -104,9 +104,10 @@ def train_throughput(model: Path, data: Path, length: int, batch: int, epochs: i
     """One trial's training loop over the synthetic rows (in this process)."""
     from orchestrator.config import DataConfig, ModelConfig, TrainingConfig
     from orchestrator.data import load_splits
+    from orchestrator.tasks.single_label import SingleLabel
     from orchestrator.training.loop import train
 
-    splits = load_splits(DataConfig(train=str(data), validation_size=0.05, test_size=0.05))
+    splits = load_splits(DataConfig(train=str(data), validation_size=0.05, test_size=0.05), SingleLabel())
     params = TrainingConfig(epochs=epochs, batch_size=batch, max_length=length, head="cls", log_every=50)
     result = train(params, ModelConfig(), splits, str(model), per_device_batch_size=batch)
     return {"samples_per_second": result.samples_per_second, "train_rows": result.train_rows,

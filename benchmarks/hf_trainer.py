@@ -20,12 +20,12 @@ DEMO = "experiments/demo.yaml"
 def demo_splits(max_rows: int | None = None, model: str | None = None):
     """The demo's splits and model path, exactly as orchestrator's search makes them; `model`
     replaces the demo's model (a folder)."""
-    from orchestrator.config import load_config
     from orchestrator.data import load_splits
     from orchestrator.models.sources import resolve_model
+    from orchestrator.tasks import get_task, load_experiment
 
-    cfg = load_config(DEMO, [f"model.name_or_path={model}"] if model else [])
-    splits = load_splits(cfg.data)
+    cfg = load_experiment(DEMO, [f"model.name_or_path={model}"] if model else [])
+    splits = load_splits(cfg.data, get_task(cfg.task, cfg))
     if max_rows:  # quick runs of the scripts themselves
         splits.data["train"] = splits.data["train"].select(range(min(max_rows, len(splits.data["train"]))))
     return cfg, splits, resolve_model(cfg.model).path

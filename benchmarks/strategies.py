@@ -20,13 +20,13 @@ STRATEGIES = ("full", "partial", "frozen")
 
 
 def one(strategy: str, args) -> dict:
-    from orchestrator.config import load_config
     from orchestrator.data import load_splits
     from orchestrator.models.sources import resolve_model
+    from orchestrator.tasks import get_task, load_experiment
     from orchestrator.training.loop import train
 
-    cfg = load_config("experiments/demo.yaml")
-    splits = load_splits(cfg.data)
+    cfg = load_experiment("experiments/demo.yaml")
+    splits = load_splits(cfg.data, get_task(cfg.task, cfg))
     params = cfg.training.__class__(**{**cfg.training.__dict__, "strategy": strategy, "freeze_layers": 3,
                                        "epochs": args.epochs, "max_length": args.max_length,
                                        "batch_size": args.batch_size, "head": "mean"})

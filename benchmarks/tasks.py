@@ -56,14 +56,14 @@ def pku_experiment(folder: Path) -> Path:
 
 
 def run(name: str, overrides: list[str], config: Path | None = None) -> dict:
-    from orchestrator.config import load_config
+    from orchestrator.tasks import load_experiment
 
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     machine = _machine()  # the code that runs is the code at the start
     config = config or (pku_experiment(folder) if name == "cws_pku" else ROOT / EXPERIMENTS[name])
     stores = [f"search.storage=sqlite:///{folder}/optuna.db", f"tracking.uri=sqlite:///{folder}/mlflow.db",
               f"tracking.artifact_location={folder}/artifacts", f"search.work_dir={folder}/studies"]
-    if load_config(config).pretrain is not None:
+    if load_experiment(config).pretrain is not None:
         stores.append(f"pretrain.work_dir={folder}/pretrain")
     start = time.perf_counter()
     # From the project root: the experiments name their data relative to it.
@@ -81,10 +81,10 @@ def _read(folder: Path, config: Path) -> dict:
     import optuna
     from mlflow import MlflowClient
 
-    from orchestrator.config import load_config
+    from orchestrator.tasks import load_experiment
     from orchestrator.tasks import get_task
 
-    cfg = load_config(config)
+    cfg = load_experiment(config)
     main = get_task(cfg.task).main_metric
     uri = f"sqlite:///{folder}/mlflow.db"
     client = MlflowClient(uri)

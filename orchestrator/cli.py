@@ -1,5 +1,6 @@
-"""Command line: `python -m orchestrator {search,pretrain,probe,predict,status,report,serve,promote,rollback,ui}`;
-one function per subcommand.
+"""The command line: one plain function per subcommand, each taking its own arguments.
+
+`python -m orchestrator {search,pretrain,probe,predict,status,report,serve,promote,rollback,ui}`.
 
 Exit codes: 0 done; 1 the work ran but ended badly (no trial completed, the MLflow store failed
 or refused a write); 2 bad input, found before anything was created; 130 interrupted (Ctrl-C or
@@ -32,23 +33,23 @@ def exit_code(summary) -> int:
 def search(config: str, overrides: list[str], gpus: str | None, workers: int, ray_address: str | None) -> int:
     import datasets
 
-    from orchestrator.config import load_config
+    from orchestrator.tasks import load_experiment
     from orchestrator.search.progress import print_summary, terminal
     from orchestrator.search.driver import run_search
 
     datasets.disable_progress_bars()  # saving each split: a bar between the search's own lines
-    cfg = load_config(config, overrides)
+    cfg = load_experiment(config, overrides)
     summary = run_search(cfg, gpus=gpus, workers=workers, ray_address=ray_address)
     print_summary(summary, terminal(), config)
     return exit_code(summary)
 
 
 def pretrain(config: str, overrides: list[str]) -> int:
-    from orchestrator.config import load_config
+    from orchestrator.tasks import load_experiment
     from orchestrator.training.pretrain.loop import PretrainError
     from orchestrator.search.pretrain_stage import run_pretrain
 
-    cfg = load_config(config, overrides)
+    cfg = load_experiment(config, overrides)
     try:
         outcome = run_pretrain(cfg)
     except PretrainError as e:
@@ -60,10 +61,10 @@ def pretrain(config: str, overrides: list[str]) -> int:
 
 
 def probe(config: str, overrides: list[str]) -> int:
-    from orchestrator.config import load_config
-    from orchestrator.training.probe import probe_experiment
+    from orchestrator.tasks import load_experiment
+    from orchestrator.search.probe_command import probe_experiment
 
-    for line in probe_experiment(load_config(config, overrides)):
+    for line in probe_experiment(load_experiment(config, overrides)):
         print(line)
     return 0
 
@@ -77,19 +78,19 @@ def predict(model: str, input: str, output: str, text_column: str, tracking_uri:
 
 
 def status(config: str, overrides: list[str]) -> int:
-    from orchestrator.config import load_config
+    from orchestrator.tasks import load_experiment
     from orchestrator.search.progress import terminal
     from orchestrator.reporting.status import show_status
 
-    show_status(load_config(config, overrides), terminal())
+    show_status(load_experiment(config, overrides), terminal())
     return 0
 
 
 def report(config: str, overrides: list[str], output: str | None) -> int:
-    from orchestrator.config import load_config
+    from orchestrator.tasks import load_experiment
     from orchestrator.reporting.report import write_report
 
-    path = write_report(load_config(config, overrides), output)
+    path = write_report(load_experiment(config, overrides), output)
     print(f"wrote {path}")
     return 0
 
@@ -120,29 +121,29 @@ def _tracking_uri(config: str | None, given: str | None) -> str:
     if given:
         return given
     if config:
-        from orchestrator.config import load_config
+        from orchestrator.tasks import load_experiment
 
-        return load_config(config).tracking.uri
+        return load_experiment(config).tracking.uri
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING)
 
 
 def _model_name(config: str | None) -> str:
-    from orchestrator.config import load_config
+    from orchestrator.tasks import load_experiment
 
-    return load_config(config or DEFAULT_CONFIG).model_name
+    return load_experiment(config or DEFAULT_CONFIG).model_name
 
 
 def ui(config: str | None, tracking_uri: str | None, port: int, optuna: bool) -> int:
     if optuna:
-        from orchestrator.config import load_config
+        from orchestrator.tasks import load_experiment
         from orchestrator.reporting.status import open_dashboard
 
-        return open_dashboard(load_config(config or DEFAULT_CONFIG), port)
-    from orchestrator.config import load_config
+        return open_dashboard(load_experiment(config or DEFAULT_CONFIG), port)
+    from orchestrator.tasks import load_experiment
     from orchestrator.config.secrets import redact
     from orchestrator.tracking.client import existing_store, mark_training_experiment
 
-    cfg = load_config(config) if config else None
+    cfg = load_experiment(config) if config else None
     key = "--tracking-uri" if tracking_uri is not None or cfg is None else "tracking.uri"
     if tracking_uri is None:
         tracking_uri = cfg.tracking.uri if cfg else DEFAULT_TRACKING
@@ -250,16 +251,13 @@ def _run(command: str, args: dict) -> int:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(ScrubFilter())  # an exception's text may hold a URL with a password
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    import mlflow  # noqa: F401 - it installs its own log handler, which must scrub too
+    from orchestrator.search.logs import quiet_optuna_logs
+    from orchestrator.tracking.logs import quiet_mlflow_logs
 
-    for h in logging.getLogger("mlflow").handlers:
-        h.addFilter(ScrubFilter())
     # The command's own lines and progress bars say what happens; MLflow's notes on creating its
     # tables and Optuna's info lines are noise between them (the datasets library's bars: `search`).
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "using an existing study": said as a phase
+    quiet_mlflow_logs()  # after basicConfig: MLflow's own handler must scrub too
+    quiet_optuna_logs()
 
     from orchestrator.config import ConfigError
     from orchestrator.data import DataError

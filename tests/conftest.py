@@ -219,7 +219,7 @@ def registered_model(tmp_path_factory, tiny_model, migrated_store):
     Returns (tracking URI, checkpoint folder)."""
     from orchestrator.registry import versions as registry
     from orchestrator.models.heads import TextClassifier, load_encoder, load_tokenizer
-    from orchestrator.serving.predict import Classifier
+    from orchestrator.training.saved_model import Classifier
     from orchestrator.tracking.client import Tracker
 
     root = tmp_path_factory.mktemp("registry")
@@ -238,30 +238,31 @@ def registered_model(tmp_path_factory, tiny_model, migrated_store):
 
 @pytest.fixture
 def trial_job(tmp_path, tiny_model, data_dir, monkeypatch, store):
-    """(job, study): what the driver hands a trial process, for one claimed trial of a real study,
-    with the storage URL in the environment as the driver passes it."""
+    """(job, study): what the driver hands a trial process, for one claimed trial of a real study.
+    The study's storage is not in the trial's environment: the trial never opens it."""
     import optuna
 
-    from orchestrator.config import from_dict
     from orchestrator.data import load_splits, save_splits
+    from orchestrator.tasks import get_task
     from orchestrator.execution.job import TrialJob
+    from orchestrator.tasks import experiment_from_dict
     from orchestrator.config.paths import absolute_sqlite
     from orchestrator.config.space import suggest
     from orchestrator.tracking.client import Tracker
 
     monkeypatch.chdir(tmp_path)
-    cfg = from_dict({"name": "oom", "data": {"train": str(data_dir / "train.csv"), "test": str(data_dir / "test.csv")},
-                     "model": {"name_or_path": str(tiny_model)}, "training": {"epochs": 1, "batch_size": 16},
-                     "space": {"learning_rate": {"low": 1e-4, "high": 1e-3, "log": True}}})
+    cfg = experiment_from_dict({"name": "oom",
+                                "data": {"train": str(data_dir / "train.csv"), "test": str(data_dir / "test.csv")},
+                                "model": {"name_or_path": str(tiny_model)}, "training": {"epochs": 1, "batch_size": 16},
+                                "space": {"learning_rate": {"low": 1e-4, "high": 1e-3, "log": True}}})
     storage = absolute_sqlite("sqlite:///mlruns/optuna.db")
-    monkeypatch.setenv("ORCHESTRATOR_STORAGE", storage)
     study = optuna.create_study(study_name="oom", storage=storage)
     trial = study.ask()
     suggest(trial, cfg.space, cfg.training)
     tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
     parent = tracker.study_run("oom", None, {})
-    data = save_splits(load_splits(cfg.data), tmp_path / "data")
-    return TrialJob(number=trial.number, trial_id=trial._trial_id, params=dict(trial.params), config=cfg.to_dict(),
+    data = save_splits(load_splits(cfg.data, get_task(cfg.task, cfg)), tmp_path / "data")
+    return TrialJob(number=trial.number, params=dict(trial.params), config=cfg.to_dict(),
                     source="test", model_path=str(tiny_model), model_fingerprint="tiny", parent_run_id=parent,
                     data_dir=str(data), checkpoint_dir=str(tmp_path / "ckpt")), study
 

@@ -1,16 +1,17 @@
-"""Checks that need values, not just types: ranges, choices, names, URLs, the search space.
+"""Checks that compare settings with each other, or need more than a type, a range or a choice
+(those are the schema's, checked by pydantic): names, URLs, the search space's bounds and conditions.
 
 Each appends one line per problem naming the key, what was found and what is allowed; nothing
-here touches a file, a store or a model (those checks are in `preflight.py`).
+here touches a file, a store or a model (those checks are in `preflight.py`), and nothing here
+knows a task (the tasks' own rules come through `task_rules.TaskRules`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 from orchestrator.config import space
-from orchestrator.config.schema import SCRATCH, ExperimentConfig, ParamSpace, TrainingConfig, rules
+from orchestrator.config.schema import SCRATCH, ExperimentConfig, ParamSpace
 from orchestrator.config.secrets import redact
 
 # Names that become folder names and MLflow entries: no separators, no `..`, nothing a shell,
@@ -23,19 +24,13 @@ TRACKING = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+", 
 
 
 def check(cfg: ExperimentConfig, problems: list[str]) -> None:
-    for section in ("data", "model", "training", "search", "postprocess", "tracking", "registry"):
-        _check_fields(getattr(cfg, section), section, problems)
-    _check_fields(cfg, "", problems, skip={"data", "model", "training", "search", "postprocess", "tracking",
-                                           "registry", "pretrain"})
     if cfg.pretrain is not None:
-        _check_fields(cfg.pretrain, "pretrain", problems)
         _check_pretrain(cfg, problems)
     for name, p in cfg.space.items():
         _check_param(name, p, problems)
     _check_conditions(cfg, problems)
     _check_names(cfg, problems)
     _check_search(cfg, problems)
-    _check_task(cfg, problems)
     _check_tracking(cfg, problems)
     d = cfg.data
     if not d.hub and not d.train:
@@ -43,10 +38,6 @@ def check(cfg: ExperimentConfig, problems: list[str]) -> None:
     if d.label_separator == "":
         problems.append("data.label_separator: '' is empty, so it cannot split a cell into labels; give the "
                         "character between labels (e.g. ';'), or leave it out for JSON-list cells")
-    elif d.label_separator is not None and cfg.task != "multi_label":
-        # Was ignored: 'a;b' became one class named 'a;b' (single_label); only multi_label splits cells.
-        problems.append(f"data.label_separator: {d.label_separator!r} splits a cell into several labels, which only "
-                        f"task multi_label reads; set task: multi_label, or remove data.label_separator")
     if d.text_column == d.label_column:
         problems.append(f"data.text_column and data.label_column are both {d.text_column!r}; name two columns")
     if not d.hub and not d.validation and not d.test and d.validation_size + d.test_size >= 1:
@@ -54,35 +45,12 @@ def check(cfg: ExperimentConfig, problems: list[str]) -> None:
                         f"below 1, so that rows are left to train on")
 
 
-def _check_fields(section, prefix: str, problems: list[str], skip: set[str] = frozenset()) -> None:
-    for f in dataclasses.fields(section):
-        if f.name in skip or "range" not in f.metadata:
-            continue
-        value = getattr(section, f.name)
-        key = f"{prefix}.{f.name}" if prefix else f.name
-        _check_value(value, f.metadata.get("range"), f.metadata.get("choices"), key, problems)
-
-
-def _check_value(value, bounds, choices, key: str, problems: list[str]) -> None:
-    if value is None:
-        return
-    if choices is not None and value not in choices:
-        problems.append(f"{key}: {value!r} is not one of {', '.join(choices)}")
-    problem = bounds.problem(value) if bounds is not None else None
-    if problem:
-        problems.append(f"{key}: {problem}")
-
-
 def _check_param(name: str, p: ParamSpace, problems: list[str]) -> None:
-    """Every bound and choice of a searched hyperparameter obeys that hyperparameter's rules."""
+    """The bounds of a searched range fit together (each bound and choice obeys the
+    hyperparameter's own rules already: `load._build_space`)."""
     key = f"space.{name}"
-    bounds, choices = rules(TrainingConfig, name)
     if p.choices is not None:
-        for v in p.choices:
-            _check_value(v, bounds, choices, f"{key}.choices", problems)
         return
-    _check_value(p.low, bounds, choices, f"{key}.low", problems)
-    _check_value(p.high, bounds, choices, f"{key}.high", problems)
     if p.low > p.high:
         problems.append(f"{key}: low ({p.low}) is greater than high ({p.high})")
     if p.step is not None and not p.step > 0:
@@ -134,27 +102,6 @@ def _check_search(cfg: ExperimentConfig, problems: list[str]) -> None:
         problems.append(f"search.storage: {redact(s.storage)!r} is not supported; use sqlite:///path/optuna.db "
                         f"(one machine) or postgresql://user@host/db (several machines; the password in "
                         f"PGPASSWORD or ~/.pgpass, or the whole URL in $ORCHESTRATOR_STORAGE)")
-
-def _check_task(cfg: ExperimentConfig, problems: list[str]) -> None:
-    """The task exists, and the head, imbalance handling and metric are ones it has."""
-    from orchestrator.tasks import REGISTRY, get_task
-
-    if cfg.task not in REGISTRY:
-        problems.append(f"task: {cfg.task!r} is not one of {', '.join(REGISTRY)}")
-        return
-    task = get_task(cfg.task, cfg)
-    for name, allowed in (("head", task.heads), ("imbalance", task.imbalance)):
-        p = cfg.space.get(name)
-        values = [(f"training.{name}", getattr(cfg.training, name))]
-        values += [(f"space.{name}.choices", v) for v in (p.choices or ())] if p is not None else []
-        for key, value in values:
-            if value is not None and value not in allowed:
-                problems.append(f"{key}: {value!r} is not available for task {cfg.task}; use one of "
-                                f"{', '.join(allowed)}")
-    problem = task.metric_problem(cfg.search.metric, cfg.search.direction)
-    if problem:
-        problems.append(f"search.metric: {problem}")
-    problems.extend(task.config_problems(cfg))
 
 
 def _check_pretrain(cfg: ExperimentConfig, problems: list[str]) -> None:

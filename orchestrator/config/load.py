@@ -1,32 +1,43 @@
 """Experiment YAML + `key=value` overrides -> a typed `ExperimentConfig`, validated once.
 
 Every problem (unknown key, wrong type, value out of range, impossible search space) is collected
-and reported together in one `ConfigError`, so a user fixes a config in one pass.
+and reported together in one `ConfigError`, so a user fixes a config in one pass. Pydantic checks
+the types, ranges and choices the schema declares; its errors become one `section.key: ...` line
+each, in the words this project has always used ("must be >= 1, found 0").
 
 Two settings may come from the environment when the experiment leaves them out, so that a
 password need not sit in a file or on a command line: `search.storage` from
 `$ORCHESTRATOR_STORAGE` and `tracking.uri` from `$ORCHESTRATOR_TRACKING_URI`. (Not MLflow's own
 `MLFLOW_TRACKING_URI`: `mlflow.set_tracking_uri` sets that one in-process, so it would leak one
 study's store into the next config loaded by the same process.)
+
+The task is not known here (config is the bottom layer): settings whose default depends on the
+task, and the task's own rules, come from `rules` (see `task_rules.py`), which the tasks supply.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import os
-import types
 import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from orchestrator.config import checks, secrets
-from orchestrator.config.schema import ExperimentConfig, ParamSpace, TrainingConfig
+from orchestrator.config.schema import ExperimentConfig, Float, ParamSpace, TrainingConfig
+from orchestrator.config.task_rules import TaskRules
 
 FROM_ENVIRONMENT = {("search", "storage"): "ORCHESTRATOR_STORAGE", ("tracking", "uri"): "ORCHESTRATOR_TRACKING_URI"}
+BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+TYPES = {"int_type": "int", "float_type": "float", "bool_type": "bool", "string_type": "str", "dict_type": "dict",
+         "tuple_type": "a list"}
+_INVALID = object()  # a searched value that was reported
 
 
 class ConfigError(ValueError):
@@ -39,8 +50,10 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: {len(problems)} problem(s) in the experiment config:\n{lines}")
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read an experiment YAML, apply `a.b=value` overrides, and validate everything at once."""
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                rules: TaskRules | None = None) -> ExperimentConfig:
+    """Read an experiment YAML, apply `a.b=value` overrides, and validate everything at once
+    (the task's defaults and rules too when `rules` is given: `orchestrator.tasks.load_experiment`)."""
     path = Path(path)
     source = str(path)
     if not path.is_file():
@@ -61,7 +74,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     for item in overrides:
         _apply_override(raw, item, problems)
     _defaults_from_environment(raw)
-    return from_dict(raw, source=source, problems=problems)
+    return from_dict(raw, source=source, problems=problems, rules=rules)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -79,33 +92,32 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def from_dict(raw: dict, source: str = "<dict>", problems: list[str] | None = None) -> ExperimentConfig:
+def from_dict(raw: dict, source: str = "<dict>", problems: list[str] | None = None,
+              rules: TaskRules | None = None) -> ExperimentConfig:
+    """The config of `raw` (sections as in the YAML). Without `rules`, the task is not checked and
+    the settings whose default depends on it stay unset: enough for a config that was complete
+    already, as the one a trial process rebuilds from `to_dict()` is."""
     problems = list(problems or [])
-    raw = dict(raw)
-    space_raw = raw.pop("space", None) or {}
-    cfg = _build(ExperimentConfig, raw, "", problems, skip={"space", "source"})
-    space = _build_space(space_raw, problems)
+    sections = {n for n, f in ExperimentConfig.__pydantic_fields__.items() if dataclasses.is_dataclass(f.annotation)}
+    raw = {k: {} if v is None and k in sections else v for k, v in raw.items()}  # `search:` with nothing under it
+    space = _build_space(raw.pop("space", None) or {}, problems)
+    if "source" in raw:  # the file's name, recorded by the loader, not a setting
+        problems.append(_unknown("source", ExperimentConfig))
+        del raw["source"]
+    cfg = _build(ExperimentConfig, {**raw, "source": source}, problems)
     if cfg is not None:
-        cfg = _task_defaults(dataclasses.replace(cfg, space=space, source=source))
+        cfg = dataclasses.replace(cfg, space=space)
+        if rules is not None:
+            cfg = rules.settle(cfg)
         secrets.remember(cfg.search.storage)
         secrets.remember(cfg.tracking.uri)
         checks.check(cfg, problems)
+        if rules is not None and cfg.task not in rules.names():
+            problems.append(f"task: {cfg.task!r} is not one of {', '.join(rules.names())}")
+        elif rules is not None:
+            problems.extend(rules.problems(cfg))
     if problems:
         raise ConfigError(source, problems)
-    return cfg
-
-
-def _task_defaults(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Settings whose default depends on the task: the head and the metric the search optimises."""
-    from orchestrator.tasks import REGISTRY, task_class
-
-    if cfg.task not in REGISTRY:
-        return cfg  # reported by the checks
-    task = task_class(cfg.task)
-    if cfg.training.head is None:
-        cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, head=task.heads[0]))
-    if cfg.search.metric is None:
-        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, metric=f"val_{task.main_metric}"))
     return cfg
 
 
@@ -143,162 +155,154 @@ def _apply_override(raw: dict, item: str, problems: list[str]) -> None:
     node[parts[-1]] = parsed
 
 
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
+@functools.cache
+def _adapter(tp: Any) -> TypeAdapter:
+    return TypeAdapter(tp)
 
 
-def coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
-    """Check `value` against a field type; return the (possibly coerced) value."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return coerce(value, inner[0], key, problems)
-    if tp is float:
-        # YAML 1.1 reads `5e-5` (no dot) as a string; accept it as the number it obviously is.
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (bool, int, float)):  # YAML read `positive_label: 1` (a label "1") as a number
-            problems.append(f"{key}: expected str, found {value!r} ({type(value).__name__}); YAML reads an unquoted "
-                            f"1, 1.0 or true as a number or a boolean: quote it, as in {key.rsplit('.', 1)[-1]}: "
-                            f"\"{json.dumps(value)}\"")
-            return None
-    elif origin is tuple:  # a list of names; one name alone is a list of one
-        items = [value] if isinstance(value, str) else value
-        if isinstance(items, (list, tuple)) and items and all(isinstance(v, str) and v for v in items):
-            return tuple(items)
-        problems.append(f"{key}: expected a file name or a list of file names, found {value!r}")
-        return None
-    elif tp is dict or origin is dict:
-        if isinstance(value, dict):
-            return value
-    else:
-        return value
-    problems.append(f"{key}: expected {_type_name(tp)}, found {value!r} ({type(value).__name__})")
-    return None
-
-
-def _build(cls: type, raw: Any, prefix: str, problems: list[str], skip: set[str] = frozenset()):
-    where = prefix.rstrip(".") or "top level"
-    if raw is None:
-        raw = {}
+def _build(cls: type, raw: Any, problems: list[str], prefix: str = "") -> Any:
+    """`cls` from `raw`, each problem reported. A setting with a problem is built with its
+    default instead, so that the checks comparing settings still run on the others."""
     if not isinstance(raw, dict):
-        problems.append(f"{where}: expected a mapping of keys, found {raw!r}")
+        problems.append(f"{prefix.rstrip('.') or 'top level'}: expected a mapping of keys, found {raw!r}")
         return None
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
-    for key in raw:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
-            problems.append(f"{prefix}{key}: unknown key{hint}")
-    kwargs = {}
-    for name in fields:
-        if name not in raw:
-            continue
-        tp = hints[name]
-        section = _section_type(tp)
-        if section is not None and not (raw[name] is None and _allows_none(tp)):
-            kwargs[name] = _build(section, raw[name], f"{prefix}{name}.", problems)
-        else:
-            kwargs[name] = coerce(raw[name], tp, f"{prefix}{name}", problems)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None or _allows_none(hints[k])}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # only reached when a nested section failed to build
-        problems.append(f"{where}: {e}")
-        return None
+    while True:
+        try:
+            return _adapter(cls).validate_python(raw)
+        except ValidationError as e:
+            left = raw
+            for error in e.errors():
+                problems.append(_line(cls, error, prefix))
+                left = _without(left, error["loc"])
+            if left == raw:  # nothing left to fall back on (not seen: every error has a key)
+                return None
+            raw = left
 
 
-def _section_type(tp: Any) -> type | None:
-    """The dataclass of a section field (`PretrainConfig` of `PretrainConfig | None` too), else None."""
-    candidates = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-    return candidates[0] if len(candidates) == 1 and dataclasses.is_dataclass(candidates[0]) else None
+def _without(raw: dict, loc: tuple) -> dict:
+    """`raw` less the value at `loc`."""
+    head, *rest = loc
+    if rest and isinstance(raw.get(head), dict):
+        return {**raw, head: _without(raw[head], tuple(rest))}
+    return {k: v for k, v in raw.items() if k != head}
 
 
-def _allows_none(tp: Any) -> bool:
-    return type(None) in typing.get_args(tp)
+def _line(cls: type, error: dict, prefix: str = "") -> str:
+    """One pydantic error as `key: what was found, what is allowed`."""
+    *path, name = [str(part) for part in error["loc"]]
+    for part in path:  # the section that holds `name`
+        tp = cls.__pydantic_fields__[part].annotation
+        cls = next(a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a))
+    key = prefix + ".".join([*path, name])
+    if error["type"] == "unexpected_keyword_argument":
+        return _unknown(key, cls)
+    return f"{key}: {_what(error, cls.__pydantic_fields__.get(name), name)}"
+
+
+def _what(error: dict, field: Any = None, name: str = "") -> str:
+    """What is wrong with the value `error` is about, and what `field` (a FieldInfo) allows."""
+    value, kind = error["input"], error["type"]
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bounds = [f"{sign} {getattr(m, attr):g}" for m in field.metadata for attr, sign in BOUNDS if hasattr(m, attr)]
+        return f"must be {' and '.join(bounds)}, found {value}"
+    if kind == "literal_error":
+        return f"{value!r} is not one of {', '.join(map(str, _choices(field.annotation)))}"
+    if kind == "dataclass_type":
+        return f"expected a mapping of keys, found {value!r}"
+    if kind == "string_type" and isinstance(value, (bool, int, float)):  # YAML read `positive_label: 1` as a number
+        return (f"expected str, found {value!r} ({type(value).__name__}); YAML reads an unquoted 1, 1.0 or true as "
+                f"a number or a boolean: quote it, as in {name}: \"{json.dumps(value)}\"")
+    if kind in TYPES:
+        return f"expected {TYPES[kind]}, found {value!r} ({type(value).__name__})"
+    return error["msg"]  # this project's own errors (schema.py) say it in its words already
+
+
+def _unknown(key: str, cls: type) -> str:
+    known = [f.name for f in dataclasses.fields(cls) if f.name != "source"]
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
+    return f"{key}: unknown key ({hint})"
+
+
+def _choices(tp: Any) -> list:
+    if typing.get_origin(tp) is typing.Literal:
+        return list(typing.get_args(tp))
+    return [c for arg in typing.get_args(tp) for c in _choices(arg)]
 
 
 def _build_space(raw: Any, problems: list[str]) -> dict[str, ParamSpace]:
-    """Shapes and types of `space:` entries; their values are checked in `checks.py`."""
+    """Shapes of the `space:` entries, and each bound and choice checked as the `training:`
+    setting of that name would be; the rules between them are in `checks.py`."""
     if not isinstance(raw, dict):
         problems.append(f"space: expected a mapping of hyperparameter -> range, found {raw!r}")
         return {}
-    hints = typing.get_type_hints(TrainingConfig)
+    fields = TrainingConfig.__pydantic_fields__
     space = {}
     for name, spec in raw.items():
         key = f"space.{name}"
-        if name not in hints:
-            close = difflib.get_close_matches(str(name), hints, n=1)
+        if name not in fields:
+            close = difflib.get_close_matches(str(name), fields, n=1)
             hint = f"did you mean {close[0]!r}?" if close else "searchable keys are those under training:"
             problems.append(f"{key}: unknown hyperparameter ({hint})")
             continue
-        if isinstance(spec, list):
-            spec = {"choices": spec}
-        p = _build(ParamSpace, spec, f"{key}.", problems)
+        p = _build(ParamSpace, {"choices": spec} if isinstance(spec, list) else spec, problems, f"{key}.")
         if p is None:
             continue
+        tp = fields[name].annotation
         if p.choices is not None:
-            if not isinstance(p.choices, (list, tuple)) or len(p.choices) == 0:
+            if len(p.choices) == 0:
                 problems.append(f"{key}.choices: must be a non-empty list")
                 continue
             if p.low is not None or p.high is not None:
                 problems.append(f"{key}: give either choices or low/high, not both")
-            values = tuple(coerce(v, hints[name], f"{key}.choices", problems) for v in p.choices)
-            if None in values:
+            values = tuple(_hyperparameter(name, v, f"{key}.choices", problems) for v in p.choices)
+            if _INVALID in values:
                 continue
             if len(set(values)) != len(values):
                 problems.append(f"{key}.choices: {list(p.choices)} repeats a value")
             p = dataclasses.replace(p, choices=values)
+        elif p.low is None or p.high is None:
+            problems.append(f"{key}: needs choices: [...] or both low and high")
+            continue
+        elif tp is int and any(isinstance(v, bool) or not isinstance(v, int) for v in (p.low, p.high, p.step)
+                               if v is not None):
+            problems.append(f"{key}: low, high and step must be whole numbers for this integer hyperparameter")
+            continue
+        elif tp in (int, float):
+            low, high = (_hyperparameter(name, v, f"{key}.{end}", problems) for end, v in (("low", p.low),
+                                                                                         ("high", p.high)))
+            step = p.step if p.step is None or tp is int else _value(Float, p.step, f"{key}.step", problems)
+            if _INVALID in (low, high, step):
+                continue
+            p = dataclasses.replace(p, low=low, high=high, step=step)
         else:
-            if p.low is None or p.high is None:
-                problems.append(f"{key}: needs choices: [...] or both low and high")
-                continue
-            if hints[name] is float:
-                lo = coerce(p.low, float, f"{key}.low", problems)
-                hi = coerce(p.high, float, f"{key}.high", problems)
-                step = coerce(p.step, float, f"{key}.step", problems) if p.step is not None else None
-                if lo is None or hi is None:
-                    continue
-                p = dataclasses.replace(p, low=lo, high=hi, step=step)
-            elif hints[name] is int:
-                whole = [v for v in (p.low, p.high, p.step) if v is not None]
-                if not p.is_int or any(isinstance(v, bool) or not isinstance(v, int) for v in whole):
-                    problems.append(f"{key}: low, high and step must be whole numbers for this integer "
-                                    f"hyperparameter")
-                    continue
-            else:
-                problems.append(f"{key}: {name} takes one of a list of values; write {key}: [a, b]")
-                continue
-        if p.when is not None:
-            for dep, values in p.when.items():
-                if dep == name:
-                    problems.append(f"{key}.when: {name} cannot depend on itself")
-                elif dep not in hints:
-                    problems.append(f"{key}.when: unknown hyperparameter {dep!r}")
-                elif not isinstance(values, list) or not values:
-                    problems.append(f"{key}.when.{dep}: expected a non-empty list of values")
+            problems.append(f"{key}: {name} takes one of a list of values; write {key}: [a, b]")
+            continue
+        for dep, values in (p.when or {}).items():
+            if dep == name:
+                problems.append(f"{key}.when: {name} cannot depend on itself")
+            elif dep not in fields:
+                problems.append(f"{key}.when: unknown hyperparameter {dep!r}")
+            elif not isinstance(values, list) or not values:
+                problems.append(f"{key}.when.{dep}: expected a non-empty list of values")
         space[name] = p
     return space
+
+
+def _hyperparameter(name: str, value: Any, key: str, problems: list[str]) -> Any:
+    """`value` as training setting `name` takes it (5e-5 written as a string is a number), or
+    _INVALID with the problem reported under `key`."""
+    try:
+        return getattr(_adapter(TrainingConfig).validate_python({name: value}), name)
+    except ValidationError as e:
+        field = TrainingConfig.__pydantic_fields__[name]
+        problems.extend(f"{key}: {_what(error, field, name)}" for error in e.errors())
+        return _INVALID
+
+
+def _value(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
+    try:
+        return _adapter(tp).validate_python(value)
+    except ValidationError as e:
+        problems.extend(f"{key}: {_what(error)}" for error in e.errors())
+        return _INVALID

@@ -53,8 +53,8 @@ def read_table(location: str, key: str, delimiter: str | None = None) -> pd.Data
     path = local_file(location, key)
     suffix = path.suffix.lower()
     if suffix == ".conll":
-        raise DataError(f"{key}: {location} is a CoNLL file, which only token_classification training data may be; "
-                        f"give a {', '.join(s for s in SUFFIXES if s != '.conll')} file")
+        raise DataError(f"{key}: {location} is a CoNLL file (a tag per token), which only a token-tagging task "
+                        f"reads as training data; give a {', '.join(s for s in SUFFIXES if s != '.conll')} file")
     try:
         if suffix in (".json", ".jsonl"):
             frame = _read_json(path, key, location)
@@ -151,7 +151,7 @@ def check_scalars(values: Iterable, where: str, column: str) -> None:
         if isinstance(value, (list, tuple, dict, np.ndarray)):
             raise DataError(f"{where} row {row}: column {column!r} holds the {type(value).__name__} "
                             f"{str(value)[:60]}, not a text; write one string per cell (a list of labels "
-                            f"belongs to task multi_label's label column)")
+                            f"belongs in the label column of a task with several labels per text)")
 
 
 def is_missing(text: str | None) -> bool:

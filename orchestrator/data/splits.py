@@ -9,6 +9,7 @@ processes to memory-map.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -60,11 +61,10 @@ class Splits:
         return {name: counts.get(i, 0) for i, name in enumerate(self.label_names)}
 
 
-def load_splits(cfg: DataConfig, task: str = "single_label") -> Splits:
-    """The splits for `task` (see `orchestrator.tasks`): each task reads and splits its own labels."""
-    from orchestrator.tasks import get_task
-
-    return get_task(task).load_splits(cfg)
+def load_splits(cfg: DataConfig, task) -> Splits:
+    """The splits `task` (an `orchestrator.tasks.Task`) reads from `cfg`: each task reads and splits
+    its own labels. The task is passed, not named: data sits below the tasks and knows none."""
+    return task.load_splits(cfg)
 
 
 def where(cfg: DataConfig, split: str) -> str:
@@ -120,7 +120,10 @@ def _read_hub(cfg: DataConfig, columns: list[str]) -> tuple[dict[str, dict[str, 
             raise DataError(f"{where(cfg, split)}: column(s) {missing} not found; columns found: "
                             f"{ds.column_names}. Set {_column_keys(cfg, missing)}.")
         out[split] = {c: _names(ds.features[c], ds[c]) for c in columns}
-        sources[split] = {"hub": cfg.hub, "config": cfg.hub_config, "fingerprint": ds._fingerprint}
+        # The rows read, hashed: a new revision of the dataset changes it, another machine's cache does not.
+        rows = {c: list(values) for c, values in out[split].items()}  # datasets' lazy Column prints a preview
+        digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+        sources[split] = {"hub": cfg.hub, "config": cfg.hub_config, "fingerprint": digest}
     if "train" not in out:
         raise DataError(f"data.hub: {cfg.hub!r} has no 'train' split (it has {list(dsd)})")
     return out, sources

@@ -18,7 +18,9 @@ from datasets import DatasetDict, load_from_disk
 
 from orchestrator.data.splits import Splits
 
-_TOKENIZED: dict[str, DatasetDict] = {}
+# In this process, by (key, cache folder): a folder that lacks an entry gets it written, even where
+# the same content was tokenized for another folder before (trial processes read the folder).
+_TOKENIZED: dict[tuple[str, str | None], DatasetDict] = {}
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -35,22 +37,18 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def tokenize(splits: Splits, tokenizer, max_length: int, cache_dir: str | Path | None = None,
-             task=None) -> DatasetDict:
+def tokenize(splits: Splits, tokenizer, max_length: int, cache_dir: str | Path | None, task) -> DatasetDict:
     """Encoded splits (`input_ids`, `attention_mask`, `labels` and the task's metadata), computed once
-    per key. `task` (an `orchestrator.tasks.Task`) defaults to the one the splits were made for."""
-    if task is None:
-        from orchestrator.tasks import task_of
-
-        task = task_of(splits)
+    per key. `task`: the `orchestrator.tasks.Task` the splits were made for (`tasks.task_of(splits)`)."""
     text = f"{splits.digest}|{tokenizer_fingerprint(tokenizer)}|{max_length}|{task.encoding_key()}"
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
-    if key in _TOKENIZED:
-        return _TOKENIZED[key]
     folder = Path(cache_dir) / f"tokenized-{max_length}-{key}" if cache_dir else None
+    memo = (key, str(folder) if folder else None)
+    if memo in _TOKENIZED:
+        return _TOKENIZED[memo]
     if folder is not None and (folder / "dataset_dict.json").exists():
-        _TOKENIZED[key] = load_from_disk(str(folder))
-        return _TOKENIZED[key]
+        _TOKENIZED[memo] = load_from_disk(str(folder))
+        return _TOKENIZED[memo]
 
     tokenized = DatasetDict({split: task.encode(examples, tokenizer, max_length)
                              for split, examples in splits.data.items()})
@@ -64,5 +62,5 @@ def tokenize(splits: Splits, tokenizer, max_length: int, cache_dir: str | Path |
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # also after an interrupt mid-save
         tokenized = load_from_disk(str(folder))
-    _TOKENIZED[key] = tokenized
+    _TOKENIZED[memo] = tokenized
     return tokenized

@@ -1,3 +1,6 @@
-"""Where trials run: the `TrialJob`/`TrialOutcome` contract (`job`), this machine's slots
-(`slots`), trial processes (`processes`, `worker`), and the executors behind the `Executor`
-interface (`base`): `local` (child processes here) and `ray` (Ray tasks on any node)."""
+"""Where trials run: the job contract, this machine's slots, trial processes, local and Ray executors.
+
+`job` is the `TrialJob`/`TrialOutcome` contract and the trial's events and questions; `slots`
+divides this machine's GPUs or cores; `processes` runs a trial's process (`training.worker`);
+`base` is the `Executor` interface, with `local` (child processes here) and `ray` (any node).
+"""

@@ -1,6 +1,6 @@
 """The Executor seam: where a trial runs is the executor's business, and nobody else's.
 
-The driver (`search.py`) owns the study: sampling, the budget lock, recovery. For each claimed
+The driver (`search/driver.py`) owns the study: sampling, the budget lock, recovery. For each claimed
 trial one of its slot threads calls `executor.run(job, slot, on_event)`, which blocks until the
 trial ends and returns its `TrialOutcome`; `on_event` receives the trial's progress events
 meanwhile. An executor has one slot per trial it can run at once. Running trials are registered

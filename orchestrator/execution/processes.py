@@ -1,18 +1,20 @@
 """Trial processes: running one trial in a child process, and stopping every running trial.
 
-Every trial runs in its own child process (`python -m orchestrator.execution.worker`), pinned to
+Every trial runs in its own child process (`python -m orchestrator.training.worker`), pinned to
 its slot, so memory fragmentation or leaks never accumulate across trials and a process that
 dies takes only its own trial with it. The same function runs it for the local executor and,
 on whichever node Ray chose, for the Ray executor. The child speaks through its stdout: lines
-starting with `job.EVENT` are progress events (JSON), the rest goes to its log.
+starting with `job.EVENT` are events (JSON), the rest goes to its log. An event that asks
+(`job.ask`) gets the driver's answer as one JSON line on the child's stdin.
 
 `Spares` keeps the next trial's process ready: started while the slot's current trial runs, it
-imports torch, transformers, MLflow and Optuna (seconds of a small CPU) and waits for its job,
+imports torch, transformers and MLflow (seconds of a small CPU) and waits for its job,
 so a trial's fixed cost is its own loading only. Still one trial per process.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from orchestrator.config.secrets import scrub
-from orchestrator.execution.job import parse_event
+from orchestrator.execution.job import parse_event, without_study_secrets
 from orchestrator.execution.slots import Slot
 
 
@@ -150,15 +152,16 @@ class _ProcessGroup:
             pass
 
 
-def _spawn(argv: list[str], env: dict[str, str], stdin=None) -> subprocess.Popen:
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     """The child gets its own session: a Ctrl-C in the terminal reaches only the driver, which
-    decides whether running trials finish or stop."""
-    return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    decides whether running trials finish or stop. Its stdin carries the driver's answers."""
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             errors="replace", start_new_session=True, preexec_fn=_die_with_parent)
 
 
 def _environment(slot: Slot, secrets: dict[str, str] | None) -> dict[str, str]:
-    return {**os.environ, **slot.env, **(secrets or {}), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return {**without_study_secrets(dict(os.environ), {}), **slot.env, **(secrets or {}), "PYTHONUNBUFFERED": "1",
+            "TOKENIZERS_PARALLELISM": "false"}
 
 
 class Spares:
@@ -175,7 +178,7 @@ class Spares:
         with self._lock:
             if slot.name in self._idle:
                 return
-            self._idle[slot.name] = _spawn(spare_command(), _environment(slot, secrets), stdin=subprocess.PIPE)
+            self._idle[slot.name] = _spawn(spare_command(), _environment(slot, secrets))
 
     def hand_over(self, slot: Slot, job: Path, result: Path) -> subprocess.Popen | None:
         """The slot's spare, given this job; None when there is none (or it died meanwhile)."""
@@ -187,8 +190,8 @@ class Spares:
             proc.stdout.close()
             return None
         try:
-            proc.stdin.write(f"{job}\t{result}\n")
-            proc.stdin.close()
+            proc.stdin.write(f"{job}\t{result}\n")  # stdin stays open: the trial's questions are answered on it
+            proc.stdin.flush()
             return proc
         except OSError:  # it died while idle (BrokenPipeError): this trial starts cold
             _ProcessGroup(proc).stop(grace=1.0)
@@ -210,10 +213,11 @@ class Spares:
             proc.stdout.close()
 
 
-def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Callable[[dict], None],
+def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Callable[[dict], dict | None],
               children: Children | None = None, secrets: dict[str, str] | None = None,
               spares: Spares | None = None, start_next: bool = True) -> ChildOutcome:
     """Run one trial process to its end; forward its events, keep its output in `log_path`.
+    `on_event` returns the answer to an event that asks (None: no answer, the trial decides alone).
 
     `secrets` reach it through its environment; every line of its output is scrubbed of them
     before it is written to the log. With `spares`, the slot's spare runs the job if there is
@@ -233,14 +237,18 @@ def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Cal
             for line in proc.stdout:
                 event = parse_event(line)
                 if event is not None:
+                    answer = None
                     try:
-                        on_event(event)
+                        answer = on_event(event)
                     except (ValueError, KeyError):  # a garbled or unknown event is no reason to stop reading
                         pass
+                    if event.get("ask"):
+                        _answer(proc, answer)
                     continue
                 line = scrub(line)
                 log.write(line)
                 tail = (tail + [line.rstrip()])[-5:]
+            _close_stdin(proc)
             returncode = proc.wait()
         except BaseException:
             # Stopped while the trial runs (a cancelled Ray task gets KeyboardInterrupt here): stop
@@ -249,6 +257,7 @@ def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Cal
             _ProcessGroup(proc).stop(grace=10.0)
             raise
         finally:
+            _close_stdin(proc)
             if children is not None:
                 children.discard(proc)
     reason = exit_reason(returncode)
@@ -258,3 +267,19 @@ def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Cal
         reason += f"; full log: {log_path}"
     return ChildOutcome(returncode, reason)
 
+
+
+def _answer(proc: subprocess.Popen, answer: dict | None) -> None:
+    """One JSON line on the trial's stdin. A trial that died meanwhile is found by its exit code."""
+    try:
+        proc.stdin.write(json.dumps(answer or {}) + "\n")
+        proc.stdin.flush()
+    except (OSError, ValueError):  # BrokenPipeError, or stdin already closed
+        pass
+
+
+def _close_stdin(proc: subprocess.Popen) -> None:
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass

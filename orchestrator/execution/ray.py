@@ -6,8 +6,9 @@ On that node the task runs the very same trial process as the local executor
 needs travels through Ray's object store, since nodes share no disk: the saved splits (with their
 tokenization cache) and the model's files, each put once per study run and unpacked on a node
 into a folder named by its fingerprint. The stores' real URLs travel as a task argument, never in
-a file. Progress events come back through a Ray queue; the trial's log comes back with its
-outcome. The checkpoint goes to the trial run's MLflow artifacts, from which the driver fetches
+a file; the study's storage does not travel at all (the driver alone talks to it). Events come
+back through a Ray queue; a trial's questions ("prune now?") are answered through a mailbox actor
+on the driver's node; the trial's log comes back with its outcome. The checkpoint goes to the trial run's MLflow artifacts, from which the driver fetches
 the champion's.
 
 Ray does not retry a trial (`max_retries=0`): a worker or node lost mid-trial makes the outcome
@@ -129,7 +130,7 @@ class RayExecutor(Executor):
         self.hosts = sorted({n["NodeManagerAddress"] for n in nodes})
         self._packs: dict[tuple[str, str], object] = {}
         self._pack_lock = threading.Lock()
-        self._events = None
+        self._events = self._mailbox = None
 
     def open(self, study_dir, secrets, children) -> None:
         super().open(study_dir, secrets, children)
@@ -139,13 +140,14 @@ class RayExecutor(Executor):
         # On the driver's node: a queue on another node would make that node's loss every trial's.
         here = NodeAffinitySchedulingStrategy(_ray().get_runtime_context().get_node_id(), soft=True)
         self._events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+        self._mailbox = _ray().remote(num_cpus=0, scheduling_strategy=here)(Mailbox).remote()
 
     def run(self, job: TrialJob, slot: str, on_event: Callable[[dict], None]) -> TrialOutcome:
         ray = _ray()
         data = self._pack(job.data_dir, Path(job.data_dir).name)
         model = self._pack(job.model_path, job.model_fingerprint)
         task = _remote(ray).options(**self.request, name=f"trial-{job.number}")
-        ref = task.remote(job.to_json(), data, model, self.secrets, self._events)
+        ref = task.remote(job.to_json(), data, model, self.secrets, self._events, self._mailbox)
         handle = _RayTask(ray, ref)
         self.children.add(handle)
         try:
@@ -170,17 +172,20 @@ class RayExecutor(Executor):
         return TrialOutcome("FAIL", reason=f"{answer['reason']} (on Ray node {answer['node']})", lost=True)
 
     def close(self) -> None:
-        if self._events is not None:
+        for actor in (self._events.actor if self._events is not None else None, self._mailbox):
+            if actor is None:
+                continue
             try:
-                _ray().kill(self._events.actor)
+                _ray().kill(actor)
             except _ray().exceptions.RayError as e:  # gone with its node already
-                log.warning("Ray event queue not stopped: %s", scrub(str(e))[:300])
-            self._events = None
+                log.warning("Ray event actor not stopped: %s", scrub(str(e))[:300])
+        self._events = self._mailbox = None
         self._packs.clear()
 
-    def _forward(self, on_event: Callable[[dict], None]) -> None:
-        """Hand on the events waiting in the queue (any trial's: `on_event` routes by trial number).
-        Progress only: a queue that cannot be read costs the progress bar, not the trial."""
+    def _forward(self, on_event: Callable[[dict], dict | None]) -> None:
+        """Hand on the events waiting in the queue (any trial's: `on_event` routes by trial number),
+        and post the answer to each that asks in the mailbox, where its trial waits for it. A queue
+        that cannot be read costs the progress bar; a trial left unanswered decides alone."""
         from ray.util.queue import Empty
 
         try:
@@ -191,10 +196,16 @@ class RayExecutor(Executor):
             log.warning("progress events lost: %s", scrub(str(e))[:300])
             return
         for event in events:
+            answer = None
             try:
-                on_event(event)
+                answer = on_event(event)
             except (KeyError, ValueError):
                 pass
+            if event.get("ask"):
+                try:
+                    self._mailbox.post.remote(event.get("trial"), answer or {})
+                except _ray().exceptions.RayError as e:
+                    log.warning("trial %s: answer not posted: %s", event.get("trial"), scrub(str(e))[:300])
 
     def _pack(self, folder: str, key: str) -> tuple[str, list]:
         """A folder's files in the object store, once per study run, for nodes to unpack: (key,
@@ -246,20 +257,57 @@ class _RayTask:
         self.ray.cancel(self.ref, force=True)
 
 
+class Mailbox:
+    """Answers from the driver to trials' questions, by trial number (a Ray actor on the driver's
+    node). A trial polls `take` for its own: answers for a trial that died are never taken."""
+
+    def __init__(self):
+        self.boxes: dict[int, list[dict]] = {}
+
+    def post(self, trial: int, answer: dict) -> None:
+        self.boxes.setdefault(trial, []).append(answer)
+
+    def take(self, trial: int) -> dict | None:
+        box = self.boxes.get(trial)
+        return box.pop(0) if box else None
+
+
+ANSWER_WAIT_S = 600  # a driver that does not answer for this long is taken as gone: the trial decides alone
+ANSWER_POLL_S = 0.05
+
+
 class _Forward:
     """A trial's events into the driver's queue: every epoch's score at once, but training steps
     (many a second on a GPU) at most once per `POLL_S`, the latest only: a remote call per step
-    would cost more than the progress bar is worth."""
+    would cost more than the progress bar is worth. A question waits for its answer."""
 
-    def __init__(self, queue):
-        self.queue, self.pending, self.sent = queue, [], 0.0
+    def __init__(self, queue, mailbox=None):
+        self.queue, self.mailbox, self.pending, self.sent = queue, mailbox, [], 0.0
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: dict) -> dict | None:
         if event.get("type") == "step":
             self.pending = [e for e in self.pending if e.get("type") != "step"]
         self.pending.append(event)
         if event.get("type") != "step" or time.monotonic() - self.sent >= POLL_S:
             self.flush()
+        if event.get("ask") and self.mailbox is not None:
+            return self._answer(event.get("trial"))
+        return None
+
+    def _answer(self, trial: int) -> dict | None:
+        import ray
+
+        deadline = time.monotonic() + ANSWER_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                answer = ray.get(self.mailbox.take.remote(trial))
+            except ray.exceptions.RayError as e:  # the driver's node is gone: nobody will answer
+                print(f"no answer from the driver: {type(e).__name__}: {e}", flush=True)
+                return None
+            if answer is not None:
+                return answer
+            time.sleep(ANSWER_POLL_S)
+        return None
 
     def flush(self) -> None:
         if self.pending:
@@ -307,7 +355,7 @@ def node_root() -> Path:
     return Path(os.environ.get("ORCHESTRATOR_NODE_DIR") or Path(tempfile.gettempdir()) / "orchestrator-node")
 
 
-def _run_on_node(job_json: str, data: tuple, model: tuple, secrets: dict, events) -> dict:
+def _run_on_node(job_json: str, data: tuple, model: tuple, secrets: dict, events, mailbox=None) -> dict:
     """The Ray task: unpack what the trial needs, run its process as the local executor would,
     return its outcome and log."""
     import ray
@@ -336,7 +384,7 @@ def _run_on_node(job_json: str, data: tuple, model: tuple, secrets: dict, events
     from orchestrator.execution.processes import run_child
 
     result, log_file = work / "result.json", work / "trial.log"
-    forward = _Forward(events)
+    forward = _Forward(events, mailbox)
     try:
         child = run_child(slot, work / "job.json", result, log_file, forward, None, secrets)
         forward.flush()

@@ -2,17 +2,16 @@
 
 `resolve_model` turns `model.name_or_path` into a local folder (a path, `pkg://`, or a hub name
 fetched once into the Hugging Face cache with `snapshot_download`, so trial processes never reach
-the hub), then checks what every trial would otherwise find out one by one: the config loads
-(and needs no code of its own unless `model.trust_remote_code` says so), the weights are
-safetensors that open, the tokenizer loads. It also reads the limits the search space must
-respect (positions, layers) and a fingerprint of the model's content.
+the hub; a registered encoder, `models:/`, is fetched by `orchestrator.registry.encoders`), then
+checks what every trial would otherwise find out one by one: the config loads (and needs no code
+of its own unless `model.trust_remote_code` says so), the weights are safetensors that open, the
+tokenizer loads. It also reads the limits the search space must respect (positions, layers) and a
+fingerprint of the model's content.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +39,20 @@ class ModelSource:
     record: dict  # {name_or_path, revision, fingerprint}: what a study records
 
 
-def resolve_model(cfg: ModelConfig, tracking_uri: str | None = None) -> ModelSource:
+def resolve_model(cfg: ModelConfig, registered: tuple[Path, dict] | None = None) -> ModelSource:
     """A usable local copy of the configured model, or a `DataError` saying what to do.
-    `models:/NAME@ALIAS` (an encoder `pretrain` registered) is looked up in `tracking_uri`."""
-    registered = {}
+
+    `models:/NAME@ALIAS` (an encoder `pretrain` registered) is the registry's to fetch: resolve it
+    with `orchestrator.registry.encoders.resolve_encoder`, which passes its files here as
+    `registered` (the local folder, and its lineage for the study's record)."""
     if cfg.name_or_path.startswith(REGISTERED):
-        folder, registered = _from_registry(cfg.name_or_path, tracking_uri)
+        if registered is None:
+            raise DataError(f"model.name_or_path: {cfg.name_or_path} is an encoder in the Model Registry; it is "
+                            f"fetched through orchestrator.registry.encoders.resolve_encoder, with the tracking.uri "
+                            f"of the store that holds it")
+        folder, lineage = registered
     else:
-        folder = _local_folder(cfg)
+        folder, lineage = _local_folder(cfg), {}
     if not any(folder.glob("*.safetensors")):
         raise DataError(f"model.name_or_path: {cfg.name_or_path} holds no *.safetensors weights "
                         f"(only safetensors are loaded; convert the checkpoint or pick another model)")
@@ -68,60 +73,7 @@ def resolve_model(cfg: ModelConfig, tracking_uri: str | None = None) -> ModelSou
     fingerprint = digest.hexdigest()[:16]
     return ModelSource(str(folder), fingerprint, min(limits) if limits else None, layers,
                        {"name_or_path": cfg.name_or_path, "revision": cfg.revision, "fingerprint": fingerprint,
-                        **registered})
-
-
-def _from_registry(uri: str, tracking_uri: str | None) -> tuple[Path, dict]:
-    """The registered encoder's files, downloaded once into the cache under its name, version and
-    run (a version's files never change), and where they came from (its lineage)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from orchestrator.config.secrets import redact, scrub
-    from orchestrator.registry.versions import ENCODER_ARTIFACT, alias_version, parse_registered
-    from orchestrator.tracking.client import fail_fast, is_missing, is_outage
-
-    name, alias, number = parse_registered(uri)
-    if tracking_uri is None or (not alias and not number):
-        raise DataError(f"model.name_or_path: {uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    fail_fast(tracking_uri)
-    store = paths.absolute_sqlite(tracking_uri, create=False)
-    database = paths.sqlite_path(tracking_uri)
-    missing = (f"model.name_or_path: {uri} is not in the MLflow store {redact(tracking_uri)}; pre-train it first "
-               f"(python -m orchestrator pretrain --config <experiment>), or give a hub name or folder")
-    if database is not None and not database.expanduser().exists():
-        raise DataError(missing)
-    client = MlflowClient(store, registry_uri=store)
-    try:
-        version = alias_version(client, name, alias) if alias else client.get_model_version(name, number)
-    except Exception as e:
-        if isinstance(e, MlflowException) and is_missing(e):
-            raise DataError(missing) from None
-        if is_outage(e):
-            raise DataError(f"model.name_or_path: {uri}: cannot reach the MLflow store {redact(tracking_uri)} "
-                            f"({scrub(str(e)).strip().splitlines()[-1][:200]}); start it or check tracking.uri") from e
-        raise
-    if version is None:
-        raise DataError(missing)
-    if not version.run_id:
-        raise DataError(f"model.name_or_path: {uri} (version {version.version}) has no run to download its "
-                        f"files from; register encoders with `python -m orchestrator pretrain`")
-    folder = paths.CACHE_ROOT / "encoders" / f"{name}-v{version.version}-{version.run_id[:12]}"
-    if not (folder / "config.json").is_file():
-        tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            got = Path(client.download_artifacts(version.run_id, ENCODER_ARTIFACT, str(tmp)))
-        except MlflowException as e:
-            raise DataError(f"model.name_or_path: {uri}: cannot download version {version.version}'s files from "
-                            f"run {version.run_id}: {e.message[:300]}") from None
-        if folder.exists():  # another process got there first
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            got.rename(folder)
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder, {"registered_version": str(version.version), "registered_run_id": version.run_id}
+                        **lineage})
 
 
 def _local_folder(cfg: ModelConfig) -> Path:

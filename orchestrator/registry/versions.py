@@ -2,12 +2,17 @@
 
 `champion` moves to a new version only if its test score beats the current champion's, like with
 like: the same metric (the task's, e.g. `test_macro_f1`, `test_f1`) measured on the same test
-split (tag `test_data`, the split's fingerprint). A champion measured on another split (or with
-another metric) is re-scored on the new test split when the caller can (`rescore`); otherwise the
-new version gets `challenger` and the registration says why the two could not be compared. If
-the current champion's score cannot be read (the store fails, its tag is missing or not a
-number), `champion` stays where it is and the registration says so. Registering the same study's
-same trial twice returns the existing version (re-running a finished study is safe), and gives it
+split (tag `test_data`, the split's fingerprint), better in the metric's direction (tag
+`score_higher_is_better`, "true" or "false"; a version registered before that tag is read as
+higher-is-better, the only rule there was). A champion measured on another split (or with another
+metric) is re-scored on the new test split when the caller can (`rescore`); otherwise the new
+version gets `challenger` and the registration says why the two could not be compared. A champion
+whose recorded direction differs from the new version's for the same metric is never compared:
+the two disagree on what better means, which no re-scoring settles. If the current champion's
+score cannot be read (the store fails, its tag is missing or not a number), `champion` stays
+where it is and the registration says so. A version that does not take `champion` says why in
+its tag `challenger_reason` (removed when it becomes champion). Registering the same study's same
+trial twice returns the existing version (re-running a finished study is safe), and gives it
 an alias if it was left without one.
 
 Every move of `champion`, the search's own (`register`) and a person's (`orchestrator.promotion`),
@@ -41,6 +46,8 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 SCORE_TAG = "test_macro_f1"  # the metric of versions registered before tasks had their own
 METRIC_TAG, DATA_TAG = "test_metric", "test_data"
+DIRECTION_TAG = "score_higher_is_better"  # "true" / "false"; absent on versions registered before it: "true"
+CHALLENGER_TAG = "challenger_reason"  # why a registered version did not take @champion; gone once it does
 PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
 # The history of @champion is one registered-model tag holding a JSON list, newest last: the
 # registry UI shows a model's tags on its page; one tag keeps the moves in order and is one read
@@ -78,18 +85,40 @@ class ScoreUnreadable(RuntimeError):
     """The current champion's score could not be read; the alias must not move on a guess."""
 
 
-def choose_alias(score: float, read_champion_score) -> tuple[str, float | None, str | None]:
+def choose_alias(score: float, read_champion_score, maximize: bool = True) -> tuple[str, float | None, str | None]:
     """(alias for the new version, the current champion's score, a note). `read_champion_score()`
-    returns the score, None when there is no champion, or raises `ScoreUnreadable`."""
+    returns the score, None when there is no champion, or raises `ScoreUnreadable`. `maximize`:
+    whether a higher score is better; a tie keeps the champion either way."""
     if not math.isfinite(score):
         return CHALLENGER, None, f"the new version's score {score} is not a number; @champion stays"
     try:
         previous = read_champion_score()
     except ScoreUnreadable as e:
         return CHALLENGER, None, f"@champion stays where it is: {e}; compare the two versions and move it by hand"
-    if previous is None or score > previous:
+    if previous is None or _beats(score, previous, maximize):
         return CHAMPION, previous, None
     return CHALLENGER, previous, None
+
+
+def _beats(score: float, previous: float, maximize: bool) -> bool:
+    return score > previous if maximize else score < previous
+
+
+def higher_is_better(version) -> bool:
+    """What `version`'s recorded score means: its tag `score_higher_is_better`; True when the tag
+    is absent (registered before it existed, when higher was the only rule). `ScoreUnreadable`
+    when the tag holds anything but "true" or "false"."""
+    value = version.tags.get(DIRECTION_TAG)
+    if value is None:
+        return True
+    if value.strip().lower() not in ("true", "false"):
+        raise ScoreUnreadable(f"version {version.version} has tag {DIRECTION_TAG}={value!r}, not \"true\" or "
+                              f"\"false\"; set it with the registry's tag editor")
+    return value.strip().lower() == "true"
+
+
+def _direction(maximize: bool) -> str:
+    return "higher is better" if maximize else "lower is better"
 
 
 def _requirements() -> list[str]:
@@ -101,16 +130,24 @@ def _requirements() -> list[str]:
 def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Path, score: float,
              example_texts: list[str], example_output: pd.DataFrame, tags: dict[str, str],
              metric: str = SCORE_TAG, test_data: str | None = None, rescore=None,
-             description: str | None = None) -> Registration:
+             description: str | None = None, maximize: bool = True) -> Registration:
     """Log `checkpoint` as a pyfunc model under `run_id`, register it under `name`, set an alias.
 
-    `score` is `metric` on the test split whose fingerprint is `test_data`; `rescore(version)`
+    `score` is `metric` on the test split whose fingerprint is `test_data`; `maximize`: whether a
+    higher `metric` is better (recorded as tag `score_higher_is_better`). `rescore(version)`
     returns the current champion's `metric` on that split, or raises `ScoreUnreadable`.
     `description` (markdown) becomes the version's description: what the model is and how it scored."""
-    read = functools.partial(champion_score, client, name, metric, test_data, rescore)
-    why = functools.partial(_search_reason, tags.get("orchestrator_study"), metric, score)
+    if not isinstance(maximize, bool):  # "minimize" is truthy: it would silently compare the wrong way
+        raise TypeError(f"register(maximize={maximize!r}): expected True or False (whether a higher {metric} is "
+                        f"better), e.g. maximize=task.maximize({metric!r})")
+    read = functools.partial(champion_score, client, name, metric, test_data, rescore, maximize=maximize)
+    why = functools.partial(_search_reason, tags.get("orchestrator_study"), metric, score, maximize=maximize)
     existing = _find_version(client, name, tags)
     if existing is not None:
+        if DIRECTION_TAG not in existing.tags and existing.tags.get(METRIC_TAG, SCORE_TAG) == metric:
+            # Registered by a run of the code before the tag: record what its score means before
+            # it may become champion, or the next search would read it as higher-is-better.
+            client.set_model_version_tag(name, existing.version, DIRECTION_TAG, _tag(maximize))
         if description and not existing.description:
             client.update_model_version(name, existing.version, description=_fit(description, DESCRIPTION_LIMIT))
         aliases = existing.aliases or []
@@ -119,7 +156,7 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
             return Registration(name, str(existing.version), alias, score, None, f"models:/{name}@{alias}",
                                 reused=True)
         # Registered by a run that stopped before it set the alias: decide it now.
-        alias, previous, note = _set_alias(client, name, existing.version, score, read, why)
+        alias, previous, note = _set_alias(client, name, existing.version, score, read, why, maximize)
         return Registration(name, str(existing.version), alias, score, previous, f"models:/{name}@{alias}",
                             reused=True, note=note)
 
@@ -135,33 +172,47 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
             signature=signature, input_example=example.head(2),
             pip_requirements=_requirements(),
         )
-    scores = {METRIC_TAG: metric, metric: f"{score:.6f}", **({DATA_TAG: test_data} if test_data else {})}
+    scores = {METRIC_TAG: metric, metric: f"{score:.6f}", DIRECTION_TAG: _tag(maximize),
+              **({DATA_TAG: test_data} if test_data else {})}
     version = mlflow.register_model(info.model_uri, name, tags={**tags, **scores})
     if description:
         client.update_model_version(name, version.version, description=_fit(description, DESCRIPTION_LIMIT))
     if not client.get_registered_model(name).description:
         client.update_registered_model(name, description=MODEL_DESCRIPTION)
-    alias, previous, note = _set_alias(client, name, version.version, score, read, why)
-    log.info("registered %s version %s as @%s (%s %.4f, previous champion %s)",
-             name, version.version, alias, metric, score, previous)
+    alias, previous, note = _set_alias(client, name, version.version, score, read, why, maximize)
+    log.info("registered %s version %s as @%s (%s %.4f, %s, previous champion %s)",
+             name, version.version, alias, metric, score, _direction(maximize), previous)
     return Registration(name, str(version.version), alias, score, previous, f"models:/{name}@{alias}", note=note)
 
 
-def _set_alias(client: MlflowClient, name: str, version, score: float, read,
-               why) -> tuple[str, float | None, str | None]:
-    alias, previous, note = choose_alias(score, read)
+def _tag(maximize: bool) -> str:
+    return "true" if maximize else "false"
+
+
+def _set_alias(client: MlflowClient, name: str, version, score: float, read, why,
+               maximize: bool = True) -> tuple[str, float | None, str | None]:
+    alias, previous, note = choose_alias(score, read, maximize)
     if alias == CHAMPION:
         move_champion(client, name, version, "search", why(previous))
     else:
         client.set_registered_model_alias(name, alias, version)
+        # Why it did not take @champion, on its own page: lost the comparison, or could not be compared.
+        said = note or why(previous)
+        client.set_model_version_tag(name, version, CHALLENGER_TAG, _fit(said, REASON_LIMIT))
     return alias, previous, note
 
 
-def _search_reason(study: str | None, metric: str, score: float, previous: float | None) -> str:
+def _search_reason(study: str | None, metric: str, score: float, previous: float | None,
+                   maximize: bool = True) -> str:
     said = f"study {study}: " if study else ""
+    lower = "" if maximize else ", lower is better"
     if previous is None:
-        return f"{said}first champion ({metric} {score:.4f})"
-    return f"{said}{metric} {score:.4f} > champion's {previous:.4f}"
+        return f"{said}first champion ({metric} {score:.4f}{lower})"
+    if not _beats(score, previous, maximize):
+        return f"{said}{metric} {score:.4f} does not beat champion's {previous:.4f} ({_direction(maximize)})"
+    if maximize:
+        return f"{said}{metric} {score:.4f} > champion's {previous:.4f}"
+    return f"{said}{metric} {score:.4f} < champion's {previous:.4f} (lower is better)"
 
 
 # ---------------------------------------------------------------- who moved @champion, and why
@@ -183,8 +234,10 @@ def move_champion(client: MlflowClient, name: str, version, how: str, reason: st
             "champion_reason": entry["reason"], "champion_from": entry["from"] or "none"}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    if "champion_until" in client.get_model_version(name, version).tags:  # champion again
-        client.delete_model_version_tag(name, version, "champion_until")
+    stale = client.get_model_version(name, version).tags
+    for key in ("champion_until", CHALLENGER_TAG):  # champion (again): no longer "until", nor a challenger
+        if key in stale:
+            client.delete_model_version_tag(name, version, key)
     if entry["from"] is not None and entry["from"] != version:
         client.set_model_version_tag(name, entry["from"], "champion_until", entry["at"])
     history = [*champion_history(client, name), entry]
@@ -229,9 +282,10 @@ def _find_version(client: MlflowClient, name: str, tags: dict[str, str]):
 
 
 def champion_score(client: MlflowClient, name: str, metric: str = SCORE_TAG, test_data: str | None = None,
-                   rescore=None) -> float | None:
+                   rescore=None, maximize: bool = True) -> float | None:
     """The current champion's `metric` on the test split `test_data`; None when there is no
-    champion; `ScoreUnreadable` when there is one whose comparable score cannot be had."""
+    champion; `ScoreUnreadable` when there is one whose comparable score cannot be had, or whose
+    recorded direction for `metric` is not `maximize` (not comparable, re-scored or not)."""
     try:
         current = alias_version(client, name, CHAMPION)
     except MlflowException as e:
@@ -240,10 +294,18 @@ def champion_score(client: MlflowClient, name: str, metric: str = SCORE_TAG, tes
         return None
     its_metric = current.tags.get(METRIC_TAG, SCORE_TAG)
     its_data = current.tags.get(DATA_TAG)
+    its_maximize = higher_is_better(current)
+    if its_metric == metric and its_maximize != maximize:
+        recorded = "recorded" if DIRECTION_TAG in current.tags else f"read, without tag {DIRECTION_TAG}, as"
+        raise ScoreUnreadable(f"version {current.version} (the current champion) has {metric} {recorded} "
+                              f"{_direction(its_maximize)}, this one {_direction(maximize)}: not comparable")
     if its_metric != metric or (test_data is not None and its_data != test_data):
         if rescore is None:
+            directions = (f" ({its_metric}: {_direction(its_maximize)}; {metric}: {_direction(maximize)})"
+                          if its_maximize != maximize else "")
             raise ScoreUnreadable(f"version {current.version} (the current champion) was scored with {its_metric} on "
-                                  f"test split {its_data or 'unrecorded'}, this one with {metric} on {test_data}")
+                                  f"test split {its_data or 'unrecorded'}, this one with {metric} on {test_data}"
+                                  f"{directions}: not comparable")
         score = rescore(current)
         log.info("re-scored the champion (version %s) on test split %s: %s %.4f", current.version, test_data,
                  metric, score)

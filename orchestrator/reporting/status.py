@@ -12,16 +12,15 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 
-from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
 from orchestrator.config import paths
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import redact
-from orchestrator.search.study import open_readonly
+from orchestrator.search.records import TRIAL_STATES, Trial, check_study, read_study, serve_dashboard
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+FINISHED = ("COMPLETE", "PRUNED")  # trial states
 
 
 @dataclass
@@ -29,20 +28,20 @@ class StudyState:
     name: str
     metric: str
     direction: str
-    trials: list[FrozenTrial]
+    trials: list[Trial]
     n_trials: int | None
     now: datetime
 
     @property
-    def finished(self) -> list[FrozenTrial]:
-        return [t for t in self.trials if t.state in FINISHED]
+    def finished(self) -> list[Trial]:
+        return [t for t in self.trials if t.state.name in FINISHED]
 
     @property
-    def running(self) -> list[FrozenTrial]:
-        return [t for t in self.trials if t.state == TrialState.RUNNING]
+    def running(self) -> list[Trial]:
+        return [t for t in self.trials if t.state.name == "RUNNING"]
 
-    def best(self) -> FrozenTrial | None:
-        complete = [t for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None]
+    def best(self) -> Trial | None:
+        complete = [t for t in self.trials if t.state.name == "COMPLETE" and t.value is not None]
         if not complete:
             return None
         pick = max if self.direction == "maximize" else min
@@ -67,7 +66,7 @@ class StudyState:
         spent = sum(min(self.elapsed(t), typical) for t in self.running)
         return max(0.0, (left * typical - spent) / at_once)
 
-    def elapsed(self, trial: FrozenTrial) -> float:
+    def elapsed(self, trial: Trial) -> float:
         if trial.datetime_start is None:
             return 0.0
         end = trial.datetime_complete or self.now
@@ -75,18 +74,16 @@ class StudyState:
 
 
 def load_state(cfg: ExperimentConfig) -> StudyState:
-    study = open_readonly(cfg)
+    study = read_study(cfg)
     # Optuna records trial times as naive local time: `now` is compared with them.
-    return StudyState(cfg.study_name, cfg.search.metric, study.direction.name.lower(),
-                      study.get_trials(deepcopy=False), cfg.search.n_trials, datetime.now())
+    return StudyState(cfg.study_name, cfg.search.metric, study.direction, study.trials, cfg.search.n_trials,
+                      datetime.now())
 
 
 def champion_line(cfg: ExperimentConfig) -> str:
     """Which version of the registered model holds @champion, and what it scored."""
-    from mlflow.exceptions import MlflowException
-
     from orchestrator.registry.versions import CHAMPION, METRIC_TAG, SCORE_TAG, alias_version
-    from orchestrator.tracking.client import TrackingError, existing_store
+    from orchestrator.tracking.client import TrackingError, TrackingStoreError, existing_store
 
     db = paths.sqlite_path(cfg.tracking.uri)
     if db is not None and not db.is_file():
@@ -95,7 +92,7 @@ def champion_line(cfg: ExperimentConfig) -> str:
         version = alias_version(existing_store(cfg.tracking.uri, "tracking.uri"), cfg.model_name, CHAMPION)
     except TrackingError as e:
         return f"champion: not read ({e})"
-    except MlflowException as e:
+    except TrackingStoreError as e:
         return f"champion: not read ({redact(cfg.tracking.uri)}: {e.message[:200]})"
     if version is None:
         return f"champion: none yet ({cfg.model_name} has no @champion)"
@@ -126,13 +123,13 @@ def trial_table(state: StudyState) -> Table:
         table.add_row(str(t.number), t.state.name, "" if t.value is None else f"{t.value:.4f}",
                       _best_epoch(t, state.direction), str(len(t.intermediate_values)),
                       " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()),
-                      *((_where(t) if t.state == TrialState.RUNNING else "",) if where else ()),
+                      *((_where(t) if t.state.name == "RUNNING" else "",) if where else ()),
                       _duration(state.elapsed(t)))
     return table
 
 
 def summary_line(state: StudyState) -> str:
-    counts = {s.name: 0 for s in TrialState}
+    counts = dict.fromkeys(TRIAL_STATES, 0)
     for t in state.trials:
         counts[t.state.name] += 1
     shown = ", ".join(f"{n} {name.lower()}" for name, n in counts.items() if n)
@@ -145,7 +142,7 @@ def summary_line(state: StudyState) -> str:
     return f"{len(state.finished)}{budget} trials finished ({shown or 'no trials'}); {best_text}{eta_text}"
 
 
-def _best_epoch(trial: FrozenTrial, direction: str) -> str:
+def _best_epoch(trial: Trial, direction: str) -> str:
     values = trial.intermediate_values
     if not values:
         return ""
@@ -153,7 +150,7 @@ def _best_epoch(trial: FrozenTrial, direction: str) -> str:
     return str(pick(values, key=values.get))
 
 
-def _where(trial: FrozenTrial) -> str:
+def _where(trial: Trial) -> str:
     """The running trial's host and slot: the driver that claimed it (host:pid) and its slot."""
     host = str(trial.user_attrs.get("driver", "")).rsplit(":", 1)[0]
     slot = trial.user_attrs.get("slot")
@@ -176,10 +173,8 @@ def _fmt(value) -> str:
 def open_dashboard(cfg: ExperimentConfig, port: int, host: str = "127.0.0.1") -> int:
     """optuna-dashboard on the study's storage, in this process: the storage URL, which may hold
     a password, never reaches a command line."""
-    from optuna_dashboard import run_server
-
-    open_readonly(cfg)  # the study exists: say so now, not in the browser
+    check_study(cfg)  # the study exists: say so now, not in the browser
     print(f"optuna-dashboard for study {cfg.study_name} on {redact(cfg.search.storage)}: "
           f"http://{host}:{port}/dashboard/ (Ctrl-C stops it)", flush=True)
-    run_server(paths.absolute_sqlite(cfg.search.storage, create=False), host=host, port=port)
+    serve_dashboard(cfg.search.storage, host, port)
     return 0

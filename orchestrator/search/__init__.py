@@ -1,1 +1,7 @@
-"""search."""
+"""The driver: an Optuna study whose trials run on an executor; the only package that calls Optuna.
+
+`driver` runs a search end to end; `preflight` checks everything before anything is created;
+`study` is the storage, budget lock, sampling and recovery of dead trials; `launcher` hands a trial
+to an executor and answers its questions (prune? keep the checkpoint?); `interrupts` handles Ctrl-C;
+`wrap_up` tests and registers the champion; `pretrain_stage` runs pre-training as a stage.
+"""

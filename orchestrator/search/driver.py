@@ -8,11 +8,13 @@
 3. preparing the data (splits and tokenization, cached under the data's fingerprint) and the
    TF-IDF baseline;
 4. the trials: each handed as a `TrialJob` to the executor (`launcher.py`, `execution/`), which
-   runs it in a child process here or as a Ray task on any node of a cluster (`trial.py` either
-   way), within the trial budget shared by every process on the study;
-5. the champion (`champion.py`): MLflow reconciled with Optuna, the best model evaluated on
+   runs it in a child process here or as a Ray task on any node of a cluster (`training/trial.py`
+   either way), within the trial budget shared by every process on the study. The trial reports
+   each epoch as an event and asks whether to go on; this process alone calls Optuna (`report`,
+   `should_prune`, `tell`), so a trial needs no access to the study's storage;
+5. the champion (`wrap_up.py`): MLflow reconciled with Optuna, the best model evaluated on
    test and registered.
-Ctrl-C or SIGTERM in any phase (`interrupt.py`) closes what was opened and returns the summary
+Ctrl-C or SIGTERM in any phase (`interrupts.py`) closes what was opened and returns the summary
 so far, marked interrupted (exit 130).
 """
 
@@ -27,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
 from orchestrator.search import wrap_up as champion
@@ -58,8 +59,9 @@ from orchestrator.search.study import (
     heartbeat,
     make_storage,
     recover_dead_trials,
+    trial_id,
 )
-from orchestrator.tracking.client import Tracker, is_outage
+from orchestrator.tracking.client import Tracker, TrackingStoreError, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ class Summary:
     best_value: float | None = None
     metric: str = "val_macro_f1"
     test_metric: str = "test_macro_f1"  # the task's score on test, which the registry compares
+    maximize: bool = True  # whether a higher `metric` is better (search.direction)
+    test_maximize: bool = True  # whether a higher `test_metric` is better (the task says)
     baseline_name: str = ""
     champion_test: dict = field(default_factory=dict)
     baseline: dict = field(default_factory=dict)
@@ -106,6 +110,7 @@ class _Opened:
     """What the search has created or joined so far: what an interrupt must close."""
 
     lock: StudyLock | None = None
+    storage: object = None
     study: optuna.Study | None = None
     tracker: Tracker | None = None
     parent: str | None = None
@@ -118,7 +123,8 @@ def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
     started = time.perf_counter()
     progress = progress or StudyProgress(cfg.search.n_trials)
     interrupt = Interrupt(progress, Children())
-    summary = Summary(cfg.study_name, metric=cfg.search.metric, tracking_uri=redact(cfg.tracking.uri))
+    summary = Summary(cfg.study_name, metric=cfg.search.metric, tracking_uri=redact(cfg.tracking.uri),
+                      maximize=cfg.search.direction == "maximize")
     opened = _Opened()
     try:
         with interrupt:
@@ -171,7 +177,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
     with lock():  # whichever process comes first creates stores, study, parent run; the others re-attach
         with interrupt.critical():
             opened.tracker = tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
-            storage = make_storage(cfg.search)
+            opened.storage = storage = make_storage(cfg.search)
             study = create_study(cfg, storage)
             check_identity(study, checked.splits.record, checked.model.record, redact(cfg.search.storage))
             opened.study = study
@@ -188,6 +194,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
         summary.baseline = baseline = _baseline(tracker, parent, checked, cfg)
     splits, task = checked.splits, checked.task
     summary.test_metric, summary.baseline_name = f"test_{task.main_metric}", task.baseline_name
+    summary.test_maximize = task.maximize(summary.test_metric)
     main = f"baseline_val_{task.main_metric}"
     progress.print(f"study {cfg.study_name!r} ({task.name}): {len(splits.data['train'])} train / "
                    f"{len(splits.data['validation'])} validation / {len(splits.data['test'])} test rows, "
@@ -197,7 +204,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
 
     _phase(summary, progress, "running trials")
     opened.close_run = close_run = _run_closer(tracker)
-    recover_dead_trials(study, lock, close_run)
+    recover_dead_trials(study, storage, lock, close_run)
     executor.open(study_dir, secret_environment(cfg), interrupt.children)
     launcher = TrialLauncher(cfg, study_dir, data_dir, checked.model.path, checked.model.fingerprint, parent,
                              executor, progress, len(splits.data["train"]), interrupt, lock, close_run,
@@ -274,7 +281,7 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
     except KeyboardInterrupt:
         status = None  # the interrupt's own cleanup closes the parent run
         raise
-    except MlflowException as e:
+    except TrackingStoreError as e:
         if is_outage(e):  # the Optuna results are safe; the same command redoes this part
             summary.tracking_error = f"{type(e).__name__}: {scrub(str(e))[:300]}"
             status = None  # the store is down: the next search closes the parent run
@@ -291,10 +298,10 @@ def _close_after_interrupt(opened: _Opened, interrupt: Interrupt) -> None:
     interrupt.children.terminate_all()
     try:
         if opened.study is not None and opened.close_run is not None:
-            recover_dead_trials(opened.study, opened.lock, opened.close_run, everyone_here=True)
+            recover_dead_trials(opened.study, opened.storage, opened.lock, opened.close_run, everyone_here=True)
         if opened.parent is not None:
             opened.tracker.end_run(opened.parent, "KILLED")
-    except MlflowException as e:
+    except TrackingStoreError as e:
         if not is_outage(e):
             raise
         log.warning("the MLflow store is unreachable; its runs are closed by the next search: %s", scrub(str(e)))
@@ -307,7 +314,7 @@ def _run_closer(tracker: Tracker):
         try:
             if run_id and tracker.client.get_run(run_id).info.status == "RUNNING":
                 tracker.finish_trial(run_id, "FAIL", reason, status=status)
-        except MlflowException as e:
+        except TrackingStoreError as e:
             if not is_outage(e):
                 raise
             # The Optuna record is what matters; the run is closed when the store is back.
@@ -352,7 +359,7 @@ def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLaun
             if trial is None:
                 if budget is not None and finished(study) >= budget:
                     return
-                recover_dead_trials(study, lock, launcher.close_run)
+                recover_dead_trials(study, storage, lock, launcher.close_run)
                 halt.wait(WAIT_S)
                 continue
             state = _run_trial(study, storage, launcher, trial, progress)
@@ -379,7 +386,7 @@ def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLaun
 def _run_trial(study: optuna.Study, storage, launcher: TrialLauncher, trial: optuna.Trial,
                progress: StudyProgress) -> TrialState:
     value, state = None, TrialState.FAIL
-    with heartbeat(storage, trial._trial_id):
+    with heartbeat(storage, trial_id(storage, study, trial.number)):
         try:
             value, state = launcher(trial), TrialState.COMPLETE
         except optuna.TrialPruned:

@@ -21,8 +21,9 @@ from orchestrator.execution.base import Executor, ExecutorError
 from orchestrator.execution.local import LocalExecutor
 from orchestrator.execution.slots import make_slots
 from orchestrator.models.heads import check_heads, load_tokenizer
-from orchestrator.models.sources import ModelSource, resolve_model
+from orchestrator.models.sources import ModelSource
 from orchestrator.config.paths import sqlite_path
+from orchestrator.registry.encoders import resolve_encoder
 from orchestrator.training.pretrain.corpus import load_corpus
 from orchestrator.tasks import Task, get_task
 from orchestrator.tasks.names import check_names
@@ -55,7 +56,7 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address
     check_names(task, splits.label_names, cfg.data)  # before search.metric is matched against those names
     problems = _metric_problems(cfg, splits, task) + task.label_problems(splits.label_names)
     # The encoder a pre-training stage is yet to make is checked once it exists (`check_model`).
-    model = None if model_pending else resolve_model(cfg.model, cfg.tracking.uri)
+    model = None if model_pending else resolve_encoder(cfg.model, cfg.tracking.uri)
     if model is not None:
         problems = _model_problems(cfg, model) + problems
     elif cfg.pretrain is not None and cfg.pretrain.init == SCRATCH:
@@ -69,7 +70,7 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address
 
 def check_model(cfg: ExperimentConfig) -> ModelSource:
     """The model, resolved to a local folder and checked against the hyperparameters."""
-    model = resolve_model(cfg.model, cfg.tracking.uri)
+    model = resolve_encoder(cfg.model, cfg.tracking.uri)
     problems = _model_problems(cfg, model)
     if problems:
         raise ConfigError(cfg.source, problems)

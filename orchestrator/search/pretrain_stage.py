@@ -60,7 +60,7 @@ class Outcome:
 
 def plan(cfg: ExperimentConfig) -> Plan:
     """Everything pre-training reads, checked, and its fingerprint. Creates nothing."""
-    from orchestrator.models.sources import resolve_model
+    from orchestrator.registry.encoders import resolve_encoder
     from orchestrator.search.preflight import unwritable
 
     p = cfg.pretrain
@@ -73,7 +73,7 @@ def plan(cfg: ExperimentConfig) -> Plan:
     else:
         model = ModelConfig(p.init, None, cfg.model.trust_remote_code) if p.init else cfg.model
         try:
-            source = resolve_model(model)
+            source = resolve_encoder(model)
         except DataError as e:
             if not p.init:
                 raise
@@ -103,10 +103,9 @@ def pending(cfg: ExperimentConfig) -> tuple[str | None, Plan | None]:
     """(why `search` must pre-train first, or None; the plan when it was made on the way): the
     experiment fine-tunes its own registered encoder, and `@alias` is missing or points to an
     encoder pre-trained with other text or settings."""
-    from mlflow import MlflowClient
-
-    from orchestrator.config.paths import absolute_sqlite, sqlite_path
-    from orchestrator.registry.versions import FINGERPRINT_TAG, alias_version
+    from orchestrator.config.paths import sqlite_path
+    from orchestrator.registry.encoders import encoder_version
+    from orchestrator.registry.versions import FINGERPRINT_TAG
     from orchestrator.tracking.client import check_store
 
     if cfg.pretrain is None or not cfg.model.name_or_path.startswith(f"models:/{cfg.encoder_name}@"):
@@ -116,8 +115,7 @@ def pending(cfg: ExperimentConfig) -> tuple[str | None, Plan | None]:
     if database is not None and not database.expanduser().exists():
         return f"{cfg.model.name_or_path} does not exist yet", None  # not even the store does
     check_store(cfg.tracking.uri)  # a dead or refusing server: a clear message, not a traceback
-    uri = absolute_sqlite(cfg.tracking.uri, create=False)
-    version = alias_version(MlflowClient(uri, registry_uri=uri), cfg.encoder_name, alias)
+    version = encoder_version(cfg.tracking.uri, cfg.encoder_name, alias)
     if version is None:
         return f"{cfg.model.name_or_path} does not exist yet", None
     work = plan(cfg)

@@ -107,7 +107,8 @@ def print_summary(summary, console: Console, config_path: str) -> None:
     if summary.best_trial is None:
         p("No trial completed, so nothing was evaluated on test or registered. See the FAIL notes above.")
     else:
-        p(f"best trial: {summary.best_trial}  best {summary.metric}: {summary.best_value:.4f}")
+        lower = "" if summary.maximize else " (lower is better)"
+        p(f"best trial: {summary.best_trial}  best {summary.metric}: {summary.best_value:.4f}{lower}")
         p("best hyperparameters: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.best_params.items()))
         if summary.threshold_note:
             p(summary.threshold_note)
@@ -121,6 +122,12 @@ def print_summary(summary, console: Console, config_path: str) -> None:
     baseline = summary.baseline.get(f"baseline_{summary.test_metric}")
     if baseline is not None:
         p(f"baseline ({summary.baseline_name}) {pretty(summary.test_metric)}: {baseline:.4f}")
+        champion = summary.champion_test.get(summary.test_metric)
+        if champion is not None:  # who wins, in the metric's own direction
+            gap = champion - baseline if summary.test_maximize else baseline - champion
+            verdict = "beats" if gap > 0 else "ties" if gap == 0 else "TRAILS"
+            p(f"champion {verdict} the baseline by {abs(gap):.4f} "
+              f"({'higher' if summary.test_maximize else 'lower'} {pretty(summary.test_metric)} is better)")
     r = summary.registration
     if r is not None:
         state = "already registered" if r.reused else f"registered as version {r.version}"

@@ -52,22 +52,46 @@ DRIVER = f"{socket.gethostname()}:{os.getpid()}"
 SAMPLE_ATTEMPTS = 50  # discarded repeats before a process decides the space is used up
 
 
-def requeue_once(study: optuna.Study, trial: FrozenTrial) -> bool:
-    """A dead process says nothing about the parameters: run them once more, and only once.
-    Callers hold the study lock, so two processes never both re-queue the same trial."""
-    if "retry_of" in trial.user_attrs:
+# A dead process says nothing about the parameters: run them once more, and only once. Optuna's
+# own callback, for trials it finds without heartbeats and for those this package finds dead.
+with warnings.catch_warnings():  # "experimental" since Optuna 2.8; the deprecated alias is not
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+PROBE_PREFIX = "probe:"  # study user attrs caching a batch-size probe, by configuration and GPU
+
+
+def retry_once(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Queue `trial`'s parameters again unless it is itself a retry; whether it was queued.
+    Callers hold the study lock, and only the process that failed the trial calls this."""
+    if retried_from(trial) is not None:
         return False
-    if any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
-        return False
-    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    RETRY(study, trial)
     return True
+
+
+def retried_from(trial: FrozenTrial) -> int | None:
+    """The number of the trial whose process died and which `trial` runs again, if it does."""
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.8, and what the callback records
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
+def trial_record(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial `number` as the storage holds it now (what other threads and events have written)."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def trial_id(storage: RDBStorage, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial `number`, through the storage's public lookups (Optuna keeps the
+    id of a `Trial` private); heartbeats and attributes of another process's trial need it."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
 
 def make_storage(cfg: SearchConfig) -> RDBStorage:
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5, and what we need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RDBStorage(paths.absolute_sqlite(cfg.storage), heartbeat_interval=cfg.heartbeat_interval,
-                          grace_period=cfg.heartbeat_grace_period, heartbeat_stale_trial_callback=requeue_once)
+                          grace_period=cfg.heartbeat_grace_period, heartbeat_stale_trial_callback=RETRY)
 
 
 def make_sampler(s: SearchConfig, trial_number: int = 0) -> optuna.samplers.BaseSampler:
@@ -93,6 +117,9 @@ def make_pruner(s: SearchConfig) -> optuna.pruners.BasePruner:
 
 def create_study(cfg: ExperimentConfig, storage: RDBStorage) -> optuna.Study:
     s = cfg.search
+    if s.direction is None:  # Optuna would take None for minimize: a config loaded without the tasks' rules
+        raise ValueError("search.direction is unset: load the experiment with orchestrator.tasks.load_experiment, "
+                         "which settles it from the task's metric")
     sampler = make_sampler(s)
     pruner = make_pruner(s)
     return optuna.create_study(study_name=cfg.study_name, storage=storage, sampler=sampler, pruner=pruner,
@@ -224,7 +251,7 @@ def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: 
             if sampling is None:
                 return trial
             sampling.sample(trial)
-            twin = None if "retry_of" in trial.user_attrs else _twin(study, trial)
+            twin = None if retried_from(trial_record(study, trial.number)) is not None else _twin(study, trial)
             if twin is None:
                 return trial
             trial.set_user_attr("duplicate_of", twin)
@@ -284,8 +311,8 @@ def heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
         thread.join()
 
 
-def recover_dead_trials(study: optuna.Study, lock: StudyLock, close_run: Callable[[FrozenTrial, str], None],
-                        everyone_here: bool = False) -> None:
+def recover_dead_trials(study: optuna.Study, storage: RDBStorage, lock: StudyLock,
+                        close_run: Callable[[FrozenTrial, str], None], everyone_here: bool = False) -> None:
     """Mark FAIL what dead drivers left RUNNING, re-queue each once, close its MLflow run with
     `close_run(trial, reason)`. `everyone_here`: this process is stopping, so its own RUNNING
     trials count as dead too."""
@@ -300,12 +327,12 @@ def recover_dead_trials(study: optuna.Study, lock: StudyLock, close_run: Callabl
             if not (mine or (name == host and pid.isdigit() and not _alive(int(pid)))):
                 continue
             reason = "interrupted" if mine else f"its driver process {driver} died"
-            handle = optuna.trial.Trial(study, t._trial_id)  # attributes only while it is unfinished
-            handle.set_user_attr("fail_reason", reason)
-            handle.set_user_attr("died", True)
+            number = trial_id(storage, study, t.number)  # attributes only while it is unfinished
+            storage.set_trial_user_attr(number, "fail_reason", reason)
+            storage.set_trial_user_attr(number, "died", True)
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             close_run(t, reason)
-            requeue_once(study, t)
+            retry_once(study, trial_record(study, t.number))
             left_running.discard(t.number)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

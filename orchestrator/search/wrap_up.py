@@ -18,9 +18,10 @@ from optuna.trial import TrialState
 
 from orchestrator.config import paths
 from orchestrator.registry import versions as registry
+from orchestrator.registry.lookup import load_classifier
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import Splits
-from orchestrator.serving.predict import Classifier
+from orchestrator.training.saved_model import Classifier
 from orchestrator.search.study import DIED, FINISHED
 from orchestrator.tasks import Task
 from orchestrator.tracking.client import CHECKPOINT_ARTIFACT, Tracker
@@ -144,7 +145,7 @@ def register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: st
         tracker.client, cfg.model_name, run_id, checkpoint, metrics[main], example,
         Classifier(checkpoint).predict_frame(example),
         tags={"orchestrator_study": cfg.study_name, "optuna_trial_number": str(best.number)},
-        metric=main, test_data=test_data, rescore=_rescorer(splits, main),
+        metric=main, test_data=test_data, rescore=_rescorer(splits, main), maximize=task.maximize(main),
         description=describe(cfg, splits, best, run_id, metrics, task, baseline, test_data))
     tracker.set_tags(parent, {"registered_model": f"{registration.name}/{registration.version}",
                               "registered_alias": registration.alias})
@@ -166,7 +167,9 @@ def describe(cfg: ExperimentConfig, splits: Splits, best: optuna.trial.FrozenTri
         shown += f" and {len(others) - most} more on run {run_id}"
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(best.params.items()))
     gap = metrics[main] - baseline if baseline is not None else 0.0
-    compared = (f"{main} {baseline:.6f}; the model is {abs(gap):.4f} {'above' if gap >= 0 else 'below'} it"
+    better = gap >= 0 if task.maximize(main) else gap <= 0  # in the metric's own direction
+    compared = (f"{main} {baseline:.6f}; the model is {abs(gap):.4f} {'better' if better else 'worse'} "
+                f"({'higher' if task.maximize(main) else 'lower'} is better)"
                 if baseline is not None else "not recorded on the study's run")
     return "\n\n".join([
         f"**{task.name}** model of study `{cfg.study_name}` (experiment `{cfg.experiment_name}`), fine-tuned from "
@@ -191,10 +194,8 @@ def _as_text(value) -> str:
 def _rescorer(splits: Splits, metric: str):
     """Scores a registered version on this study's test split, when it predicts the same labels."""
     def rescore(version) -> float:
-        import mlflow
-
         try:
-            classifier = mlflow.pyfunc.load_model(version.source).unwrap_python_model().classifier
+            classifier = load_classifier(version.source)
         except Exception as e:  # noqa: BLE001 - any failure to load means: cannot compare
             raise registry.ScoreUnreadable(f"version {version.version} (the current champion) could not be loaded "
                                            f"to re-score it on this test split ({type(e).__name__}: {e})") from e

@@ -1,1 +1,2 @@
-"""serving."""
+"""Predictions from a registered model: `predict` (files) and `scoring_server` (`serve`, HTTP).
+"""

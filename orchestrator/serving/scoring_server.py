@@ -24,10 +24,10 @@ import sys
 import time
 from pathlib import Path
 
+from orchestrator.config.paths import absolute_sqlite
 from orchestrator.config.secrets import redact
 from orchestrator.data import DataError
-from orchestrator.config.paths import absolute_sqlite
-from orchestrator.serving.predict import _check_model
+from orchestrator.registry.lookup import check_model
 from orchestrator.tracking.client import existing_store
 
 EXIT_INTERRUPTED = 130
@@ -46,7 +46,7 @@ def serve_model(model_uri: str, tracking_uri: str, host: str = "127.0.0.1", port
                         f"models:/{rest}/1")  # MLflow would read the bare name as a logged model's id
     if model_uri.startswith(("models:/", "runs:/")):
         existing_store(tracking_uri)  # never a new store, nor MLflow's tables in a foreign database
-    _check_model(model_uri, tracking_uri)
+    check_model(model_uri, tracking_uri)
     _check_port(host, port)
     store = absolute_sqlite(tracking_uri, create=False) if tracking_uri else ""
     env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store}

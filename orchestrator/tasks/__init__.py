@@ -14,6 +14,7 @@ REGISTRY = {
     "multi_label": "orchestrator.tasks.multi_label:MultiLabel",
     "token_classification": "orchestrator.tasks.token_classification:TokenClassification",
 }
+DEFAULT_TASK = "single_label"  # an experiment's task when it names none
 
 
 def task_class(name: str) -> type[Task]:
@@ -28,7 +29,11 @@ def get_task(name: str, cfg=None) -> Task:
 
 def task_of(splits) -> Task:
     """The task the splits were made for (their fingerprint record says), with default settings."""
-    return get_task(splits.record.get("settings", {}).get("task", "single_label"))
+    return get_task(splits.record.get("settings", {}).get("task", DEFAULT_TASK))
 
 
-__all__ = ["Artifact", "Evaluation", "REGISTRY", "Task", "get_task", "task_class", "task_of"]
+# After REGISTRY, which it reads: the config with the tasks' defaults and rules.
+from orchestrator.tasks.experiment import experiment_from_dict, load_experiment  # noqa: E402
+
+__all__ = ["Artifact", "DEFAULT_TASK", "Evaluation", "REGISTRY", "Task", "experiment_from_dict", "get_task",
+           "load_experiment", "task_class", "task_of"]

@@ -1,6 +1,6 @@
 """The Task seam: everything that differs between kinds of prediction, behind one interface.
 
-The training loop (`train.py`), the trial, the search, tracking and the registry never branch on
+The training loop (`training/loop.py`), the trial, the search, tracking and the registry never branch on
 the task; they call these methods. A task owns:
 
   reading and checking labels, and the split      `load_splits`
@@ -8,10 +8,12 @@ the task; they call these methods. A task owns:
   the model (head) and its loss                   `build_model`, `loss`, `loss_weights`, `train_rows`
   from model outputs to predictions              `gather`, `evaluate` (post-processing fitted on
                                                   validation: thresholds), metrics
-  which metrics a search may optimise             `metric_names`, `metric_problem`, `main_metric`
+  which metrics a search may optimise, and        `metric_names`, `metric_problem`, `main_metric`,
+  whether higher is better                        `maximize`
+  the settings it reads and the rules they obey   `splits_label_cells`, `config_problems`
   the baseline                                    `baseline`
   error-analysis artifacts                        `artifacts`
-  what the registered model takes and returns     `Predictor` (`predict.py`), `output_frame`
+  what the registered model takes and returns     `output_frame` (through `training/saved_model.py`)
 
 Data flow of one evaluation, the same for every task:
 
@@ -40,7 +42,7 @@ from orchestrator.tasks.names import safe_name
 
 __all__ = ["Artifact", "Evaluation", "Task", "safe_name"]
 
-LOWER_IS_BETTER = ("loss",)
+LOWER_IS_BETTER = ("loss",)  # metric names ending so are minimised (`Task.maximize`)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Task(ABC):
     main_metric: str  # the default search metric is "val_" + this; the registry compares "test_" + this
     columns: tuple[str, ...]  # the columns of `Splits.data`, e.g. ("text", "label")
     baseline_name: str  # what `baseline` fits, in a few words
+    splits_label_cells = False  # whether one label cell holds several labels (`data.label_separator`)
 
     def __init__(self, cfg: ExperimentConfig | None = None):
         self.cfg = cfg
@@ -76,9 +79,15 @@ class Task(ABC):
         """Every metric `evaluate` returns for these labels: what `search.metric` may name."""
         raise NotImplementedError
 
-    def metric_problem(self, metric: str, direction: str, label_names: list[str] | None = None) -> str | None:
-        """Why `metric` cannot be optimised in `direction`, or None. Without labels (the config is
-        checked before the data is read), checks the metric's form only."""
+    def maximize(self, metric: str) -> bool:
+        """Whether a higher `metric` is better: the default `search.direction`, and the registry's
+        rule for a champion. Every metric but a loss, unless a task says otherwise."""
+        return not metric.endswith(LOWER_IS_BETTER)
+
+    def metric_problem(self, metric: str, direction: str | None,
+                       label_names: list[str] | None = None) -> str | None:
+        """Why `metric` cannot be optimised in `direction` (None: the one `maximize` says), or None.
+        Without labels (the config is checked before the data is read), checks the metric's form only."""
         if label_names is not None:
             known = self.metric_names(label_names)
             if metric not in known:
@@ -86,10 +95,11 @@ class Task(ABC):
                         f"{self.name}); choose one of {', '.join(known)}")
         elif not self.metric_form_ok(metric):
             return f"{metric!r} is not a metric the trials produce (task {self.name}); {self.metric_help()}"
-        wanted = "minimize" if metric.endswith(LOWER_IS_BETTER) else "maximize"
-        if direction != wanted:
-            better = "lower" if wanted == "minimize" else "higher"
-            return f"{metric} is better when {better}; set search.direction: {wanted}"
+        wanted = "maximize" if self.maximize(metric) else "minimize"
+        if direction is not None and direction != wanted:
+            better = "higher" if wanted == "maximize" else "lower"
+            return (f"{metric} is better when {better}; set search.direction: {wanted}, or leave search.direction "
+                    f"out (the task then sets it)")
         return None
 
     def named_parts(self, label_names: list[str]) -> dict[str, list[str]]:

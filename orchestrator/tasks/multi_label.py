@@ -47,6 +47,7 @@ class MultiLabel(Task):
     main_metric = "macro_f1"
     columns = ("text", "labels")
     baseline_name = "TF-IDF + one-vs-rest logistic regression, tuned thresholds"
+    splits_label_cells = True
 
     # ---- config
     def metric_names(self, label_names: list[str], prefix: str = "val") -> list[str]:

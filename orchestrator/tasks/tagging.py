@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from seqeval.metrics import classification_report
+from seqeval.metrics.sequence_labeling import get_entities
+from seqeval.scheme import IOBES
+
 SCHEMES = ("BIO", "BIOES", "BMES")
 PREFIXES = {"BIO": "BI", "BIOES": "BIES", "BMES": "BMES"}
 SEGMENT = frozenset("BMES")
@@ -83,28 +87,9 @@ def tag_names(tags: Iterable[str], scheme: str) -> list[str]:
 
 # ---------------------------------------------------------------- reading tags (seqeval's default mode)
 
-def _end_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
-    return (prev_tag in ("E", "S") or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
-            or (prev_tag != "O" and prev_type != type_))
-
-
-def _start_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
-    return (tag in ("B", "S") or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
-            or (tag != "O" and prev_type != type_))
-
-
 def read_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     """(type, start, end) of each entity, end exclusive: seqeval's `get_entities`, with M as I."""
-    out, prev_tag, prev_type, begin = [], "O", NO_TYPE, 0
-    for i, chunk in enumerate([*tags, "O"]):
-        tag, type_ = split_tag(chunk)
-        tag = "I" if tag == "M" else tag
-        if _end_of_chunk(prev_tag, tag, prev_type, type_):
-            out.append((prev_type, begin, i))
-        if _start_of_chunk(prev_tag, tag, prev_type, type_):
-            begin = i
-        prev_tag, prev_type = tag, type_
-    return out
+    return [(t, s, e + 1) for t, s, e in get_entities(["I" if t == "M" else t for t in tags])]
 
 
 def words(tags: Sequence[str]) -> list[tuple[int, int]]:
@@ -130,16 +115,12 @@ def repair(tags: Sequence[str], scheme: str) -> tuple[list[str], list[tuple[int,
     """(tags as seqeval reads them, written well-formed; [(position, "orphan" | "unclosed")] of the
     tags that changed). Orphan: an I-/E-/M- tag that continues nothing; unclosed: a B-/I-/M- tag
     left without its E- (BIOES, BMES)."""
-    fixed = tags_from_spans(read_spans(tags), len(tags), scheme)
-    changed = []
-    for i, (old, new) in enumerate(zip(tags, fixed)):
-        if old != new:
-            prefix = split_tag(old)[0]
-            prev = split_tag(tags[i - 1]) if i else ("O", NO_TYPE)
-            start = _start_of_chunk("I" if prev[0] == "M" else prev[0], "I" if prefix == "M" else prefix,
-                                    prev[1], split_tag(old)[1])
-            changed.append((i, "orphan" if prefix in ("I", "E", "M") and start else "unclosed"))
-    return fixed, changed
+    spans = read_spans(tags)
+    fixed, starts = tags_from_spans(spans, len(tags), scheme), {s for _, s, _ in spans}
+    # seqeval never puts an O in an entity, so every changed tag is in one: an orphan if its
+    # entity starts on it, unclosed otherwise.
+    return fixed, [(i, "orphan" if old[:1] in ("I", "E", "M") and i in starts else "unclosed")
+                   for i, (old, new) in enumerate(zip(tags, fixed)) if old != new]
 
 
 # ---------------------------------------------------------------- scores
@@ -163,9 +144,6 @@ def entity_report(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], 
     BMES: the segmentation scores under "micro"."""
     if scheme == "BMES":
         return {"micro": segmentation_scores(gold, pred)}
-    from seqeval.metrics import classification_report
-    from seqeval.scheme import IOBES
-
     zero = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     gold, pred = [list(s) for s in gold], [list(s) for s in pred]
     if not any(t != "O" for s in gold + pred for t in s):

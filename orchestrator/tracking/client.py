@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import fsspec
 import mlflow
 import requests
 import sqlalchemy
+import tenacity
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunInfo
 from mlflow.exceptions import MlflowException, RestException
@@ -39,6 +43,11 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 
 class TrackingError(RuntimeError):
     pass
+
+
+# What MLflow raises when a store refuses or fails a request, for modules that catch it without
+# importing mlflow (only tracking/ and registry/ talk to MLflow).
+TrackingStoreError = MlflowException
 
 
 # MLflow's codes for a store that is down or overloaded, as opposed to one that refuses a request.
@@ -123,10 +132,6 @@ def _is_database(uri: str) -> bool:
 
 
 def _tables(uri: str, db, shown: str, key: str) -> list[str]:
-    import sqlite3
-
-    import sqlalchemy
-
     try:
         if db is not None:  # read-only: connecting must not create or change the file
             with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as conn:
@@ -288,16 +293,64 @@ class Tracker:
         return Path(self.client.download_artifacts(run_id, path, str(destination)))
 
     def delete_artifacts(self, run_id: str, path: str) -> None:
-        """Remove an artifact folder from a run (a finished one too), wherever the store keeps it."""
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        get_artifact_repository(self.client.get_run(run_id).info.artifact_uri).delete_artifacts(path)
+        """Remove an artifact folder from a run (a finished one too), wherever the store keeps it:
+        through the server's artifact proxy (`--serve-artifacts`), else straight in the folder or
+        bucket the run's artifact URI names (file://, s3:// with s3fs, any fsspec store)."""
+        # MLflow's Python API has no call that deletes artifacts; its REST API and fsspec do.
+        root = self.client.get_run(run_id).info.artifact_uri
+        if root.startswith("mlflow-artifacts:"):
+            _delete_proxied(self.uri, root, path)
+            return
+        try:  # a fresh instance: a cached one may hold a stale listing of the bucket
+            fs, folder = fsspec.core.url_to_fs(root, skip_instance_cache=True, **_s3_endpoint(root))
+        except ImportError as e:
+            raise TrackingError(f"deleting artifacts at {root.split('://')[0]}:// needs its fsspec package "
+                                f"({e.name}): pip install 'orchestrator[cluster]'") from None
+        try:
+            fs.rm(f"{folder.rstrip('/')}/{path.strip('/')}", recursive=True)
+        except FileNotFoundError:  # deleted already (another process finishing the same study)
+            pass
 
     def has_artifacts(self, run_id: str, path: str) -> bool:
         return bool(self.client.list_artifacts(run_id, path))
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
+
+
+def _s3_endpoint(uri: str) -> dict:
+    """MLflow's own S3 endpoint setting, so a delete goes where MLflow uploaded (s3fs reads AWS_*)."""
+    endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint and uri.startswith("s3://") else {}
+
+
+def _delete_proxied(tracking_uri: str, root: str, path: str) -> None:
+    """DELETE /api/2.0/mlflow-artifacts/artifacts/<path> on the server that proxies `root`
+    (`mlflow-artifacts:/...`, or `mlflow-artifacts://host:port/...` for another server), signed in
+    with MLflow's documented client variables."""
+    server, artifact = urlparse(tracking_uri), urlparse(root)
+    url = (f"{server.scheme}://{artifact.netloc or server.netloc}{server.path.rstrip('/')}"
+           f"/api/2.0/mlflow-artifacts/artifacts/{artifact.path.strip('/')}/{path.strip('/')}")
+    env = os.environ.get
+    user, password, token = env("MLFLOW_TRACKING_USERNAME"), env("MLFLOW_TRACKING_PASSWORD"), env("MLFLOW_TRACKING_TOKEN")
+    insecure = env("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1")
+    answer = requests.delete(
+        url, auth=(user, password) if user and password else None,
+        headers={"Authorization": f"Bearer {token}"} if token else None,
+        verify=False if insecure else env("MLFLOW_TRACKING_SERVER_CERT_PATH") or True,
+        cert=env("MLFLOW_TRACKING_CLIENT_CERT_PATH"), timeout=float(env("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")))
+    if answer.ok:
+        return
+    try:
+        body = answer.json()  # MLflow's own error, when the server itself answered
+    except ValueError:
+        body = None
+    body, status = body if isinstance(body, dict) else {}, answer.status_code
+    # A 5xx from a proxy in front reads as an outage (`is_outage`); a refused login does not.
+    code = body.get("error_code") or ("TEMPORARILY_UNAVAILABLE" if status >= 500 else
+                                      "PERMISSION_DENIED" if status in (401, 403) else "BAD_REQUEST")
+    raise RestException({"error_code": code, "message": f"DELETE {redact(url)}: HTTP {status}: "
+                                                        f"{scrub(str(body.get('message') or answer.text))[:300]}"})
 
 
 class BestEffort:
@@ -309,33 +362,40 @@ class BestEffort:
 
     def __init__(self, factory, attempts: int = 3, wait: float = 1.0, pause: float = 30.0):
         self._factory, self._tracker = factory, None
-        self._attempts, self._wait, self._pause = attempts, wait, pause
+        self._pause = pause
         self._down_until = 0.0
         self.failures = 0
+        self._retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(attempts), wait=tenacity.wait_exponential(multiplier=wait),
+            retry=tenacity.retry_if_exception(_worth_retrying), before_sleep=_say_retrying,
+            retry_error_callback=self._give_up)
 
     def __getattr__(self, name: str):
         def call(*args, **kwargs):
             if time.monotonic() < self._down_until:
                 self.failures += 1
                 return None
-            for attempt in range(self._attempts):
-                try:
-                    if self._tracker is None:
-                        self._tracker = self._factory()
-                    return getattr(self._tracker, name)(*args, **kwargs)
-                except TrackingError as e:  # the factory could not open the store
-                    if not is_outage(e.__cause__):
-                        raise
-                    error = e
-                except Exception as e:
-                    if not is_outage(e):
-                        raise
-                    error = e
-                time.sleep(self._wait * 2**attempt)
-            self.failures += 1
-            self._down_until = time.monotonic() + self._pause
-            log.warning("MLflow %s failed %d times, skipped (the trial goes on): %s", name, self._attempts,
-                        scrub(str(error))[:500])
-            return None
+            return self._retrying(self._call, name, *args, **kwargs)
 
         return call
+
+    def _call(self, name: str, *args, **kwargs):
+        if self._tracker is None:
+            self._tracker = self._factory()
+        return getattr(self._tracker, name)(*args, **kwargs)
+
+    def _give_up(self, state: tenacity.RetryCallState) -> None:
+        self.failures += 1
+        self._down_until = time.monotonic() + self._pause
+        log.warning("MLflow %s failed %d times, skipped (the trial goes on): %s", state.args[0],
+                    state.attempt_number, scrub(str(state.outcome.exception()))[:500])
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    # The factory wraps the store's error in a TrackingError; the wrapped error tells.
+    return is_outage(error.__cause__ if isinstance(error, TrackingError) else error)
+
+
+def _say_retrying(state: tenacity.RetryCallState) -> None:
+    log.info("MLflow %s: store unreachable (try %d), again in %.1fs", state.args[0], state.attempt_number,
+             state.next_action.sleep if state.next_action else 0.0)

@@ -4,7 +4,8 @@
 measurement fails (out of memory) or exceeds the budget, then bisect between the last good and
 the first bad size. `cuda_measure` is the measurement on a GPU: one worst-case step (every row at
 max length) through forward, backward and optimizer step, read with `max_memory_reserved`.
-On CPU there is no probe: configured batch sizes are used as given.
+On CPU there is no probe: configured batch sizes are used as given. The `probe` command is
+`orchestrator.search.probe_command`.
 """
 
 from __future__ import annotations
@@ -155,26 +156,3 @@ def probe_config(model_path: str, params, num_labels: int, precision: str, targe
     total = torch.cuda.get_device_properties(device).total_memory
     measure = cuda_measure(build, template.encoder.config.vocab_size, params.max_length, precision, device, task)
     return find_max_batch(measure, total, target)
-
-
-def probe_experiment(cfg) -> list[str]:
-    """`python -m orchestrator probe`: probe the experiment's training defaults on GPU 0."""
-    import torch
-
-    from orchestrator.models.sources import resolve_model
-    from orchestrator.training.loop import precision_for
-
-    if not torch.cuda.is_available():
-        return ["no GPU visible: on CPU there is no probe, configured batch sizes are used as given"]
-    t = cfg.training
-    precision = precision_for(cpu=False)
-    from orchestrator.tasks import get_task
-
-    result = probe_config(resolve_model(cfg.model, cfg.tracking.uri).path, t, 2, precision, cfg.search.memory_target,
-                          task=get_task(cfg.task, cfg), attention=cfg.model.attention)
-    name = torch.cuda.get_device_name(0)
-    sizes = ", ".join(f"{b}:{'OOM' if p is None else f'{p / 2**30:.1f}G'}" for b, p in result.measurements)
-    return [f"{name}: head={t.head} strategy={t.strategy} max_length={t.max_length} precision={precision}",
-            f"largest per-device batch {result.batch_size}, peak reserved {result.peak_bytes / 2**30:.2f} GiB "
-            f"of {result.total_bytes / 2**30:.2f} GiB ({result.peak_fraction:.1%}; target {result.target:.0%})",
-            f"measured: {sizes}"]

@@ -1,10 +1,11 @@
-"""One trial inside its own process: the objective's body, run by `orchestrator.execution.worker`.
+"""One trial inside its own process: the objective's body, run by `orchestrator.training.worker`.
 
-The driver (`search.py`) has already created the Optuna trial and sampled its parameters; this
-process re-attaches to the trial through the storage, probes the batch size on a GPU, runs
-`train.train`, reports each epoch to the trial (so the pruner can stop it), logs the trial's
-nested MLflow run, logs its best-epoch checkpoint to the run's artifacts while it ranks among
-the study's `search.keep_checkpoints` best, and returns its `TrialOutcome`.
+The driver (`search/`) has already created the Optuna trial and sampled its parameters, which
+come in the job. This process probes the batch size on a GPU, runs `loop.train`, sends each
+epoch's score to the driver and asks whether to go on (the driver's pruner decides), logs the
+trial's nested MLflow run, logs its best-epoch checkpoint to the run's artifacts while it ranks
+among the study's `search.keep_checkpoints` best (the driver says), and returns its
+`TrialOutcome`. It never opens the study's storage, so it needs no credentials for it.
 Half of the search, kept apart so that a crash, leak or OOM here takes only this trial down.
 """
 
@@ -20,27 +21,22 @@ import time
 import traceback
 from pathlib import Path
 
-import optuna
 import torch
-from mlflow.exceptions import MlflowException
 
-from orchestrator.training import probe as memory
-from orchestrator.config import paths
-from orchestrator.training import loop as train
 from orchestrator.config import ExperimentConfig, TrainingConfig, from_dict
 from orchestrator.config.load import FROM_ENVIRONMENT
 from orchestrator.config.secrets import scrub
 from orchestrator.data import Splits, load_saved_splits
-from orchestrator.execution.job import WARM_START, TrialJob, TrialOutcome, emit
-from orchestrator.search.study import make_pruner
+from orchestrator.execution.job import WARM_START, TrialJob, TrialOutcome, ask, emit
 from orchestrator.tasks import Task, get_task, thresholds
 from orchestrator.tasks.names import class_count_tag
-from orchestrator.tracking.client import CHECKPOINT_ARTIFACT, BestEffort, Tracker
+from orchestrator.tracking.client import CHECKPOINT_ARTIFACT, BestEffort, Tracker, TrackingStoreError
+from orchestrator.training import loop, probe
 
 
 def job_config(job: TrialJob) -> ExperimentConfig:
-    """The job's config (written with passwords redacted) with the stores' real URLs, which the
-    driver passes through this process's environment."""
+    """The job's config (written with passwords redacted) with the tracking store's real URL,
+    which the driver passes through this process's environment."""
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in job.config.items()}
     for (section, key), variable in FROM_ENVIRONMENT.items():
         if os.environ.get(variable):
@@ -54,21 +50,18 @@ def run_trial(job: TrialJob, clock: float | None = None) -> TrialOutcome | None:
     entered = time.time()
     cfg = job_config(job)
     is_main = int(os.environ.get("RANK", "0")) == 0
-    storage = optuna.storages.RDBStorage(paths.absolute_sqlite(cfg.search.storage))
-    study = optuna.load_study(study_name=cfg.study_name, storage=storage, pruner=make_pruner(cfg.search))
-    trial = optuna.trial.Trial(study, job.trial_id)
-    params = dataclasses.replace(cfg.training, **trial.params)
+    params = dataclasses.replace(cfg.training, **job.params)
     splits = load_saved_splits(job.data_dir)
     task = get_task(cfg.task, cfg)
-    run = _TrialRun(cfg, job, trial, splits, task) if is_main else None
+    run = _TrialRun(cfg, job, splits, task) if is_main else None
     opened = time.time()
 
     # batch_size is the effective batch: each of a multi-process launch's ranks takes its share.
     per_device, accumulation = math.ceil(params.batch_size / int(os.environ.get("WORLD_SIZE", "1"))), 1
     eval_batch = None
     if torch.cuda.is_available():
-        largest = _probe(study, params, job, run, task, cfg.model.attention)
-        per_device, accumulation = memory.plan_batch(per_device, largest)
+        largest = _probe(params, job, run, task, cfg.model.attention)
+        per_device, accumulation = probe.plan_batch(per_device, largest)
         # A forward pass without gradients at the probed training batch fits where the training step did.
         eval_batch = max(params.eval_batch_size, largest or 0)
     oom_retried = False
@@ -76,7 +69,7 @@ def run_trial(job: TrialJob, clock: float | None = None) -> TrialOutcome | None:
         if run:
             run.record_batch(per_device, accumulation, oom_retried)
         try:
-            result = train.train(
+            result = loop.train(
                 params, cfg.model, splits, job.model_path, run.on_step if run else None,
                 run.on_evaluate if run else None, metric=cfg.search.metric,
                 greater_is_better=cfg.search.direction == "maximize", per_device_batch_size=per_device,
@@ -85,17 +78,17 @@ def run_trial(job: TrialJob, clock: float | None = None) -> TrialOutcome | None:
             trained = time.time()
             break
         except Exception as e:  # noqa: BLE001 - an OOM gets one retry; everything else fails the trial
-            if memory.is_oom(e) and not oom_retried and per_device > 1:
+            if probe.is_oom(e) and not oom_retried and per_device > 1:
                 per_device, accumulation, oom_retried = per_device // 2, accumulation * 2, True
                 _release()
                 continue
             traceback.print_exc()  # the whole story goes to the trial's log; the reason is its last line
             reason = scrub(f"{type(e).__name__}: {e}")
-            if memory.is_oom(e):
+            if probe.is_oom(e):
                 reason = f"out of memory at per-device batch {per_device} (after one retry at half): {e}"
             if run:
                 run.finish("FAIL", reason)
-            return TrialOutcome("FAIL", reason=reason) if is_main else None
+            return TrialOutcome("FAIL", reason=reason, run_id=run.run_id) if run else None
     if not run:
         return None
     outcome = run.conclude(result, params)
@@ -114,45 +107,50 @@ def _release() -> None:
         torch.cuda.empty_cache()
 
 
-def _probe(study: optuna.Study, params: TrainingConfig, job: TrialJob, run: _TrialRun | None, task: Task,
-           attention: str) -> int | None:
-    """Largest per-device batch for this configuration on this GPU, cached in the study."""
+def _probe(params: TrainingConfig, job: TrialJob, run: _TrialRun | None, task: Task, attention: str) -> int | None:
+    """Largest per-device batch for this configuration on this GPU, cached in the study: the job
+    brings the probes cached so far, a new one goes to the driver, which records it."""
     props = torch.cuda.get_device_properties(0)
-    precision = train.precision_for(cpu=False)
+    precision = loop.precision_for(cpu=False)
     key_text = "|".join(map(str, (job.model_fingerprint, task.name, params.head, params.strategy,
                                   params.freeze_layers, params.max_length, precision, attention, props.name,
                                   props.total_memory)))
     key = "probe:" + hashlib.sha1(key_text.encode()).hexdigest()[:16]
-    cached = study.user_attrs.get(key)
+    cached = job.probes.get(key)
     if cached is not None:
         return cached["batch_size"] or None
     labels = len(json.loads(Path(job.data_dir, "label_names.json").read_text()))
-    result = memory.probe_config(job.model_path, params, labels, precision, job.memory_target, task=task,
+    result = probe.probe_config(job.model_path, params, labels, precision, job.memory_target, task=task,
                                  attention=attention)
     entry = {**result.to_dict(), "config": key_text}
-    study.set_user_attr(key, entry)
     if run:
+        emit({"type": "probe", "trial": job.number, "key": key, "entry": entry})
         run.tracker.log_text(job.parent_run_id, json.dumps(entry, indent=2), f"probes/{key[6:]}.json")
     return result.batch_size or None
 
 
 class _TrialRun:
-    """The main process's view of a trial: its MLflow run, Optuna reports and progress events."""
+    """The main process's view of a trial: its MLflow run, and what it tells and asks the driver."""
 
-    def __init__(self, cfg: ExperimentConfig, job: TrialJob, trial: optuna.Trial, splits: Splits, task: Task):
-        self.cfg, self.job, self.trial, self.splits, self.task = cfg, job, trial, splits, task
+    def __init__(self, cfg: ExperimentConfig, job: TrialJob, splits: Splits, task: Task):
+        self.cfg, self.job, self.splits, self.task = cfg, job, splits, task
+        self.number = job.number
         self.metric = cfg.search.metric
-        self.maximize = cfg.search.direction == "maximize"
         tracking = cfg.tracking
         self.tracker = BestEffort(lambda: Tracker(tracking.uri, cfg.experiment_name, tracking.artifact_location))
-        params = dataclasses.replace(cfg.training, **trial.params)
-        self.run_id = self.tracker.start_trial(job.parent_run_id, cfg.study_name, trial.number,
+        params = dataclasses.replace(cfg.training, **job.params)
+        self.run_id = self.tracker.start_trial(job.parent_run_id, cfg.study_name, job.number,
                                                dataclasses.asdict(params))
+        self.attrs: dict = {}  # what the outcome carries for the study's records
         if self.run_id:
-            trial.set_user_attr("mlflow_run_id", self.run_id)
             self._track("set_tags", job.lineage)
-        trial.set_user_attr("pid", os.getpid())
-        trial.set_user_attr("warm_start", os.environ.get(WARM_START) == "1")  # ran in a spare
+        # At once, not with the outcome: a trial whose process dies leaves its run for the driver to close.
+        self.tell({"mlflow_run_id": self.run_id, "pid": os.getpid(),
+                   "warm_start": os.environ.get(WARM_START) == "1"})  # ran in a spare
+
+    def tell(self, attrs: dict) -> None:
+        """Facts for the trial's record in the study, which the driver writes."""
+        emit({"type": "attrs", "trial": self.number, "attrs": {k: v for k, v in attrs.items() if v is not None}})
 
     def _track(self, method: str, *args, **kwargs):
         if self.run_id:  # None when the store was unreachable as the trial started
@@ -162,87 +160,88 @@ class _TrialRun:
     def record_batch(self, per_device: int, accumulation: int, oom_retried: bool) -> None:
         info = {"per_device_batch_size": per_device, "gradient_accumulation_steps": accumulation,
                 "oom_retried": oom_retried}
-        for k, v in info.items():
-            self.trial.set_user_attr(k, v)
+        self.tell(info)
         self._track("set_tags", info)
 
     def on_step(self, step: int, metrics: dict) -> None:
         self._track("log_metrics", {k: metrics[k] for k in ("train_loss", "learning_rate")}, step)
-        emit({"type": "step", "trial": self.trial.number, "step": step, "epoch": metrics["epoch"],
-                        "loss": metrics["train_loss"]})
+        emit({"type": "step", "trial": self.number, "step": step, "epoch": metrics["epoch"],
+              "loss": metrics["train_loss"]})
 
     def on_evaluate(self, epoch: int, step: int, metrics: dict) -> bool:
+        """Whether training goes on: the driver reports the score to the study and asks its pruner."""
         self._track("log_metrics", metrics, step=epoch)
-        emit({"type": "eval", "trial": self.trial.number, "epoch": epoch,
-                        "value": metrics[self.metric]})
-        self.trial.report(metrics[self.metric], epoch)
-        return not self.trial.should_prune()
+        answer = ask({"type": "eval", "trial": self.number, "epoch": epoch, "value": metrics[self.metric]})
+        return not (answer or {}).get("prune", False)
 
     def finish(self, state: str, reason: str | None = None) -> None:
         self._track("finish_trial", state, reason)
 
-    def conclude(self, result: train.TrainResult, params: TrainingConfig) -> TrialOutcome:
-        self.trial.set_user_attr("processes", result.processes)
+    def conclude(self, result: loop.TrainResult, params: TrainingConfig) -> TrialOutcome:
         timing = {"setup_seconds": result.setup_seconds, "train_seconds": result.train_seconds,
                   "eval_seconds": result.eval_seconds}
-        for k, v in timing.items():  # the driver sets this trial's share of time outside them
-            self.trial.set_user_attr(k, round(v, 3))
+        self.attrs["processes"] = result.processes
         self._track("log_metrics", {
             "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
             "train_samples_per_second": result.samples_per_second, "train_rows": result.train_rows,
             "trainable_parameters": result.trainable_parameters, **timing})
         # Through safe_name like every key made from a label: a raw label ('["joy"]') is no valid tag key.
         self._track("set_tags", {class_count_tag(k): v for k, v in result.class_counts.items()})
+        timings = {k: round(v, 3) for k, v in timing.items()}
         if result.stopped == "pruned":
             reason = f"pruned after epoch {len(result.history)}"
             self.finish("PRUNED", reason)
-            return TrialOutcome("PRUNED", reason=reason)
+            return self._outcome("PRUNED", reason=reason, timings=timings)
         if result.stopped or not result.best_metrics:
             reason = result.stopped or "no epoch finished"
             self.finish("FAIL", reason)
-            return TrialOutcome("FAIL", reason=reason)
+            return self._outcome("FAIL", reason=reason, timings=timings)
         value = result.best_metrics[self.metric]
         self._log_validation(result)
+        checkpoint = checkpoint_run = None
         if self._ranks_among_kept(value):
-            self._keep_checkpoint(result, params)
+            checkpoint, checkpoint_run = self._keep_checkpoint(result, params)
         self.finish("COMPLETE")
-        return TrialOutcome("COMPLETE", value, metrics=dict(result.best_metrics))
+        return self._outcome("COMPLETE", value, metrics=dict(result.best_metrics), timings=timings,
+                             checkpoint=checkpoint, checkpoint_run=checkpoint_run)
 
-    def _log_validation(self, result: train.TrainResult) -> None:
+    def _outcome(self, state: str, value: float | None = None, **fields) -> TrialOutcome:
+        return TrialOutcome(state, value, run_id=self.run_id, attrs=dict(self.attrs), **fields)
+
+    def _log_validation(self, result: loop.TrainResult) -> None:
         # How the decision threshold(s) were chosen and whether a target was missed: on the run, and
         # on the trial, from which the search's summary reads the champion's.
         post, names = result.val_evaluation.post, self.splits.label_names
         threshold_tags, note = thresholds.tags(post, names), thresholds.describe(post, names)
         if threshold_tags:
             self._track("set_tags", threshold_tags)
-            self.trial.set_user_attr("threshold_tags", threshold_tags)
-            self.trial.set_user_attr("threshold_note", note)
+            self.attrs.update(threshold_tags=threshold_tags, threshold_note=note)
         for artifact in self.task.artifacts(result.val_evaluation, result.val_outputs, self.splits.data["validation"],
                                             self.splits.label_names, "validation"):
             self._track(f"log_{artifact.kind}", artifact.value, artifact.name)
 
     def _ranks_among_kept(self, value: float) -> bool:
         """Whether this trial is among the `keep_checkpoints` best so far: only those save their
-        model (the driver deletes those that fall out of the ranking at the end)."""
-        done = self.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        better = [t for t in done if (t.value > value if self.maximize else t.value < value)]
-        return len(better) < self.job.keep_checkpoints
+        model (the driver deletes those that fall out of the ranking at the end). The driver knows
+        the study's scores; unanswered, the trial keeps its model rather than lose a champion."""
+        answer = ask({"type": "keep", "trial": self.number, "value": value})
+        return (answer or {}).get("keep", True)
 
-    def _keep_checkpoint(self, result: train.TrainResult, params: TrainingConfig) -> None:
+    def _keep_checkpoint(self, result: loop.TrainResult, params: TrainingConfig) -> tuple[str | None, str | None]:
         """Save this trial's best-epoch model and log it to the trial run's artifacts, from which
         any machine can fetch it. The local copy stays where this is the driver's disk; elsewhere
-        (a Ray node) it is deleted once uploaded, and kept only if the upload failed."""
-        folder = Path(self.job.checkpoint_dir) / f"trial-{self.trial.number}"
+        (a Ray node) it is deleted once uploaded, and kept only if the upload failed.
+        Returns (local folder or None, the run holding the upload or None)."""
+        folder = Path(self.job.checkpoint_dir) / f"trial-{self.number}"
         meta = {"task": self.task.name, "label_names": self.splits.label_names, "max_length": params.max_length,
                 "post": result.val_evaluation.post, "saved": self.task.saved_settings(self.splits),
-                "study": self.cfg.study_name, "trial": self.trial.number, "params": dataclasses.asdict(params)}
+                "study": self.cfg.study_name, "trial": self.number, "params": dataclasses.asdict(params)}
         result.model.save(folder, result.tokenizer, meta)
-        if self._upload(folder):
-            self.trial.set_user_attr("checkpoint_run", self.run_id)
-            if not self.job.keep_local_checkpoint:
-                shutil.rmtree(folder, ignore_errors=True)
-                return
-        self.trial.set_user_attr("checkpoint", str(folder.resolve()))
+        uploaded = self.run_id if self._upload(folder) else None
+        if uploaded and not self.job.keep_local_checkpoint:
+            shutil.rmtree(folder, ignore_errors=True)
+            return None, uploaded
+        return str(folder.resolve()), uploaded
 
     def _upload(self, folder: Path) -> bool:
         """The checkpoint into the run's artifacts. A store that refuses it (a size limit in front
@@ -250,8 +249,8 @@ class _TrialRun:
         result: the traceback goes to the trial's log and the local copy is kept."""
         try:
             return bool(self._track("log_artifacts", folder, CHECKPOINT_ARTIFACT))
-        except (MlflowException, OSError):
+        except (TrackingStoreError, OSError):
             traceback.print_exc()
-            print(f"trial {self.trial.number}: checkpoint not stored in the artifact store; kept at {folder}",
+            print(f"trial {self.number}: checkpoint not stored in the artifact store; kept at {folder}",
                   flush=True)
             return False

@@ -1,4 +1,4 @@
-"""`python -m orchestrator.execution.worker JOB.json RESULT.json`: run one trial in this process.
+"""`python -m orchestrator.training.worker JOB.json RESULT.json`: run one trial in this process.
 
 Started by `processes.run_child`, one process per trial (or per rank under an Accelerate launch),
 for the local executor and, on a Ray node, for the Ray executor alike. With `--wait` instead of

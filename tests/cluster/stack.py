@@ -69,8 +69,11 @@ class RayCluster:
         # driver, at 127.0.0.1, then cannot match with its own node.
         common = ["--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus), "--num-gpus", "0",
                   "--disable-usage-stats", "--block"]
-        env = {**os.environ, **self.env, "RAY_USAGE_STATS_ENABLED": "0",
-               "ORCHESTRATOR_NODE_DIR": str(self.root / "head")}
+        # The nodes are a team's machines: they know no study database (the test's own PostgreSQL
+        # URL stays with the tests), so a trial that needed one would fail here.
+        here = {k: v for k, v in os.environ.items()
+                if k not in ("ORCHESTRATOR_TEST_POSTGRES", "ORCHESTRATOR_STORAGE", "PGPASSWORD")}
+        env = {**here, **self.env, "RAY_USAGE_STATS_ENABLED": "0", "ORCHESTRATOR_NODE_DIR": str(self.root / "head")}
         self.procs.append(self._start([str(BIN / "ray"), "start", "--head", "--port", str(self.port),
                                        "--include-dashboard", "false", "--temp-dir", str(self.root / "ray"),
                                        *common], env, "head"))

@@ -21,6 +21,7 @@ from conftest import tiny_experiment
 
 from .stack import S3_KEYS, s3_client, wait_until
 from .test_ray_executor import ROOT
+from orchestrator.search.study import retried_from
 
 pytestmark = pytest.mark.cluster
 
@@ -71,6 +72,12 @@ def test_a_study_on_the_team_stack(ray_cluster, mlflow_server, s3, postgres, tin
                     return t
         wait_until(lambda: running_trial() is not None, "a running trial", timeout=600, proc=driver)
         victim = running_trial()
+        # The trial process on its Ray node holds no way into the study's storage: the driver alone
+        # talks to Optuna (read from the live process, which runs on this machine's loopback cluster).
+        environ = Path(f"/proc/{victim.user_attrs['pid']}/environ").read_bytes().split(b"\0")
+        assert not [v for v in environ if v.startswith((b"ORCHESTRATOR_STORAGE=", b"PGPASSWORD="))]
+        assert not [v for v in environ if postgres.encode() in v]
+        assert [v for v in environ if v.startswith(b"ORCHESTRATOR_TRACKING_URI=")]  # what it does need
         os.kill(_ppid(victim.user_attrs["pid"]), signal.SIGKILL)  # its Ray worker
         out, _ = driver.communicate(timeout=900)
     finally:
@@ -80,7 +87,7 @@ def test_a_study_on_the_team_stack(ray_cluster, mlflow_server, s3, postgres, tin
     # The killed trial is FAIL with the reason and ran once more with the same parameters.
     failed = study.trials[victim.number]
     assert failed.state == optuna.trial.TrialState.FAIL and "re-queued once" in failed.user_attrs["fail_reason"]
-    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
+    retry = [t for t in study.trials if retried_from(t) == victim.number]
     assert len(retry) == 1 and retry[0].params == failed.params
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 3

@@ -4,13 +4,14 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.config import ConfigError, from_dict, load_config
+from orchestrator.tasks import experiment_from_dict, load_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository: experiments/ is beside tests/
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_experiment_validates(path):
-    cfg = load_config(path)
+    cfg = load_experiment(path)
     assert cfg.space, "shipped experiments search something"
     assert cfg.search.n_trials
 
@@ -36,7 +37,7 @@ def test_every_problem_is_reported_together(tmp_path):
         "search: {n_trials: 2, sampler: grid, storage: 'mysql://db/optuna', heartbeat_interval: 100}\n"
         "colour: blue\n")
     with pytest.raises(ConfigError) as err:
-        load_config(p)
+        load_experiment(p)
     text = str(err.value)
     for expected in ["data.txt_column: unknown key (did you mean 'text_column'?)",
                      "training.epochs: expected int, found 'three'",
@@ -100,17 +101,16 @@ def test_overrides_are_read_as_written(tmp_path):
 def test_a_config_survives_the_trip_to_a_trial_process_with_zero_bounds_and_a_pretrain_section():
     """Trial processes rebuild the config from `to_dict()`: a bound of 0 (or 0.0) is a bound, not
     an unset field, and the pre-training section comes along."""
-    cfg = from_dict({"data": {"train": "x.csv"},
-                     "space": {"dropout": {"low": 0.0, "high": 0.2}, "freeze_layers": {"low": 0, "high": 2},
-                               "head": {"choices": ["cls", "mean"]}},
-                     "pretrain": {"init": "scratch", "corpus": ["a.txt"], "max_minutes": 5}})
-    again = from_dict(cfg.to_dict())
+    cfg = experiment_from_dict({"data": {"train": "x.csv"},
+                                "space": {"dropout": {"low": 0.0, "high": 0.2}, "freeze_layers": {"low": 0, "high": 2},
+                                          "head": {"choices": ["cls", "mean"]}},
+                                "pretrain": {"init": "scratch", "corpus": ["a.txt"], "max_minutes": 5}})
+    again = from_dict(cfg.to_dict())  # as a trial process rebuilds it: without the tasks' rules
     assert again.space == cfg.space and again.space["dropout"].low == 0.0
     assert again.pretrain == cfg.pretrain
 
 
-@pytest.mark.parametrize("experiment", sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("experiment", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_experiment_reaches_its_trial_processes_unchanged(experiment):
-    cfg = load_config(experiment)
+    cfg = load_experiment(experiment)
     assert from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()

@@ -12,6 +12,7 @@ from conftest import tiny_experiment
 from mlflow import MlflowClient
 
 from orchestrator.cli import main
+from orchestrator.search.study import retried_from
 
 pytestmark = pytest.mark.slow  # whole searches over several processes
 
@@ -86,7 +87,7 @@ def test_a_killed_trial_process_fails_only_its_trial(tmp_path, tiny_model, data_
     assert "killed by SIGKILL" in trials[killed].user_attrs["fail_reason"]
     others = [t for n, t in trials.items() if n != killed]
     assert [t.state.name for t in others] == ["COMPLETE"] * 3  # the study went on to its 3 finished trials
-    (retry,) = [t for t in others if t.user_attrs.get("retry_of") == killed]
+    (retry,) = [t for t in others if retried_from(t) == killed]
     assert retry.params == trials[killed].params  # re-queued once with the same parameters
     _, runs = _trial_runs(tmp_path)
     by_number = {int(r.data.tags["optuna_trial_number"]): r for r in runs}

@@ -12,7 +12,7 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator.cli import main
-from orchestrator.serving.predict import Classifier
+from orchestrator.training.saved_model import Classifier
 
 TRACKING = "sqlite:///mlruns/mlflow.db"
 

@@ -10,7 +10,7 @@ from orchestrator.execution.job import EVENT, TrialJob, TrialOutcome, parse_even
 
 
 def _job(config: dict) -> TrialJob:
-    return TrialJob(number=3, trial_id=7, params={"learning_rate": 1e-4}, config=config, source="x.yaml",
+    return TrialJob(number=3, params={"learning_rate": 1e-4}, config=config, source="x.yaml",
                     model_path="/models/m", model_fingerprint="f", parent_run_id="r", data_dir="/d",
                     checkpoint_dir="/c", keep_local_checkpoint=False, keep_checkpoints=2)
 
@@ -36,8 +36,10 @@ def test_a_job_carries_no_password_the_environment_does(monkeypatch):
                      "tracking": {"uri": "http://mlflow:5000"}})
     text = _job(public(cfg.to_dict())).to_json()
     assert password not in text and "Mlf-Secret-3301" not in text
+    monkeypatch.setenv("PGPASSWORD", password)
     env = secret_environment(cfg)
-    assert env["ORCHESTRATOR_STORAGE"] == f"postgresql://u:{password}@db/optuna"
+    # The study's storage is the driver's alone: neither its URL nor PostgreSQL's password go to a trial.
+    assert "ORCHESTRATOR_STORAGE" not in env and "PGPASSWORD" not in env and password not in str(env)
     assert env["ORCHESTRATOR_TRACKING_URI"] == "http://mlflow:5000"
     # What a trial on another machine (a Ray node, which does not inherit this environment) needs to log in.
     assert env["MLFLOW_TRACKING_PASSWORD"] == "Mlf-Secret-3301" and env["MLFLOW_TRACKING_USERNAME"] == "alice"
@@ -51,4 +53,36 @@ def test_events_are_lines_with_a_prefix_and_garbled_ones_are_recognised():
 
 def test_the_job_lists_every_field_the_trial_reads():
     fields = {f.name for f in dataclasses.fields(TrialJob)}
-    assert {"trial_id", "config", "data_dir", "model_path", "checkpoint_dir", "keep_checkpoints"} <= fields
+    assert {"params", "config", "data_dir", "model_path", "checkpoint_dir", "keep_checkpoints", "probes"} <= fields
+    assert "trial_id" not in fields  # the trial never re-attaches to the study
+
+
+def test_postgresql_credentials_go_to_a_trial_only_for_a_postgresql_tracking_store(monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", "Pg-Secret-8812")
+    cfg = from_dict({"data": {"train": "t.csv"}, "search": {"storage": "postgresql://u@db/optuna"},
+                     "tracking": {"uri": "postgresql://u@db/mlflow"}})
+    assert secret_environment(cfg)["PGPASSWORD"] == "Pg-Secret-8812"  # MLflow's own store needs it
+    assert "ORCHESTRATOR_STORAGE" not in secret_environment(cfg)
+
+
+def test_a_trial_process_inherits_no_way_into_the_study_storage(monkeypatch, tmp_path):
+    """A real child process, started as every trial is: the driver's environment has the study's
+    URL and PostgreSQL's password; the child's does not."""
+    import sys
+
+    import orchestrator.execution.processes as processes
+    from orchestrator.execution.processes import run_child
+    from orchestrator.execution.slots import make_slots
+
+    monkeypatch.setenv("ORCHESTRATOR_STORAGE", "postgresql://u:Pg-Secret-8812@db/optuna")
+    monkeypatch.setenv("PGPASSWORD", "Pg-Secret-8812")
+    script = tmp_path / "child.py"
+    script.write_text("import json, os\nprint('@@orchestrator ' + json.dumps({'type': 'env', 'trial': 0, "
+                      "'names': sorted(os.environ)}))\n")
+    monkeypatch.setattr(processes, "command", lambda slot, job, result: [sys.executable, str(script)])
+    events = []
+    run_child(make_slots("none", available=[])[0], tmp_path / "j.json", tmp_path / "r.json", tmp_path / "t.log",
+              events.append, secrets={"ORCHESTRATOR_TRACKING_URI": "http://mlflow:5000"})
+    (event,) = events
+    assert "ORCHESTRATOR_TRACKING_URI" in event["names"]
+    assert "ORCHESTRATOR_STORAGE" not in event["names"] and "PGPASSWORD" not in event["names"]

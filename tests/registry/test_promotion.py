@@ -20,7 +20,7 @@ from orchestrator.cli import main
 def two_versions(tmp_path_factory, tiny_model):
     """A store where a search made version 1 champion, then version 2 (a better score)."""
     from orchestrator.models.heads import TextClassifier, load_encoder, load_tokenizer
-    from orchestrator.serving.predict import Classifier
+    from orchestrator.training.saved_model import Classifier
     from orchestrator.tracking.client import Tracker
 
     root = tmp_path_factory.mktemp("promotion")
@@ -59,6 +59,7 @@ def test_the_search_records_its_own_moves(store):
     assert [(e["from"], e["version"], e["how"]) for e in history] == [(None, "1", "search"), ("1", "2", "search")]
     assert history[0]["reason"] == "study promo: first champion (test_macro_f1 0.5000)"
     assert history[1]["reason"] == "study promo: test_macro_f1 0.6000 > champion's 0.5000"
+    assert client.get_model_version("m", "2").tags["score_higher_is_better"] == "true"  # register's default
     assert client.get_model_version("m", "1").tags["champion_until"] == history[1]["at"]
 
 

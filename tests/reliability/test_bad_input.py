@@ -136,13 +136,14 @@ def test_bad_inputs_exit_2_with_a_clear_message_and_leave_stores_untouched(works
 def test_a_few_blank_texts_are_dropped_with_a_warning(tmp_path, caplog):
     from orchestrator.config import DataConfig
     from orchestrator.data import load_splits
+    from orchestrator.tasks.single_label import SingleLabel
 
     rows = make_rows(100, seed=3)
     rows[5]["text"] = "  "
     rows[9]["text"] = ""
     path = write_csv(tmp_path / "a.csv", rows)
     with caplog.at_level(logging.WARNING):
-        s = load_splits(DataConfig(train=str(path)))
+        s = load_splits(DataConfig(train=str(path)), SingleLabel())
     assert sum(len(s.data[k]) for k in s.data) == 98
     assert "2 of 100 rows have an empty text or label" in caplog.text
 
@@ -150,12 +151,13 @@ def test_a_few_blank_texts_are_dropped_with_a_warning(tmp_path, caplog):
 def test_texts_shared_by_train_and_test_are_counted_in_a_warning(tmp_path, caplog):
     from orchestrator.config import DataConfig
     from orchestrator.data import load_splits
+    from orchestrator.tasks.single_label import SingleLabel
 
     train = make_rows(60, seed=1)
     test = make_rows(20, seed=2) + train[:3]
     with caplog.at_level(logging.WARNING):
         load_splits(DataConfig(train=str(write_csv(tmp_path / "tr.csv", train)),
-                               test=str(write_csv(tmp_path / "te.csv", test))))
+                               test=str(write_csv(tmp_path / "te.csv", test))), SingleLabel())
     assert "appear in both train and test" in caplog.text
 
 
@@ -165,6 +167,8 @@ def test_a_list_where_a_text_belongs_is_refused_with_its_row_not_read_as_its_rep
 
     from orchestrator.config import DataConfig
     from orchestrator.data import DataError, load_splits
+    from orchestrator.tasks.multi_label import MultiLabel
+    from orchestrator.tasks.single_label import SingleLabel
 
     rows = make_rows(60, seed=3)
     rows[4]["text"] = ["great", "awful"]
@@ -173,9 +177,9 @@ def test_a_list_where_a_text_belongs_is_refused_with_its_row_not_read_as_its_rep
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataError, match=r"t\.jsonl row 5: column 'text' holds the list \['great', 'awful'\], not a "
                                         r"text; write one string per cell"):
-        load_splits(DataConfig(train=str(path)))
+        load_splits(DataConfig(train=str(path)), SingleLabel())
     with pytest.raises(DataError, match=r"row 5: column 'text' holds the list"):
-        load_splits(DataConfig(train=str(path), label_separator=";"), "multi_label")
+        load_splits(DataConfig(train=str(path), label_separator=";"), MultiLabel())
     # predict refuses it before it looks for the model (none exists here) or writes anything
     code = main(["predict", "--model", "models:/none@champion", "--input", str(path),
                  "--output", str(tmp_path / "out.csv"), "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"])

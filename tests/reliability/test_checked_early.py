@@ -13,7 +13,7 @@ from conftest import make_rows, tiny_experiment, write_csv
 from rich.console import Console
 
 from orchestrator import cli
-from orchestrator.config import from_dict, load_config
+from orchestrator.tasks import experiment_from_dict, load_experiment
 from orchestrator.execution.base import ExecutorError
 from orchestrator.execution.ray import connect
 from orchestrator.search.pretrain_stage import unused
@@ -89,15 +89,15 @@ def test_an_unused_pretrain_section_is_still_checked_with_the_other_problems(wor
 
 
 def test_an_unused_pretrain_section_is_named_in_the_output_and_the_summary(tmp_path):
-    cfg = from_dict({"name": "x", "data": {"train": "t.csv"}, "model": {"name_or_path": "bert-base-chinese"},
-                     "pretrain": PRETRAIN, "registry": {"model_name": "x-clf"}})
+    cfg = experiment_from_dict({"name": "x", "data": {"train": "t.csv"}, "model": {"name_or_path": "bert-base-chinese"},
+                                "pretrain": PRETRAIN, "registry": {"model_name": "x-clf"}})
     note = unused(cfg)
     assert note == ("pretrain: declared but not used: model.name_or_path is bert-base-chinese, not the encoder "
                     "pre-training registers; to fine-tune that one, set "
                     "model.name_or_path=models:/x-clf-encoder@pretrained")
-    used = from_dict({"name": "x", "data": {"train": "t.csv"}, "pretrain": PRETRAIN,
-                      "model": {"name_or_path": "models:/x-clf-encoder@pretrained"},
-                      "registry": {"model_name": "x-clf"}})
+    used = experiment_from_dict({"name": "x", "data": {"train": "t.csv"}, "pretrain": PRETRAIN,
+                                 "model": {"name_or_path": "models:/x-clf-encoder@pretrained"},
+                                 "registry": {"model_name": "x-clf"}})
     assert unused(used) is None
     out = io.StringIO()
     print_summary(Summary("x", notes=[note]), Console(file=out, width=400), "x.yaml")
@@ -111,8 +111,8 @@ def test_max_length_below_the_models_minimum_names_max_length(workspace, capsys)
     assert code == 2
     assert "training.max_length: 2 leaves no token for the text" in err and "use at least 3" in err
     # A token task's window check leaves that to the model's check instead of blaming the overlap.
-    cfg = from_dict({"name": "x", "task": "token_classification", "data": {"train": "t.jsonl"},
-                     "training": {"max_length": 2}})
+    cfg = experiment_from_dict({"name": "x", "task": "token_classification", "data": {"train": "t.jsonl"},
+                                "training": {"max_length": 2}})
     assert not [p for p in TokenClassification(cfg).config_problems(cfg) if "window_overlap" in p]
 
 
@@ -125,7 +125,7 @@ def test_ui_refuses_a_missing_store_instead_of_creating_it(tmp_path, monkeypatch
     cfg = tmp_path / "x.yaml"  # the experiment's store, named by its key
     cfg.write_text(yaml.safe_dump({"name": "x", "data": {"train": "t.csv"},
                                    "tracking": {"uri": f"sqlite:///{store}"}}))
-    assert load_config(str(cfg)).tracking.uri.endswith("mlflow.db")
+    assert load_experiment(str(cfg)).tracking.uri.endswith("mlflow.db")
     assert cli.main(["ui", "--config", str(cfg)]) == 2
     assert "tracking.uri" in capsys.readouterr().err and not store.exists()
 
@@ -157,10 +157,10 @@ def test_a_number_where_a_name_belongs_says_to_quote_it():
 
     with pytest.raises(ConfigError, match=r'postprocess.positive_label: expected str, found 1 \(int\); YAML reads an '
                                           r'unquoted 1, 1.0 or true as a number.*quote it, as in positive_label: "1"'):
-        from_dict({"name": "x", "data": {"train": "t.csv"},
-                   "postprocess": {"threshold": "tune", "positive_label": 1}})
-    cfg = from_dict({"name": "x", "data": {"train": "t.csv"}, "postprocess": {"threshold": "tune",
-                                                                              "positive_label": "1"}})
+        experiment_from_dict({"name": "x", "data": {"train": "t.csv"},
+                              "postprocess": {"threshold": "tune", "positive_label": 1}})
+    cfg = experiment_from_dict({"name": "x", "data": {"train": "t.csv"}, "postprocess": {"threshold": "tune",
+                                                                                         "positive_label": "1"}})
     assert cfg.postprocess.positive_label == "1"
 
 
@@ -171,4 +171,4 @@ def test_a_label_separator_outside_multi_label_is_a_config_error(task):
 
     with pytest.raises(ConfigError, match=r"data.label_separator: ';' splits a cell into several labels, which only "
                                           r"task multi_label reads; set task: multi_label"):
-        from_dict({"name": "x", "task": task, "data": {"train": "t.jsonl", "label_separator": ";"}})
+        experiment_from_dict({"name": "x", "task": task, "data": {"train": "t.jsonl", "label_separator": ";"}})

@@ -15,6 +15,7 @@ import optuna
 import pytest
 from conftest import tiny_experiment
 from mlflow import MlflowClient
+from orchestrator.search.study import retried_from
 
 pytestmark = pytest.mark.slow  # several whole searches on one study, one killed
 
@@ -106,7 +107,7 @@ def test_when_one_process_is_killed_the_other_makes_up_its_trial(setup, tmp_path
     trials = _check_stores(tmp_path, storage, name)
     killed = trials[training[0].number]
     assert killed.state.name == "FAIL"
-    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
+    (retry,) = [t for t in trials if retried_from(t) == killed.number]
     assert retry.params == killed.params and retry.state.name == "COMPLETE"
     assert retry.user_attrs["driver"].endswith(f":{survivor.pid}")
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"

@@ -10,8 +10,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from orchestrator.config import from_dict
-from orchestrator.search.study import Sampling, SpaceExhausted, StudyLock, claim, create_study, make_storage, requeue_once
+from orchestrator.tasks import experiment_from_dict
+from orchestrator.search.study import Sampling, SpaceExhausted, StudyLock, claim, create_study, make_storage, retry_once
+from orchestrator.search.study import retried_from
 
 pytestmark = pytest.mark.slow  # processes racing for the trials of one study
 
@@ -20,8 +21,8 @@ SPACE = {"head": ["cls", "mean", "mlp"], "batch_size": [8, 16], "epochs": {"low"
 
 
 def _cfg(url: str, name: str, sampler: str):
-    return from_dict({"name": name, "data": {"train": "a.csv"}, "space": SPACE,
-                      "search": {"n_trials": N_TRIALS, "storage": url, "sampler": sampler, "seed": 42}})
+    return experiment_from_dict({"name": name, "data": {"train": "a.csv"}, "space": SPACE,
+                                 "search": {"n_trials": N_TRIALS, "storage": url, "sampler": sampler, "seed": 42}})
 
 
 def _claimer(url: str, name: str, sampler: str, count: int | None, out) -> None:
@@ -97,19 +98,20 @@ def test_the_retry_of_a_dead_trial_keeps_its_parameters_and_nothing_else_takes_t
     sampling = Sampling(cfg.space, cfg.training, cfg.search)
     dead = claim(study, N_TRIALS, lock, sampling)
     study.tell(dead, state=TrialState.FAIL)  # its process died
-    assert requeue_once(study, study.trials[dead.number])
+    assert retry_once(study, study.trials[dead.number])
     numbers = []
     while (trial := claim(study, N_TRIALS, lock, sampling)) is not None:
         study.tell(trial, 0.5)
         numbers.append(trial.number)
     trials = study.trials
-    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == dead.number]
+    (retry,) = [t for t in trials if retried_from(t) == dead.number]
     assert retry.params == dead.params and retry.state == TrialState.COMPLETE
     assert len(_distinct_params(url, name, died=(dead.number,))) == N_TRIALS
 
 
 def test_a_used_up_space_stops_the_claims(tmp_path):
-    cfg = from_dict({"data": {"train": "a.csv"}, "space": {"head": ["cls", "mean"]}, "search": {"n_trials": 5}})
+    cfg = experiment_from_dict({"data": {"train": "a.csv"}, "space": {"head": ["cls", "mean"]},
+                                "search": {"n_trials": 5}})
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     lock = StudyLock(f"sqlite:///{tmp_path / 'lock.db'}", "used-up")  # an in-memory study, a real lock
     sampling = Sampling(cfg.space, cfg.training, cfg.search)

@@ -73,7 +73,7 @@ def test_a_failed_trial_keeps_its_whole_traceback_in_its_log(trial_job, monkeypa
             raise ValueError("shape mismatch in the head")
         inner()
 
-    monkeypatch.setattr(trial_mod.train, "train", broken)
+    monkeypatch.setattr(trial_mod.loop, "train", broken)
     outcome = trial_mod.run_trial(job)
     assert outcome.state == "FAIL" and outcome.reason == "ValueError: shape mismatch in the head"
     log = capfd.readouterr()
@@ -107,7 +107,7 @@ def test_champion_moves_only_to_a_better_score_read_on_both_sides(tmp_path, dead
 
 def test_register_sets_the_alias_by_the_rule_on_a_real_registry(tmp_path, tiny_model):
     from orchestrator.models.heads import TextClassifier, load_encoder, load_tokenizer
-    from orchestrator.serving.predict import Classifier
+    from orchestrator.training.saved_model import Classifier
 
     checkpoint = TextClassifier(load_encoder(str(tiny_model)), 2).save(
         tmp_path / "ckpt", load_tokenizer(str(tiny_model)), {"label_names": ["a", "b"], "max_length": 16})

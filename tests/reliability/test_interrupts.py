@@ -10,6 +10,7 @@ import optuna
 import pytest
 from conftest import tiny_experiment
 from mlflow import MlflowClient
+from orchestrator.search.study import retried_from
 
 pytestmark = pytest.mark.slow  # whole searches, killed or signalled mid-study
 
@@ -57,7 +58,7 @@ def _runs(tmp_path):
 
 def _assert_nothing_running(tmp_path):
     assert not [t.number for t in _study(tmp_path).trials if t.state.name in ("RUNNING", "WAITING")
-                and "retry_of" not in t.user_attrs]
+                and retried_from(t) is None]
     _, runs = _runs(tmp_path)
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
 
@@ -126,7 +127,7 @@ def test_second_sigint_stops_at_once_and_the_rerun_repeats_the_killed_trials(exp
     trials = _finish_and_check(experiment, tmp_path, _completed(tmp_path))
     for t in killed:
         if t.state.name == "FAIL":
-            (retry,) = [r for r in trials if r.user_attrs.get("retry_of") == t.number]
+            (retry,) = [r for r in trials if retried_from(r) == t.number]
             assert retry.params == t.params and retry.state.name == "COMPLETE"
 
 
@@ -143,7 +144,7 @@ def test_kill_9_of_the_driver_then_the_same_command_resumes(experiment, tmp_path
     for t in running:
         assert trials[t.number].state.name == "FAIL"
         assert "died" in trials[t.number].user_attrs["fail_reason"]  # the summary and MLflow say why
-        (retry,) = [r for r in trials if r.user_attrs.get("retry_of") == t.number]
+        (retry,) = [r for r in trials if retried_from(r) == t.number]
         assert retry.params == trials[t.number].params
     _, runs = _runs(tmp_path)
     statuses = {r.data.tags.get("optuna_trial_number"): r.info.status for r in runs}

@@ -11,7 +11,8 @@ import pytest
 
 from orchestrator.config import DataConfig
 from orchestrator.data import load_splits
-from orchestrator.serving.predict import Classifier
+from orchestrator.tasks.single_label import SingleLabel
+from orchestrator.training.saved_model import Classifier
 
 SPELLED = ["NA", "N/A", "None", "null", "nan", "NaN", "#N/A", "n/a", "-nan", "NULL"]
 
@@ -39,14 +40,14 @@ def _write(path, rows):
 def test_labels_spelled_like_missing_values_are_classes(tmp_path, suffix):
     labels = ["NA", "EU", "APAC", "None", "null"]  # NA: North America
     path = _write(tmp_path / f"regions{suffix}", _rows(labels, n=100))
-    s = load_splits(DataConfig(train=str(path)))
+    s = load_splits(DataConfig(train=str(path)), SingleLabel())
     assert set(s.label_names) == set(labels)
     assert sum(len(s.data[k]) for k in s.data) == 100  # no row vanished
 
 
 def test_texts_spelled_like_missing_values_are_texts(tmp_path):
     rows = [{"text": SPELLED[i % len(SPELLED)], "label": ["a", "b"][i % 2]} for i in range(80)]
-    s = load_splits(DataConfig(train=str(_write(tmp_path / "t.csv", rows))))
+    s = load_splits(DataConfig(train=str(_write(tmp_path / "t.csv", rows))), SingleLabel())
     texts = {t for k in s.data for t in s.data[k]["text"]}
     assert texts == set(SPELLED)
 
@@ -55,7 +56,7 @@ def test_texts_spelled_like_missing_values_are_texts(tmp_path):
 def test_numeric_labels_stay_as_written_and_only_empty_cells_are_missing(tmp_path, suffix):
     rows = _rows([0, 1, 10], n=90)
     rows[4]["label"] = None  # one truly empty label cell: that row is dropped (with a warning)
-    s = load_splits(DataConfig(train=str(_write(tmp_path / f"n{suffix}", rows))))
+    s = load_splits(DataConfig(train=str(_write(tmp_path / f"n{suffix}", rows))), SingleLabel())
     assert s.label_names == ["0", "1", "10"]  # not 0.0, 1.0, 10.0; numeric order
     assert sum(len(s.data[k]) for k in s.data) == 89
 

@@ -19,6 +19,9 @@ from mlflow.entities import Metric, RunTag
 from orchestrator.cli import main
 from orchestrator.config import DataConfig
 from orchestrator.data import DataError, load_splits
+from orchestrator.tasks.multi_label import MultiLabel
+from orchestrator.tasks.single_label import SingleLabel
+from orchestrator.tasks.token_classification import TokenClassification
 from orchestrator.tasks import get_task
 from orchestrator.tasks.names import class_count_tag, generated_keys, name_problems
 
@@ -106,7 +109,7 @@ def test_search_refuses_json_lists_under_a_label_separator(tmp_path, tiny_model,
 
 def test_json_lists_are_read_as_lists_without_a_separator(tmp_path):
     rows = [(f"text number {i}", json.dumps([["joy"], ["anger", "joy"], []][i % 3])) for i in range(60)]
-    splits = load_splits(DataConfig(train=str(_csv(tmp_path / "t.csv", rows)), label_column="label"), "multi_label")
+    splits = load_splits(DataConfig(train=str(_csv(tmp_path / "t.csv", rows)), label_column="label"), MultiLabel())
     assert splits.label_names == ["anger", "joy"]
 
 
@@ -120,7 +123,7 @@ def test_a_tag_with_a_stray_space_is_refused_with_its_row(tmp_path):
     train = _jsonl(tmp_path / "t.jsonl", rows)
     with pytest.raises(DataError, match=r"t\.jsonl row 5, token 2: tag 'B-PER ' in column 'tags' starts or ends "
                                         r"with a space.*beside 'B-PER'; remove the space"):
-        load_splits(DataConfig(train=str(train)), "token_classification")
+        load_splits(DataConfig(train=str(train)), TokenClassification())
 
 
 def test_one_stray_bioes_tag_in_bio_data_is_refused_not_a_switch_of_scheme(tmp_path):
@@ -130,7 +133,7 @@ def test_one_stray_bioes_tag_in_bio_data_is_refused_not_a_switch_of_scheme(tmp_p
     with pytest.raises(DataError, match=r"row 1, token 3: tag 'I-PER' ends an entity the BIO way, but .*row 10, "
                                         r"token 3 has 'E-PER', a BIOES tag: the tags mix BIO and BIOES.*would be "
                                         r"I-PER.*set data.tag_scheme: BIOES"):
-        load_splits(DataConfig(train=str(train)), "token_classification")
+        load_splits(DataConfig(train=str(train)), TokenClassification())
 
 
 def test_a_declared_scheme_still_reads_mixed_tags_with_a_warning(tmp_path, caplog):
@@ -138,10 +141,10 @@ def test_a_declared_scheme_still_reads_mixed_tags_with_a_warning(tmp_path, caplo
     rows[3]["tags"][2] = "I-PER"  # unclosed in BIOES: repaired, and said
     train = _jsonl(tmp_path / "t.jsonl", rows)
     with caplog.at_level(logging.WARNING):
-        splits = load_splits(DataConfig(train=str(train), tag_scheme="BIOES"), "token_classification")
+        splits = load_splits(DataConfig(train=str(train), tag_scheme="BIOES"), TokenClassification())
     assert "E-PER" in splits.label_names and "unclosed entity tag" in caplog.text
     clean = _jsonl(tmp_path / "c.jsonl", [_sentence(i, ["B-PER", "E-PER"]) for i in range(30)])
-    assert "S-PER" in load_splits(DataConfig(train=str(clean)), "token_classification").label_names  # auto: BIOES
+    assert "S-PER" in load_splits(DataConfig(train=str(clean)), TokenClassification()).label_names  # auto: BIOES
 
 
 @pytest.mark.parametrize("task, labels, expected", [
@@ -163,7 +166,7 @@ def test_a_label_with_a_stray_space_is_refused_with_its_row(tmp_path):
     rows[7] = ("text number 7", "negative ")
     with pytest.raises(DataError, match=r"t\.csv row 8: label 'negative ' in column 'label' starts or ends with a "
                                         r"space \(1 such cell\(s\)\).*beside 'negative'; remove the spaces"):
-        load_splits(DataConfig(train=str(_csv(tmp_path / "t.csv", rows))), "single_label")
+        load_splits(DataConfig(train=str(_csv(tmp_path / "t.csv", rows))), SingleLabel())
 
 
 def test_search_refuses_labels_differing_only_in_case_before_anything_exists(tmp_path, tiny_model, capsys,

@@ -21,7 +21,9 @@ from orchestrator.data import DataError
 from orchestrator.data.read import missing_cells
 from orchestrator.models.heads import TextClassifier, load_encoder, load_tokenizer
 from orchestrator.data.missing_rows import predict_rows
-from orchestrator.serving.predict import Classifier, ClassifierPyfunc, predict_file
+from orchestrator.registry.pyfunc import ClassifierPyfunc
+from orchestrator.serving.predict import predict_file
+from orchestrator.training.saved_model import Classifier
 from orchestrator.tasks.token_heads import TokenClassifier
 
 TEXTS = ["great product", "", "   ", None, float("nan"), "NA", "\t\n", "awful"]

@@ -23,7 +23,7 @@ KILLER = textwrap.dedent("""
     import os, signal, sys
     from rich.console import Console
     from orchestrator.cli import exit_code
-    from orchestrator.config import load_config
+    from orchestrator.tasks import load_experiment
     from orchestrator.search.progress import StudyProgress, print_summary
     from orchestrator.search.driver import run_search
 
@@ -33,7 +33,7 @@ KILLER = textwrap.dedent("""
             if name == sys.argv[2]:
                 os.kill(os.getpid(), getattr(signal, sys.argv[3]))
 
-    summary = run_search(load_config(sys.argv[1]), progress=Killer(None))
+    summary = run_search(load_experiment(sys.argv[1]), progress=Killer(None))
     print_summary(summary, Console(), sys.argv[1])
     sys.exit(exit_code(summary))
 """)
@@ -144,7 +144,7 @@ def test_a_hub_model_in_the_local_cache_is_used_offline(tmp_path, tiny_model, da
     shutil.copytree(tiny_model, snapshot)
     (cache / "models--acme--tiny-bert" / "refs").mkdir()
     (cache / "models--acme--tiny-bert" / "refs" / "main").write_text("0" * 40)
-    script = "from orchestrator.config import ModelConfig\nfrom orchestrator.model_source import resolve_model\n" \
+    script = "from orchestrator.config import ModelConfig\nfrom orchestrator.models.sources import resolve_model\n" \
              "m = resolve_model(ModelConfig(name_or_path='acme/tiny-bert'))\nprint(m.path, m.max_positions)"
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)

@@ -39,7 +39,8 @@ OUT_OF_RANGE = [
     ("space.freeze_layers={low: 1, high: 2, when: {strategy: [partal]}}", "strategy is never one of ['partal']"),
     ("space.head={choices: [cls, mean], when: {head: [cls]}}", "space.head.when: head cannot depend on itself"),
     ("search.metric=val_f2", "search.metric: 'val_f2' is not a metric the trials produce"),
-    ("search.metric=val_loss", "set search.direction: minimize"),
+    ("search.direction=minimize", "search.metric: val_macro_f1 is better when higher; set search.direction: "
+                                  "maximize"),
     ("search.metric=val_f1_neutrall", "search.metric: 'val_f1_neutrall' is not a metric the trials produce "
                                       "for labels ['negative', 'neutral', 'positive']"),
     ("search.metric=val_pr_auc", "is not a metric the trials produce for labels"),  # two classes only

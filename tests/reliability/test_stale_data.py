@@ -14,6 +14,7 @@ from transformers import BertConfig, BertModel
 from orchestrator.cli import main
 from orchestrator.config import DataConfig
 from orchestrator.data import load_splits, save_splits, tokenize
+from orchestrator.tasks.single_label import SingleLabel
 from orchestrator.models.heads import load_tokenizer
 
 
@@ -79,22 +80,23 @@ def test_a_new_study_over_an_old_work_dir_trains_on_the_new_data(tmp_path, tiny_
 
 def test_caches_are_keyed_by_content(tmp_path, tiny_model, data_dir):
     cfg = DataConfig(train=str(data_dir / "train.csv"), test=str(data_dir / "test.csv"))
-    first = load_splits(cfg)
-    assert load_splits(cfg).digest == first.digest  # same bytes, same settings: same key
-    assert load_splits(DataConfig(train=cfg.train, test=cfg.test, seed=7)).digest != first.digest
+    first = load_splits(cfg, SingleLabel())
+    assert load_splits(cfg, SingleLabel()).digest == first.digest  # same bytes, same settings: same key
+    assert load_splits(DataConfig(train=cfg.train, test=cfg.test, seed=7), SingleLabel()).digest != first.digest
     copy = tmp_path / "elsewhere.csv"
     copy.write_bytes((data_dir / "train.csv").read_bytes())
-    assert load_splits(DataConfig(train=str(copy), test=cfg.test)).digest == first.digest  # moved, not changed
+    moved = load_splits(DataConfig(train=str(copy), test=cfg.test), SingleLabel())
+    assert moved.digest == first.digest  # moved, not changed
 
     folder = save_splits(first, tmp_path / "cache")
     tokenizer = load_tokenizer(str(tiny_model))
-    a = tokenize(first, tokenizer, 16, folder)
+    a = tokenize(first, tokenizer, 16, folder, SingleLabel())
     # The same tokenizer name with another vocabulary is another tokenizer: a new cache entry.
     other = tmp_path / "other-tokenizer"
     tokenizer.save_pretrained(other)
     vocab = json.loads((other / "tokenizer.json").read_text())
     vocab["model"]["vocab"] = {t if t.startswith("[") else f"x{t}": i for t, i in vocab["model"]["vocab"].items()}
     (other / "tokenizer.json").write_text(json.dumps(vocab))
-    b = tokenize(first, load_tokenizer(str(other)), 16, folder)
+    b = tokenize(first, load_tokenizer(str(other)), 16, folder, SingleLabel())
     assert a["train"]["input_ids"] != b["train"]["input_ids"]
     assert len(list(folder.glob("tokenized-16-*"))) == 2

@@ -10,7 +10,8 @@ import pytest
 from datasets import ClassLabel, Dataset, Features, Sequence, Value
 from rich.console import Console
 
-from orchestrator.config import ConfigError, from_dict
+from orchestrator.config import ConfigError
+from orchestrator.tasks import experiment_from_dict
 from orchestrator.search.progress import print_summary
 from orchestrator.search.driver import Summary
 from orchestrator.tasks import thresholds
@@ -35,7 +36,7 @@ def ordered_but_capped(n: int = 300) -> tuple[np.ndarray, np.ndarray]:
 
 
 def binary(**post) -> SingleLabel:
-    return SingleLabel(from_dict({"name": "x", "data": {"train": "t.csv"}, "postprocess": post}))
+    return SingleLabel(experiment_from_dict({"name": "x", "data": {"train": "t.csv"}, "postprocess": post}))
 
 
 def examples(truth: np.ndarray) -> Dataset:
@@ -96,8 +97,8 @@ def test_multi_label_tunes_only_labels_whose_scores_separate_them_and_lists_the_
     rng = np.random.default_rng(1)
     noisy, truth_b = rng.uniform(0.4, 0.41, len(separable)), rng.random(len(separable)) < 0.3
     probs, truth = np.stack([separable, noisy], axis=1), np.stack([truth_a, truth_b], axis=1)
-    cfg = from_dict({"name": "x", "task": "multi_label", "data": {"train": "t.csv", "label_separator": ";"},
-                     "postprocess": {"objective": "precision", "target": 0.9}})
+    cfg = experiment_from_dict({"name": "x", "task": "multi_label", "data": {"train": "t.csv", "label_separator": ";"},
+                                "postprocess": {"objective": "precision", "target": 0.9}})
     rows = Dataset.from_dict({"text": ["t"] * len(probs),
                               "labels": [[j for j in range(2) if truth[i, j]] for i in range(len(probs))]},
                              features=Features({"text": Value("string"), "labels": Sequence(Value("int64"))}))
@@ -143,7 +144,7 @@ def test_a_target_nothing_would_reach_is_a_config_error_not_ignored(task, post, 
     if task != "multi_label":
         del raw["data"]["label_separator"]
     with pytest.raises(ConfigError, match="postprocess") as caught:
-        from_dict(raw)
+        experiment_from_dict(raw)
     assert expected in str(caught.value)
 
 
@@ -155,8 +156,8 @@ def test_a_target_nothing_would_reach_is_a_config_error_not_ignored(task, post, 
 ])
 def test_a_threshold_setting_the_labels_cannot_use_is_refused_not_guessed(labels, post, expected):
     """Was: no tuning at all for three classes, and the second label for an unknown positive_label."""
-    task = SingleLabel(from_dict({"name": "x", "data": {"train": "t.csv"}, "postprocess": post}))
+    task = SingleLabel(experiment_from_dict({"name": "x", "data": {"train": "t.csv"}, "postprocess": post}))
     assert task.label_problems(labels) == [next(p for p in task.label_problems(labels) if expected in p)]
-    assert SingleLabel(from_dict({"name": "x", "data": {"train": "t.csv"},
-                                  "postprocess": {"threshold": "tune", "positive_label": "ham"}})
+    assert SingleLabel(experiment_from_dict({"name": "x", "data": {"train": "t.csv"},
+                                             "postprocess": {"threshold": "tune", "positive_label": "ham"}})
                        ).label_problems(["ham", "spam"]) == []

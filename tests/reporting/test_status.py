@@ -170,7 +170,7 @@ def test_ui_optuna_serves_the_study(finished_search, tmp_path):
 
 def test_ui_optuna_without_a_study_is_exit_2(tmp_path, capsys):
     config = tmp_path / "c.yaml"
-    base = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "demo.yaml").read_text())
+    base = yaml.safe_load((Path(__file__).parents[2] / "experiments" / "demo.yaml").read_text())
     base["search"]["storage"] = f"sqlite:///{tmp_path / 'none.db'}"
     config.write_text(yaml.safe_dump(base))
     assert main(["ui", "--optuna", "--config", str(config)]) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
 
-from orchestrator.config import from_dict
+from orchestrator.tasks import experiment_from_dict
 from orchestrator.tasks import thresholds
 from orchestrator.tasks.single_label import SingleLabel, predict
 
@@ -16,7 +16,7 @@ def _examples(labels):
 
 
 def _task(**post):
-    return SingleLabel(from_dict({"name": "x", "data": {"train": "t.csv"}, "postprocess": post}))
+    return SingleLabel(experiment_from_dict({"name": "x", "data": {"train": "t.csv"}, "postprocess": post}))
 
 
 # Six validation rows: P(spam) and the truth. At the usual argmax (0.5) only 0.9 and 0.6 count as

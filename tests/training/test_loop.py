@@ -12,7 +12,7 @@ from orchestrator.training.loop import train
 @pytest.fixture
 def splits(data_dir):
     return load_splits(DataConfig(train=str(data_dir / "train.csv"), validation=str(data_dir / "validation.csv"),
-                                  test=str(data_dir / "test.csv")))
+                                  test=str(data_dir / "test.csv")), SingleLabel())
 
 
 def test_training_learns_and_keeps_the_best_epoch(splits, tiny_model):
@@ -35,7 +35,7 @@ def test_training_learns_and_keeps_the_best_epoch(splits, tiny_model):
 
     from orchestrator.data import tokenize
     from orchestrator.training.loop import collect_logits, model_inputs
-    val = model_inputs(tokenize(splits, result.tokenizer, params.max_length)["validation"])
+    val = model_inputs(tokenize(splits, result.tokenizer, params.max_length, None, SingleLabel())["validation"])
     logits = collect_logits(result.model, DataLoader(val, batch_size=64,
                                                      collate_fn=DataCollatorWithPadding(result.tokenizer)))
     np.testing.assert_allclose(SingleLabel().gather(logits, None), result.val_outputs, atol=1e-5)
@@ -97,7 +97,7 @@ def test_resampling_changes_train_counts_and_never_validation(tmp_path, tiny_mod
     from conftest import make_rows, write_csv
     rows = make_rows(150, seed=9, weights=[0.7, 0.2, 0.1])
     path = write_csv(tmp_path / "imb.csv", rows)
-    s = load_splits(DataConfig(train=str(path), seed=1))
+    s = load_splits(DataConfig(train=str(path), seed=1), SingleLabel())
     before = {k: s.class_counts(k) for k in ("train", "validation", "test")}
     result = train(TrainingConfig(epochs=1, imbalance=method), ModelConfig(), s, str(tiny_model))
     counts = set(result.class_counts.values())

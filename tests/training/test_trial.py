@@ -1,22 +1,25 @@
-"""A trial's own process, driven in-process: out-of-memory retry and failure.
+"""A trial's own process: out-of-memory retry and failure (driven in-process), and the trial as
+its executor runs it, answering to the driver.
 
 There is no GPU here: the first `train` call raises the error class a CUDA allocator raises
 (a fake OOM), then the real training runs at half the per-device batch with gradient accumulation.
 """
 
+import dataclasses
 import os
 
-import optuna
-import pytest
 import torch
 
-from orchestrator.training import trial as trial_mod
 from orchestrator.config import from_dict
+from orchestrator.execution.job import TrialOutcome, secret_environment
+from orchestrator.execution.processes import run_child
+from orchestrator.execution.slots import make_slots
 from orchestrator.tracking.client import Tracker
+from orchestrator.training import trial as trial_mod
 
 
 def _fake_oom(monkeypatch, times):
-    real = trial_mod.train.train
+    real = trial_mod.loop.train
     calls = []
 
     def train(*args, **kwargs):
@@ -25,7 +28,7 @@ def _fake_oom(monkeypatch, times):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trial_mod.train, "train", train)
+    monkeypatch.setattr(trial_mod.loop, "train", train)
     return calls
 
 
@@ -35,9 +38,9 @@ def test_oom_retries_once_at_half_the_batch_with_accumulation(trial_job, monkeyp
     outcome = trial_mod.run_trial(job)
     assert outcome.state == "COMPLETE" and 0 <= outcome.value <= 1
     assert calls == [(16, 1), (8, 2)]
-    attrs = study.trials[0].user_attrs
-    assert (attrs["per_device_batch_size"], attrs["gradient_accumulation_steps"], attrs["oom_retried"]) == (8, 2, True)
-    assert os.path.isdir(attrs["checkpoint"])
+    tags = Tracker(from_dict(job.config).tracking.uri, "oom", "mlruns/artifacts").client.get_run(outcome.run_id).data.tags
+    assert (tags["per_device_batch_size"], tags["gradient_accumulation_steps"], tags["oom_retried"]) == ("8", "2", "True")
+    assert os.path.isdir(outcome.checkpoint)
 
 
 def test_a_second_oom_fails_the_trial_with_the_reason(trial_job, monkeypatch):
@@ -46,22 +49,43 @@ def test_a_second_oom_fails_the_trial_with_the_reason(trial_job, monkeypatch):
     outcome = trial_mod.run_trial(job)
     assert outcome.state == "FAIL" and "out of memory at per-device batch 8" in outcome.reason
     assert len(calls) == 2
-    run_id = study.trials[0].user_attrs["mlflow_run_id"]
+    run_id = outcome.run_id
     tracker = Tracker(from_dict(job.config).tracking.uri, "oom", "mlruns/artifacts")
     run = tracker.client.get_run(run_id)
     assert run.info.status == "FAILED" and "out of memory" in run.data.tags["fail_reason"]
 
 
-@pytest.mark.parametrize("pruner", ["none", "median"])
-def test_the_trial_prunes_by_the_experiments_pruner_not_optunas_default(trial_job, pruner):
-    """Optuna keeps no pruner in its storage: a trial process that loads the study without the
-    experiment's would prune by Optuna's default (median, no warm-up) after any epoch."""
+def test_the_trial_stops_when_the_driver_says_prune_and_needs_no_study_storage(trial_job, tmp_path, monkeypatch):
+    """The real trial process (`worker`), as an executor runs it: it asks after each epoch and the
+    driver's answer decides. The study's storage URL and a PostgreSQL password sit in the driver's
+    environment, as in a team setup; the trial runs without either (its environment has neither)."""
     job, study = trial_job
-    better = 0.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else 1.0
-    for _ in range(6):  # finished trials that did far better at epoch 1
-        other = study.ask()
-        other.report(better, 1)
-        study.tell(other, better)
-    job.config["search"]["pruner"] = pruner  # "median" keeps its 2 warm-up epochs
+    monkeypatch.setenv("ORCHESTRATOR_STORAGE", "postgresql://optuna:hunter2@127.0.0.1:9/optuna")
+    monkeypatch.setenv("PGPASSWORD", "hunter2")
+    job_path, result = tmp_path / "job.json", tmp_path / "result.json"
+    job_path.write_text(dataclasses.replace(job, params={**job.params, "epochs": 3}).to_json())
+    asked = []
+
+    def driver(event):
+        if event.get("ask") and event["type"] == "eval":
+            asked.append(event["epoch"])
+            return {"prune": event["epoch"] >= 2}
+        return None
+
+    secrets = secret_environment(from_dict(job.config))
+    assert "ORCHESTRATOR_STORAGE" not in secrets and "PGPASSWORD" not in secrets
+    child = run_child(make_slots("none", available=[])[0], job_path, result, tmp_path / "trial.log", driver,
+                      secrets=secrets)
+    assert child.returncode == 0, (tmp_path / "trial.log").read_text()
+    outcome = TrialOutcome.from_json(result.read_text())
+    assert asked == [1, 2] and outcome.state == "PRUNED" and outcome.reason == "pruned after epoch 2"
+    assert outcome.run_id  # the driver closes or records the run by it
+    log = (tmp_path / "trial.log").read_text()
+    assert "hunter2" not in log
+
+
+def test_a_trial_without_answers_trains_on_and_keeps_its_checkpoint(trial_job):
+    """No driver on the other end (stdin gives nothing): the trial decides alone, the safe way."""
+    job, _ = trial_job
     outcome = trial_mod.run_trial(job)
-    assert outcome.state == "COMPLETE", outcome
+    assert outcome.state == "COMPLETE" and os.path.isdir(outcome.checkpoint)

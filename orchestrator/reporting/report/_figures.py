@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import warnings
 
-import optuna
 import plotly.graph_objects as go
-from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator.search.progress import pretty
 from orchestrator.reporting.report._tracked import Tracked
+from orchestrator.search.progress import pretty
+from orchestrator.search.records import StudyRecord, Trial
 
 # A trial's state as a line style: a pruned or failed curve must not pass for a finished one.
 DASH = {"COMPLETE": "solid", "PRUNED": "dash", "FAIL": "dot", "RUNNING": "dashdot", "WAITING": "dot"}
@@ -21,18 +20,17 @@ DASH = {"COMPLETE": "solid", "PRUNED": "dash", "FAIL": "dot", "RUNNING": "dashdo
 Figure = go.Figure | str  # a figure, or why there is none
 
 
-def completed(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    return [t for t in trials if t.state == TrialState.COMPLETE]
+def completed(trials: list[Trial]) -> list[Trial]:
+    return [t for t in trials if t.state.name == "COMPLETE"]
 
 
-def optuna_figures(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Figure]:
+def optuna_figures(study: StudyRecord, trials: list[Trial]) -> dict[str, Figure]:
     """Optuna's history, importances, parallel coordinates and slices, by section id."""
     done = len(completed(trials))
     if done == 0:
         none = "No trial has completed yet: Optuna plots only completed trials."
         return dict.fromkeys(("history", "importances", "parallel", "slice"), none)
-    viz = optuna.visualization
-    figures: dict[str, Figure] = {"history": viz.plot_optimization_history(study)}
+    figures: dict[str, Figure] = {"history": study.figure("history")}
     if done < 2:
         figures["importances"] = f"Parameter importances need at least 2 completed trials; this study has {done}."
     elif not any(t.distributions for t in completed(trials)):
@@ -41,18 +39,18 @@ def optuna_figures(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, 
         try:
             with warnings.catch_warnings():  # fANOVA's forest warns on a handful of trials
                 warnings.simplefilter("ignore")
-                figures["importances"] = viz.plot_param_importances(study)
+                figures["importances"] = study.figure("importances")
         except (ValueError, RuntimeError) as e:  # e.g. every completed trial scored the same
             figures["importances"] = f"Parameter importances could not be estimated: {e}"
     if any(t.distributions for t in completed(trials)):
-        figures["parallel"] = viz.plot_parallel_coordinate(study)
-        figures["slice"] = viz.plot_slice(study)
+        figures["parallel"] = study.figure("parallel")
+        figures["slice"] = study.figure("slice")
     else:
         figures["parallel"] = figures["slice"] = "The study searched no parameter."
     return figures
 
 
-def validation_curves(trials: list[FrozenTrial], tracked: Tracked, metric: str, best: int | None) -> Figure:
+def validation_curves(trials: list[Trial], tracked: Tracked, metric: str, best: int | None) -> Figure:
     """The search metric after each epoch, per trial: Optuna's intermediate values, else the
     trial run's history in MLflow."""
     curves = {t.number: sorted(t.intermediate_values.items()) or tracked.val_curves.get(t.number, [])
@@ -62,7 +60,7 @@ def validation_curves(trials: list[FrozenTrial], tracked: Tracked, metric: str, 
     return _curves(trials, curves, best, "epoch", pretty(metric), "lines+markers")
 
 
-def loss_curves(trials: list[FrozenTrial], tracked: Tracked, best: int | None) -> Figure:
+def loss_curves(trials: list[Trial], tracked: Tracked, best: int | None) -> Figure:
     if not tracked.train_loss:
         return ("No train loss: it is in the trials' MLflow runs, which could not be read." if tracked.problems
                 else "No trial has logged a training step yet.")
@@ -70,7 +68,7 @@ def loss_curves(trials: list[FrozenTrial], tracked: Tracked, best: int | None) -
                    "train loss", "lines")
 
 
-def _curves(trials: list[FrozenTrial], curves: dict[int, list[tuple[int, float]]], best: int | None,
+def _curves(trials: list[Trial], curves: dict[int, list[tuple[int, float]]], best: int | None,
             x_title: str, y_title: str, mode: str) -> go.Figure:
     fig = go.Figure()
     for t in trials:

@@ -10,15 +10,14 @@ import base64
 import datetime as dt
 from html import escape
 
-import optuna
 import plotly.offline
-from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import redact
-from orchestrator.search.progress import pretty
 from orchestrator.reporting.report._figures import Figure
 from orchestrator.reporting.report._tracked import Tracked
+from orchestrator.search.progress import pretty
+from orchestrator.search.records import StudyRecord, Trial
 
 STATE_COLOURS = {"COMPLETE": "#1a7f37", "PRUNED": "#bc4c00", "FAIL": "#cf222e", "RUNNING": "#0969da",
                  "WAITING": "#6e7781"}
@@ -34,8 +33,8 @@ tr.pruned td, tr.fail td { background: #fff5f0; } .better { color: #1a7f37; } .w
 """
 
 
-def page(cfg: ExperimentConfig, study: optuna.Study, trials: list[FrozenTrial], tracked: Tracked,
-         figures: dict[str, Figure], best: FrozenTrial | None, discarded: int) -> str:
+def page(cfg: ExperimentConfig, study: StudyRecord, trials: list[Trial], tracked: Tracked,
+         figures: dict[str, Figure], best: Trial | None, discarded: int) -> str:
     sections = [
         ("summary", "Study", _summary(cfg, study, trials, tracked, best, discarded)),
         ("champion", "Champion", _champion(cfg, tracked, best)),
@@ -64,12 +63,12 @@ def _figure(figure: Figure, kind: str) -> str:
     return f'<div class="figure" data-kind="{kind}">{html}</div>'
 
 
-def _summary(cfg: ExperimentConfig, study: optuna.Study, trials: list[FrozenTrial], tracked: Tracked,
-             best: FrozenTrial | None, discarded: int) -> str:
+def _summary(cfg: ExperimentConfig, study: StudyRecord, trials: list[Trial], tracked: Tracked,
+             best: Trial | None, discarded: int) -> str:
     counts = {}
     for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    rows = [("task", cfg.task), ("objective", f"{study.direction.name.lower()} {pretty(cfg.search.metric)}"),
+    rows = [("task", cfg.task), ("objective", f"{study.direction} {pretty(cfg.search.metric)}"),
             ("trials", ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "none yet"),
             ("best trial", f"{best.number}: {pretty(cfg.search.metric)} {best.value:.4f}" if best else "none yet"),
             ("config", cfg.source), ("Optuna storage (search.storage)", redact(cfg.search.storage)),
@@ -82,7 +81,7 @@ def _summary(cfg: ExperimentConfig, study: optuna.Study, trials: list[FrozenTria
     return notes + _table(None, [[f"<th>{escape(k)}</th>", _td(escape(str(v)))] for k, v in rows])
 
 
-def _champion(cfg: ExperimentConfig, tracked: Tracked, best: FrozenTrial | None) -> str:
+def _champion(cfg: ExperimentConfig, tracked: Tracked, best: Trial | None) -> str:
     tags, metrics = tracked.parent_tags, tracked.parent_metrics
     parts = []
     if "best_trial" in tags:
@@ -145,7 +144,7 @@ def _versus(cfg: ExperimentConfig, metrics: dict[str, float]) -> str:
     return _table(["metric", "baseline", "champion", "champion − baseline"], rows, table_id="versus")
 
 
-def _trials(cfg: ExperimentConfig, trials: list[FrozenTrial], tracked: Tracked, best: FrozenTrial | None) -> str:
+def _trials(cfg: ExperimentConfig, trials: list[Trial], tracked: Tracked, best: Trial | None) -> str:
     if not trials:
         return '<p class="missing">The study has no trial yet.</p>'
     rows, attrs = [], []
@@ -164,7 +163,7 @@ def _trials(cfg: ExperimentConfig, trials: list[FrozenTrial], tracked: Tracked, 
                    "MLflow"], rows, table_id="trial-table", row_attrs=attrs)
 
 
-def _runs(cfg: ExperimentConfig, trials: list[FrozenTrial], tracked: Tracked) -> str:
+def _runs(cfg: ExperimentConfig, trials: list[Trial], tracked: Tracked) -> str:
     if tracked.ui is None or tracked.experiment_id is None:
         return '<p class="missing">No MLflow runs to link to (see the notes at the top).</p>'
     parts = [f"<p>The links open the MLflow UI at {escape(tracked.ui)}: run <code>{escape(tracked.ui_command)}</code> "
@@ -181,17 +180,17 @@ def _runs(cfg: ExperimentConfig, trials: list[FrozenTrial], tracked: Tracked) ->
     return "\n".join(parts)
 
 
-def _note(t: FrozenTrial) -> str:
-    if t.state == TrialState.FAIL:
+def _note(t: Trial) -> str:
+    if t.state.name == "FAIL":
         return t.user_attrs.get("fail_reason", "its driver stopped sending heartbeats (process or machine died)")
-    if t.state == TrialState.PRUNED:
+    if t.state.name == "PRUNED":
         return f"pruned after epoch {max(t.intermediate_values)}" if t.intermediate_values else "pruned"
     if "retry_of" in t.user_attrs:
         return f"re-run of trial {t.user_attrs['retry_of']}, whose process died"
     return ""
 
 
-def _duration(t: FrozenTrial) -> str:
+def _duration(t: Trial) -> str:
     if t.datetime_start is None:
         return ""
     end = t.datetime_complete or dt.datetime.now()

@@ -9,32 +9,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import optuna
-import requests
-import sqlalchemy
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-
 from orchestrator.config import ExperimentConfig
-from orchestrator.config.secrets import redact, scrub
 from orchestrator.config.paths import sqlite_path
-from orchestrator.tracking.client import TAG_ROLE, TAG_STUDY, TAG_TRIAL, TrackingError, existing_store, is_missing, is_outage
+from orchestrator.config.secrets import redact, scrub
+from orchestrator.search.records import StudyRecord
+from orchestrator.tracking.client import TrackingError, is_outage
+from orchestrator.tracking.study_runs import READ_ERRORS, RunRecord, StudyRuns
 
 log = logging.getLogger(__name__)
 
-# What reading a store can raise when it is down, refuses, or lacks a run; anything else is a bug.
-READ_ERRORS = (MlflowException, requests.RequestException, sqlalchemy.exc.SQLAlchemyError, OSError)
 LOCAL_UI = "http://127.0.0.1:5000"  # where `python -m orchestrator ui` serves a store that is not a server
 TABLE_ROWS = 20  # rows shown of an error-analysis table: the most confident mistakes come first
-PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 LARGEST_ARTIFACT = 5 * 2**20  # bytes; a bigger table or text is linked to, not embedded
 
 
@@ -66,7 +56,7 @@ class Tracked:
     champion: Champion | None = None
     alias_holder: str | None = None  # the version that holds @champion now
     problems: list[str] = field(default_factory=list)
-    client: MlflowClient | None = None
+    store: StudyRuns | None = None  # the store, once it opened
     down: bool = False  # the store did not answer: nothing more is asked of it
 
     def run_link(self, run_id: str | None) -> str | None:
@@ -78,7 +68,7 @@ class Tracked:
         return f"{self.ui}/#/models/{name}/versions/{version}" if self.ui else None
 
 
-def read_tracking(cfg: ExperimentConfig, study: optuna.Study) -> Tracked:
+def read_tracking(cfg: ExperimentConfig, study: StudyRecord) -> Tracked:
     uri = cfg.tracking.uri
     tracked = Tracked(redact(uri))
     if uri.startswith(("http://", "https://")):
@@ -96,13 +86,13 @@ def read_tracking(cfg: ExperimentConfig, study: optuna.Study) -> Tracked:
         tracked.ui = None
         return tracked
     try:  # an empty or foreign database is refused, not given MLflow's tables
-        tracked.client = existing_store(uri, "tracking.uri")
+        tracked.store = StudyRuns(uri, "tracking.uri")
     except TrackingError as e:
         tracked.problems.append(f"{e}: parts of this page that come from MLflow are missing.")
         log.warning("%s; the report is written without what it holds", e)
         return tracked
     try:
-        _read(tracked.client, cfg, study, tracked)
+        _read(tracked.store, cfg, study, tracked)
     except READ_ERRORS as e:
         tracked.down = is_outage(e)
         why = "cannot be reached" if tracked.down else "could not be read"
@@ -112,93 +102,78 @@ def read_tracking(cfg: ExperimentConfig, study: optuna.Study) -> Tracked:
     return tracked
 
 
-def _read(client: MlflowClient, cfg: ExperimentConfig, study: optuna.Study, tracked: Tracked) -> None:
-    parent = _parent_run(client, cfg, study, tracked)
+def _read(store: StudyRuns, cfg: ExperimentConfig, study: StudyRecord, tracked: Tracked) -> None:
+    parent = _parent_run(store, cfg, study, tracked)
     if parent is not None:
-        tracked.parent_run_id, tracked.experiment_id = parent.info.run_id, parent.info.experiment_id
-        tracked.parent_metrics, tracked.parent_tags = dict(parent.data.metrics), dict(parent.data.tags)
+        tracked.parent_run_id, tracked.experiment_id = parent.run_id, parent.experiment_id
+        tracked.parent_metrics, tracked.parent_tags = dict(parent.metrics), dict(parent.tags)
     if tracked.experiment_id is None:
         tracked.problems.append(f"MLflow holds no experiment {cfg.experiment_name!r} with this study's runs "
                                 f"(tracking.experiment); no run links, train loss or champion.")
         return
-    _trial_runs(client, cfg, study, tracked)
+    _trial_runs(store, cfg, study, tracked)
     champion_run = tracked.parent_tags.get("best_trial_run_id")
     if champion_run:
-        tracked.champion = _champion(client, champion_run, tracked)
+        tracked.champion = _champion(store, champion_run, tracked)
     registered = tracked.parent_tags.get("registered_model", "")
     if "/" in registered:
-        tracked.alias_holder = _alias_holder(client, registered.rpartition("/")[0])
+        tracked.alias_holder = store.alias_version(registered.rpartition("/")[0], "champion")
 
 
-def _parent_run(client: MlflowClient, cfg: ExperimentConfig, study: optuna.Study, tracked: Tracked):
+def _parent_run(store: StudyRuns, cfg: ExperimentConfig, study: StudyRecord, tracked: Tracked) -> RunRecord | None:
     """The study's parent run: the one the study names, else the one tagged with its name."""
     run_id = study.user_attrs.get("mlflow_parent_run_id")
     if run_id:
-        try:
-            return client.get_run(run_id)
-        except MlflowException as e:
-            if not is_missing(e):
-                raise
-            tracked.problems.append(f"The study's MLflow parent run {run_id} is not in {tracked.uri}.")
-    experiment = client.get_experiment_by_name(cfg.experiment_name)
-    if experiment is None:
+        run = store.run(run_id)
+        if run is not None:
+            return run
+        tracked.problems.append(f"The study's MLflow parent run {run_id} is not in {tracked.uri}.")
+    tracked.experiment_id = store.experiment_id(cfg.experiment_name)
+    if tracked.experiment_id is None:
         return None
-    tracked.experiment_id = experiment.experiment_id
-    found = client.search_runs([experiment.experiment_id], max_results=1,
-                               filter_string=f"tags.{TAG_STUDY} = '{cfg.study_name}' and tags.{TAG_ROLE} = 'study'")
-    return found[0] if found else None
+    return store.study_run(tracked.experiment_id, cfg.study_name)
 
 
-def _trial_runs(client: MlflowClient, cfg: ExperimentConfig, study: optuna.Study, tracked: Tracked) -> None:
+def _trial_runs(store: StudyRuns, cfg: ExperimentConfig, study: StudyRecord, tracked: Tracked) -> None:
     """Each trial's run (found by its tags, or named by the trial), its metrics and curves."""
-    found = client.search_runs([tracked.experiment_id], max_results=50000,
-                               filter_string=f"tags.{TAG_STUDY} = '{cfg.study_name}' and tags.{TAG_ROLE} = 'trial'")
-    by_id = {r.info.run_id: r for r in found}
+    found = store.trial_runs(tracked.experiment_id, cfg.study_name)  # oldest first
+    by_id = {r.run_id: r for _, r in found}
     # Newest last, so that a study made again under an old name gets its own runs, not the old ones.
-    for r in sorted(found, key=lambda r: r.info.start_time or 0):
-        tracked.runs[int(r.data.tags[TAG_TRIAL])] = r.info.run_id
+    for number, r in found:
+        tracked.runs[number] = r.run_id
     reported = set()
-    for t in study.get_trials(deepcopy=False):
+    for t in study.trials:
         if "mlflow_run_id" in t.user_attrs:  # what the trial itself recorded wins
             tracked.runs[t.number] = t.user_attrs["mlflow_run_id"]
         if t.intermediate_values:
             reported.add(t.number)
     for number, run_id in sorted(tracked.runs.items()):
-        try:
-            run = by_id.get(run_id) or client.get_run(run_id)
-            tracked.run_metrics[number] = dict(run.data.metrics)
-            if "train_loss" in run.data.metrics:
-                tracked.train_loss[number] = _history(client, run_id, "train_loss")
-            if number not in reported and cfg.search.metric in run.data.metrics:
-                tracked.val_curves[number] = _history(client, run_id, cfg.search.metric)
-        except MlflowException as e:
-            if not is_missing(e):
-                raise
+        run = by_id.get(run_id) or store.run(run_id)
+        if run is None:
             tracked.problems.append(f"The MLflow run {run_id} of trial {number} is gone (deleted?).")
+            continue
+        tracked.run_metrics[number] = dict(run.metrics)
+        if "train_loss" in run.metrics:
+            tracked.train_loss[number] = store.metric_history(run_id, "train_loss")
+        if number not in reported and cfg.search.metric in run.metrics:
+            tracked.val_curves[number] = store.metric_history(run_id, cfg.search.metric)
 
 
-def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-
-
-def _champion(client: MlflowClient, run_id: str, tracked: Tracked) -> Champion | None:
+def _champion(store: StudyRuns, run_id: str, tracked: Tracked) -> Champion | None:
     """The test metrics and test-split artifacts (`champion.evaluate` logs them, named
     `<what>_test.<ext>` by the task) of the best trial's run, whatever the task."""
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as e:
-        if not is_missing(e):
-            raise
+    run = store.run(run_id)
+    if run is None:
         tracked.problems.append(f"The champion's MLflow run {run_id} is gone (deleted?).")
         return None
-    champion = Champion(run_id, {k: v for k, v in run.data.metrics.items() if k.startswith("test_")})
-    files = [a for a in client.list_artifacts(run_id) if not a.is_dir and Path(a.path).stem.endswith("_test")]
-    with tempfile.TemporaryDirectory(prefix="orchestrator-report-") as tmp, _quiet_downloads():
+    champion = Champion(run_id, {k: v for k, v in run.metrics.items() if k.startswith("test_")})
+    files = [a for a in store.files(run_id) if Path(a.path).stem.endswith("_test")]
+    with tempfile.TemporaryDirectory(prefix="orchestrator-report-") as tmp:
         for a in sorted(files, key=lambda a: ({".png": 0, ".txt": 1}.get(Path(a.path).suffix, 2), a.path)):
-            if (a.file_size or 0) > LARGEST_ARTIFACT or Path(a.path).suffix not in (".png", ".txt", ".json"):
+            if (a.size or 0) > LARGEST_ARTIFACT or Path(a.path).suffix not in (".png", ".txt", ".json"):
                 champion.skipped.append(a.path)
                 continue
-            local = Path(client.download_artifacts(run_id, a.path, tmp))
+            local = store.download(run_id, a.path, tmp)
             if local.suffix == ".png":
                 champion.images.append((a.path, local.read_bytes()))
             elif local.suffix == ".txt":
@@ -212,20 +187,6 @@ def _champion(client: MlflowClient, run_id: str, tracked: Tracked) -> Champion |
     return champion
 
 
-@contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    """MLflow draws a progress bar per downloaded file: noise for a few small files."""
-    previous = os.environ.get(PROGRESS_BAR)
-    os.environ[PROGRESS_BAR] = "false"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(PROGRESS_BAR, None)
-        else:
-            os.environ[PROGRESS_BAR] = previous
-
-
 def _table(path: Path) -> tuple[list[str], list[list], int] | None:
     """A table logged by `log_table` (pandas' "split" form: columns and rows), its first rows."""
     try:
@@ -235,13 +196,3 @@ def _table(path: Path) -> tuple[list[str], list[list], int] | None:
     if not (isinstance(data, dict) and isinstance(data.get("columns"), list) and isinstance(data.get("data"), list)):
         return None
     return data["columns"], data["data"][:TABLE_ROWS], len(data["data"])
-
-
-def _alias_holder(client: MlflowClient, name: str) -> str | None:
-    try:
-        return str(client.get_model_version_by_alias(name, "champion").version)
-    except MlflowException as e:
-        # MLflow answers a model without that alias with INVALID_PARAMETER_VALUE, not "not found".
-        if not (is_missing(e) or e.error_code == "INVALID_PARAMETER_VALUE"):
-            raise
-        return None

@@ -6,17 +6,15 @@ import logging
 import os
 from pathlib import Path
 
-import optuna
-from optuna.trial import FrozenTrial
-
 from orchestrator.config import paths
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import scrub
 from orchestrator.data import DataError
 from orchestrator.reporting.report._figures import loss_curves, optuna_figures, validation_curves
 from orchestrator.reporting.report._page import page
-from orchestrator.reporting.report._tracked import READ_ERRORS, read_tracking
-from orchestrator.search.study import open_readonly
+from orchestrator.reporting.report._tracked import read_tracking
+from orchestrator.search.records import read_study
+from orchestrator.tracking.study_runs import READ_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +29,24 @@ def write_report(cfg: ExperimentConfig, output: str | None = None) -> Path:
     `StorageError` when the storage holds no such study; MLflow is optional (see `_tracked`).
     """
     target = _checked_output(output)
-    study = open_readonly(cfg)
+    study = read_study(cfg)
     if target is None:
         work_dir = Path(cfg.search.work_dir).resolve()
         folder = paths.inside(work_dir, work_dir / cfg.study_name)
         folder.mkdir(parents=True, exist_ok=True)  # absent where the search ran on another machine
         target = folder / "report.html"
-    every = study.get_trials(deepcopy=False)
+    every = study.trials
     trials = [t for t in every if "duplicate_of" not in t.user_attrs]  # discarded samples never ran
-    best = _best(study)
+    best = study.best
     tracked = read_tracking(cfg, study)
     figures = {**optuna_figures(study, trials),
                "validation": validation_curves(trials, tracked, cfg.search.metric, best and best.number),
                "loss": loss_curves(trials, tracked, best and best.number)}
     html = page(cfg, study, trials, tracked, figures, best, len(every) - len(trials))
     _write(target, html)
-    if tracked.client is not None and tracked.parent_run_id is not None and not tracked.down:
+    if tracked.store is not None and tracked.parent_run_id is not None and not tracked.down:
         try:
-            tracked.client.log_text(tracked.parent_run_id, html, ARTIFACT)
+            tracked.store.log_text(tracked.parent_run_id, html, ARTIFACT)
         except READ_ERRORS as e:
             log.warning("the report is written to %s, but could not be logged on the study's MLflow run: %s",
                         target, scrub(str(e))[:300])
@@ -78,10 +76,3 @@ def _write(target: Path, html: str) -> None:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _best(study: optuna.Study) -> FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:  # no trial has completed
-        return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from orchestrator.config import load_config
+from orchestrator.tasks import load_experiment
 from orchestrator.data import DataError
 from orchestrator.training.pretrain.corpus import load_corpus
 
@@ -13,7 +13,7 @@ from .conftest import write_rows, zh_experiment
 
 
 def _cfg(tmp_path, zh_data, **pretrain):
-    return load_config(zh_experiment(tmp_path, zh_data, pretrain=pretrain))
+    return load_experiment(zh_experiment(tmp_path, zh_data, pretrain=pretrain))
 
 
 def test_the_default_corpus_is_the_training_split_only(tmp_path, zh_data):
@@ -64,9 +64,9 @@ def test_one_text_is_too_few_to_hold_some_out(tmp_path, zh_data):
 
 def test_a_pretrain_section_round_trips_through_overrides(tmp_path, zh_data):
     path = zh_experiment(tmp_path, zh_data)
-    cfg = load_config(path, ["pretrain.max_steps=7", "pretrain.corpus=x.txt"])
+    cfg = load_experiment(path, ["pretrain.max_steps=7", "pretrain.corpus=x.txt"])
     assert cfg.pretrain.max_steps == 7 and cfg.pretrain.corpus == ("x.txt",)
     raw = yaml.safe_load(path.read_text())
     del raw["pretrain"]
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
-    assert load_config(path).pretrain is None
+    assert load_experiment(path).pretrain is None

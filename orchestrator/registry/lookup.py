@@ -1,0 +1,77 @@
+"""A registered (or logged) model found and loaded by its URI: `models:/NAME@ALIAS`,
+`models:/NAME/VERSION`, `runs:/RUN_ID/model` or a logged model's folder.
+
+`check_model` says whether it is there with metadata calls only (no download, and never a store
+created: a missing one is an error, not an empty new database); `load_pyfunc` loads it as
+deployment does; `load_classifier` gives the `Classifier` inside a registered version.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from orchestrator.config.paths import absolute_sqlite, sqlite_path
+from orchestrator.config.secrets import redact
+from orchestrator.data import DataError
+from orchestrator.tracking.client import TrackingError, existing_store, fail_fast, is_missing, is_outage
+from orchestrator.training.saved_model import Classifier
+
+
+def check_model(model_uri: str, tracking_uri: str | None) -> None:
+    """The model exists, found with metadata calls only (no download, no store created)."""
+    if not model_uri.startswith(("models:/", "runs:/")):
+        if "://" not in model_uri and not (Path(model_uri) / "MLmodel").is_file():
+            raise DataError(f"--model {model_uri}: not an MLflow model folder (no MLmodel file in it); use "
+                            f"models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model or a logged model's folder")
+        return
+    fail_fast(tracking_uri or "")
+    db = sqlite_path(tracking_uri or "")
+    if db is not None and not db.is_file():
+        raise DataError(f"--tracking-uri {tracking_uri}: no MLflow store at {db}; run a search first, or point "
+                        f"--tracking-uri (or MLFLOW_TRACKING_URI) at the store that holds the model")
+    if tracking_uri:
+        existing_store(tracking_uri)  # an empty or foreign database would get MLflow's tables
+    uri = absolute_sqlite(tracking_uri, create=False) if tracking_uri else None
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    shown = redact(tracking_uri or "the default store")
+    try:
+        if model_uri.startswith("runs:/"):
+            client.get_run(model_uri[len("runs:/"):].split("/", 1)[0])
+            return
+        name, at, alias = model_uri[len("models:/"):].partition("@")
+        if at:
+            client.get_model_version_by_alias(name, alias)
+            return
+        name, _, version = name.partition("/")
+        if version.isdigit():
+            client.get_model_version(name, version)
+        elif name.startswith("m-") and not version:  # a logged model's id (MLflow 3)
+            client.get_logged_model(name)
+        else:
+            client.get_registered_model(name)
+    except MlflowException as e:
+        if is_outage(e):
+            raise TrackingError(f"--tracking-uri: cannot reach the MLflow store {shown}: {e.message[:300]}") from None
+        if is_missing(e) or e.error_code == "INVALID_PARAMETER_VALUE":
+            raise DataError(f"--model {model_uri}: not found in {shown}: {e.message[:300]}") from None
+        raise
+
+
+def load_pyfunc(model_uri: str, tracking_uri: str | None = None):
+    """The model as deployment loads it (`mlflow.pyfunc.load_model`): `.predict(frame)` with a
+    `text` column. `tracking_uri` (an existing store) becomes this process's tracking and registry URI."""
+    if tracking_uri:
+        tracking_uri = absolute_sqlite(tracking_uri, create=False)
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+def load_classifier(model_uri: str) -> Classifier:
+    """The `Classifier` inside a registered version (e.g. its `source`), loaded through its pyfunc."""
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().classifier

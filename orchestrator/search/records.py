@@ -1,0 +1,67 @@
+"""A study as `status`, `report` and `ui --optuna` read it: opened read-only (`study.open_readonly`),
+its trials, Optuna's figures of it, and optuna-dashboard on its storage.
+
+What is handed out is plain: names and values, and the trials as Optuna freezes them
+(`FrozenTrial`: `number`, `state.name`, `value`, `params`, `distributions`,
+`intermediate_values`, `user_attrs`, `datetime_start`, `datetime_complete`), so that the readers
+never import Optuna themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from orchestrator.config import ExperimentConfig, paths
+from orchestrator.search.study import open_readonly
+
+Trial = FrozenTrial  # a study's trial, as the readers' type hints name it
+TRIAL_STATES = tuple(s.name for s in TrialState)  # every state a trial can be in, in Optuna's order
+# Optuna's plotly views of a study (`optuna.visualization`), by the name the report gives their section.
+FIGURES = {"history": "plot_optimization_history", "importances": "plot_param_importances",
+           "parallel": "plot_parallel_coordinate", "slice": "plot_slice"}
+
+
+@dataclass
+class StudyRecord:
+    name: str
+    direction: str  # "maximize" or "minimize"
+    trials: list[Trial]  # every trial, by number
+    user_attrs: dict  # the study's own (e.g. mlflow_parent_run_id)
+    _study: optuna.Study = field(repr=False)
+
+    @cached_property
+    def best(self) -> Trial | None:
+        """Optuna's best trial; None until one has completed."""
+        try:
+            return self._study.best_trial
+        except ValueError:  # no trial has completed
+            return None
+
+    def figure(self, kind: str):
+        """Optuna's plotly figure `kind` (a key of `FIGURES`) of the study. Raises what Optuna
+        raises, e.g. a ValueError or RuntimeError when importances cannot be estimated."""
+        return getattr(optuna.visualization, FIGURES[kind])(self._study)
+
+
+def read_study(cfg: ExperimentConfig) -> StudyRecord:
+    """The study `cfg.study_name`, read as it is now; `StorageError` when it is not there."""
+    study = open_readonly(cfg)
+    return StudyRecord(cfg.study_name, study.direction.name.lower(), study.get_trials(deepcopy=False),
+                       dict(study.user_attrs), study)
+
+
+def check_study(cfg: ExperimentConfig) -> None:
+    """`StorageError` (saying what to do) unless the study is in its storage; reads no trial."""
+    open_readonly(cfg)
+
+
+def serve_dashboard(storage: str, host: str, port: int) -> None:
+    """optuna-dashboard on `storage` (which must exist), in this process: the storage URL, which
+    may hold a password, never reaches a command line. Returns when the server stops."""
+    from optuna_dashboard import run_server
+
+    run_server(paths.absolute_sqlite(storage, create=False), host=host, port=port)
