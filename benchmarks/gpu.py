@@ -104,7 +104,7 @@ def train_throughput(model: Path, data: Path, length: int, batch: int, epochs: i
     """One trial's training loop over the synthetic rows (in this process)."""
     from orchestrator.config import DataConfig, ModelConfig, TrainingConfig
     from orchestrator.data import load_splits
-    from orchestrator.tasks.single_label import SingleLabel
+    from orchestrator.tasks.single_label.task import SingleLabel
     from orchestrator.training.loop import train
 
     splits = load_splits(DataConfig(train=str(data), validation_size=0.05, test_size=0.05), SingleLabel())

@@ -22,7 +22,7 @@ def aws(s3, monkeypatch, tmp_path):
 def test_a_file_in_a_bucket_is_read_and_a_replaced_one_is_never_served_stale(aws, tmp_path):
     from orchestrator.config import DataConfig
     from orchestrator.data import load_splits
-    from orchestrator.tasks.single_label import SingleLabel
+    from orchestrator.tasks.single_label.task import SingleLabel
 
     write_csv(tmp_path / "a.csv", make_rows(90, seed=1))
     aws.upload_file(str(tmp_path / "a.csv"), "team", "data/reviews.csv")
@@ -40,7 +40,7 @@ def test_a_file_in_a_bucket_is_read_and_a_replaced_one_is_never_served_stale(aws
 def test_a_missing_object_is_a_clear_error(aws):
     from orchestrator.config import DataConfig
     from orchestrator.data import DataError, load_splits
-    from orchestrator.tasks.single_label import SingleLabel
+    from orchestrator.tasks.single_label.task import SingleLabel
 
     with pytest.raises(DataError, match=r"data.train: s3://team/no/such.csv: no such object"):
         load_splits(DataConfig(train="s3://team/no/such.csv"), SingleLabel())

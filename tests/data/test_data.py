@@ -6,7 +6,7 @@ from conftest import make_rows, write_csv
 from orchestrator.config import paths
 from orchestrator.config import DataConfig
 from orchestrator.data import DataError, load_splits, tokenize
-from orchestrator.tasks.single_label import SingleLabel
+from orchestrator.tasks.single_label.task import SingleLabel
 from orchestrator.models.heads import load_tokenizer
 
 
@@ -97,7 +97,7 @@ def test_a_first_row_with_an_unquoted_delimiter_is_an_error_not_a_shifted_column
 
 
 def test_the_baseline_reads_chinese_as_characters_and_english_as_words():
-    from orchestrator.tasks.baseline import is_cjk, vectorizer
+    from orchestrator.tasks.text_features import is_cjk, vectorizer
 
     assert is_cjk(["这家酒店的服务很好", "房间 clean 干净"]) and not is_cjk(["great hotel", "clean room 好"])
     assert vectorizer(["这家酒店的服务很好"]).analyzer == "char"

@@ -61,7 +61,7 @@ def test_rescoring_loads_the_registered_champion_and_scores_it_on_the_new_split(
     from orchestrator.search.wrap_up import _rescorer
     from orchestrator.config import DataConfig
     from orchestrator.data import load_splits
-    from orchestrator.tasks.single_label import SingleLabel
+    from orchestrator.tasks.single_label.task import SingleLabel
     from orchestrator.training.saved_model import Classifier
 
     uri, checkpoint = registered_model

@@ -136,7 +136,7 @@ def test_bad_inputs_exit_2_with_a_clear_message_and_leave_stores_untouched(works
 def test_a_few_blank_texts_are_dropped_with_a_warning(tmp_path, caplog):
     from orchestrator.config import DataConfig
     from orchestrator.data import load_splits
-    from orchestrator.tasks.single_label import SingleLabel
+    from orchestrator.tasks.single_label.task import SingleLabel
 
     rows = make_rows(100, seed=3)
     rows[5]["text"] = "  "
@@ -151,7 +151,7 @@ def test_a_few_blank_texts_are_dropped_with_a_warning(tmp_path, caplog):
 def test_texts_shared_by_train_and_test_are_counted_in_a_warning(tmp_path, caplog):
     from orchestrator.config import DataConfig
     from orchestrator.data import load_splits
-    from orchestrator.tasks.single_label import SingleLabel
+    from orchestrator.tasks.single_label.task import SingleLabel
 
     train = make_rows(60, seed=1)
     test = make_rows(20, seed=2) + train[:3]
@@ -167,8 +167,8 @@ def test_a_list_where_a_text_belongs_is_refused_with_its_row_not_read_as_its_rep
 
     from orchestrator.config import DataConfig
     from orchestrator.data import DataError, load_splits
-    from orchestrator.tasks.multi_label import MultiLabel
-    from orchestrator.tasks.single_label import SingleLabel
+    from orchestrator.tasks.multi_label.task import MultiLabel
+    from orchestrator.tasks.single_label.task import SingleLabel
 
     rows = make_rows(60, seed=3)
     rows[4]["text"] = ["great", "awful"]

@@ -19,7 +19,7 @@ from orchestrator.execution.ray import connect
 from orchestrator.search.pretrain_stage import unused
 from orchestrator.search.progress import print_summary
 from orchestrator.search.driver import Summary
-from orchestrator.tasks.token_classification import TokenClassification
+from orchestrator.tasks.token_classification.task import TokenClassification
 
 PRETRAIN = {"init": "scratch", "vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2,
             "intermediate_size": 64, "max_positions": 64, "max_length": 32, "max_steps": 40}

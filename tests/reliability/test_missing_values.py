@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.config import DataConfig
 from orchestrator.data import load_splits
-from orchestrator.tasks.single_label import SingleLabel
+from orchestrator.tasks.single_label.task import SingleLabel
 from orchestrator.training.saved_model import Classifier
 
 SPELLED = ["NA", "N/A", "None", "null", "nan", "NaN", "#N/A", "n/a", "-nan", "NULL"]

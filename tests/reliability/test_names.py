@@ -19,9 +19,9 @@ from mlflow.entities import Metric, RunTag
 from orchestrator.cli import main
 from orchestrator.config import DataConfig
 from orchestrator.data import DataError, load_splits
-from orchestrator.tasks.multi_label import MultiLabel
-from orchestrator.tasks.single_label import SingleLabel
-from orchestrator.tasks.token_classification import TokenClassification
+from orchestrator.tasks.multi_label.task import MultiLabel
+from orchestrator.tasks.single_label.task import SingleLabel
+from orchestrator.tasks.token_classification.task import TokenClassification
 from orchestrator.tasks import get_task
 from orchestrator.tasks.names import class_count_tag, generated_keys, name_problems
 

@@ -24,7 +24,7 @@ from orchestrator.data.missing_rows import predict_rows
 from orchestrator.registry.pyfunc import ClassifierPyfunc
 from orchestrator.serving.predict import predict_file
 from orchestrator.training.saved_model import Classifier
-from orchestrator.tasks.token_heads import TokenClassifier
+from orchestrator.tasks.token_classification.heads import TokenClassifier
 
 TEXTS = ["great product", "", "   ", None, float("nan"), "NA", "\t\n", "awful"]
 MISSING = [False, True, True, True, True, False, True, False]

@@ -14,7 +14,7 @@ from transformers import BertConfig, BertModel
 from orchestrator.cli import main
 from orchestrator.config import DataConfig
 from orchestrator.data import load_splits, save_splits, tokenize
-from orchestrator.tasks.single_label import SingleLabel
+from orchestrator.tasks.single_label.task import SingleLabel
 from orchestrator.models.heads import load_tokenizer
 
 

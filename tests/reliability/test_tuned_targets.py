@@ -15,8 +15,8 @@ from orchestrator.tasks import experiment_from_dict
 from orchestrator.search.progress import print_summary
 from orchestrator.search.driver import Summary
 from orchestrator.tasks import thresholds
-from orchestrator.tasks.multi_label import MultiLabel
-from orchestrator.tasks.single_label import SingleLabel
+from orchestrator.tasks.multi_label.task import MultiLabel
+from orchestrator.tasks.single_label.task import SingleLabel
 
 
 def noise(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

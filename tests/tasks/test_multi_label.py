@@ -18,7 +18,7 @@ from orchestrator.config.schema import DataConfig, ExperimentConfig, Postprocess
 from orchestrator.data.read import DataError
 from orchestrator.data.splits import Splits
 from orchestrator.tasks import get_task
-from orchestrator.tasks.multi_label import MultiLabel, label_set
+from orchestrator.tasks.multi_label.task import MultiLabel, label_set
 
 NAMES = ["a", "b", "c"]
 WORDS = {"joy": "happy glad smile".split(), "anger": "angry mad furious".split(), "fear": "scared afraid panic".split()}

@@ -7,7 +7,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 
 from orchestrator.tasks import experiment_from_dict
 from orchestrator.tasks import thresholds
-from orchestrator.tasks.single_label import SingleLabel, predict
+from orchestrator.tasks.single_label.task import SingleLabel, predict
 
 
 def _examples(labels):

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from orchestrator.tasks import tagging
+from orchestrator.tasks.token_classification import tagging
 
 
 @pytest.mark.parametrize("tags, scheme", [

@@ -7,7 +7,7 @@ import random
 import pytest
 from seqeval.metrics.sequence_labeling import start_of_chunk
 
-from orchestrator.tasks import tagging
+from orchestrator.tasks.token_classification import tagging
 
 POOLS = {
     "BIO": ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"],

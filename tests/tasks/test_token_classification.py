@@ -13,7 +13,7 @@ import torch
 from orchestrator.config.schema import DataConfig, ExperimentConfig, ParamSpace, TrainingConfig
 from orchestrator.data.read import DataError
 from orchestrator.tasks import get_task
-from orchestrator.tasks.token_classification import TokenClassification, text_tokens
+from orchestrator.tasks.token_classification.task import TokenClassification, text_tokens
 
 NER_NAMES = ["O", "B-LOC", "B-PER", "I-LOC", "I-PER"]
 
@@ -278,7 +278,7 @@ def test_crf_baseline_learns_the_synthetic_entities(ner_dir):
 
 def test_a_tiny_chinese_model_trains_a_step_and_evaluates(ner_dir, tiny_zh_model, zh_tokenizer, tmp_path):
     from orchestrator.models.heads import load_encoder
-    from orchestrator.tasks.token_heads import TokenClassifier
+    from orchestrator.tasks.token_classification.heads import TokenClassifier
 
     cfg = ExperimentConfig(task="token_classification", training=TrainingConfig(window_overlap=4))
     task = TokenClassification(cfg)
@@ -335,7 +335,7 @@ def test_a_tiny_chinese_model_trains_a_step_and_evaluates(ner_dir, tiny_zh_model
 
 def test_the_mlp_head_and_strategies(tiny_zh_model):
     from orchestrator.models.heads import HeadError, load_encoder
-    from orchestrator.tasks.token_heads import TokenClassifier
+    from orchestrator.tasks.token_classification.heads import TokenClassifier
 
     model = TokenClassifier(load_encoder(str(tiny_zh_model)), 3, head="mlp", mlp_hidden=16)
     assert model.encoder.pooler is None  # dropped: it would get no gradient

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.tasks import windows
-from orchestrator.tasks.windows import IGNORE
+from orchestrator.tasks.token_classification import windows
+from orchestrator.tasks.token_classification.windows import IGNORE
 
 
 def test_plan_covers_everything_with_the_overlap():

@@ -5,7 +5,7 @@ import torch
 from orchestrator.config import DataConfig, ModelConfig, TrainingConfig
 from orchestrator.data import load_splits
 from orchestrator.models.heads import TextClassifier, load_encoder
-from orchestrator.tasks.single_label import SingleLabel
+from orchestrator.tasks.single_label.task import SingleLabel
 from orchestrator.training.loop import train
 
 
@@ -109,7 +109,7 @@ def test_resampling_changes_train_counts_and_never_validation(tmp_path, tiny_mod
 
 
 def test_non_finite_loss_stops_the_trial_at_once(splits, tiny_model, monkeypatch):
-    import orchestrator.tasks.single_label as train_mod
+    import orchestrator.tasks.single_label.task as train_mod
 
     real = train_mod.F.cross_entropy
     calls = []

@@ -24,7 +24,8 @@ from orchestrator.config.schema import TOKEN_HEADS, DataConfig, ExperimentConfig
 from orchestrator.data import fingerprint
 from orchestrator.data.read import DataError, local_file
 from orchestrator.data.splits import SPLITS, Splits, carve, drop_empty, read_columns, warn_overlap, where
-from orchestrator.tasks import tagging, thresholds, windows
+from orchestrator.tasks import thresholds
+from orchestrator.tasks.token_classification import tagging, windows
 from orchestrator.tasks.base import Artifact, Evaluation, Task, safe_name
 
 log = logging.getLogger(__name__)
@@ -167,12 +168,12 @@ class TokenClassification(Task):
 
     # ---- model and loss
     def build_model(self, encoder, num_labels: int, params):
-        from orchestrator.tasks.token_heads import TokenClassifier
+        from orchestrator.tasks.token_classification.heads import TokenClassifier
 
         return TokenClassifier(encoder, num_labels, params.head or self.heads[0], params.dropout, params.mlp_hidden)
 
     def load_model(self, directory):
-        from orchestrator.tasks.token_heads import TokenClassifier
+        from orchestrator.tasks.token_classification.heads import TokenClassifier
 
         return TokenClassifier.load(directory)
 

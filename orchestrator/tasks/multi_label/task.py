@@ -213,7 +213,7 @@ class MultiLabel(Task):
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 
-        from orchestrator.tasks.baseline import vectorizer as make_vectorizer
+        from orchestrator.tasks.text_features import vectorizer as make_vectorizer
 
         n = splits.num_labels
         train = multi_hot(column(splits.data["train"], "labels"), n)

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
-from orchestrator.tasks.metrics import confusion  # noqa: E402
+from orchestrator.tasks.single_label.metrics import confusion  # noqa: E402
 
 
 def confusion_figure(labels: np.ndarray, preds: np.ndarray, label_names: list[str], title: str):

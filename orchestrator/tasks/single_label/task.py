@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from orchestrator.tasks import metrics
-from orchestrator.tasks import plots
-from orchestrator.tasks.baseline import fit_baseline
+from orchestrator.tasks.single_label import metrics
+from orchestrator.tasks.single_label import plots
+from orchestrator.tasks.single_label.baseline import fit_baseline
 from orchestrator.config.schema import HEADS, IMBALANCE, DataConfig, ExperimentConfig
 from orchestrator.data import fingerprint
 from orchestrator.data.read import DataError, as_text, check_scalars, is_missing
