@@ -18,6 +18,7 @@ from orchestrator.reporting.report._figures import Figure
 from orchestrator.reporting.report._tracked import Tracked
 from orchestrator.search.progress import pretty
 from orchestrator.search.records import StudyRecord, Trial
+from orchestrator.search.study import retried_from
 
 STATE_COLOURS = {"COMPLETE": "#1a7f37", "PRUNED": "#bc4c00", "FAIL": "#cf222e", "RUNNING": "#0969da",
                  "WAITING": "#6e7781"}
@@ -185,8 +186,9 @@ def _note(t: Trial) -> str:
         return t.user_attrs.get("fail_reason", "its driver stopped sending heartbeats (process or machine died)")
     if t.state.name == "PRUNED":
         return f"pruned after epoch {max(t.intermediate_values)}" if t.intermediate_values else "pruned"
-    if "retry_of" in t.user_attrs:
-        return f"re-run of trial {t.user_attrs['retry_of']}, whose process died"
+    original = retried_from(t)
+    if original is not None:
+        return f"re-run of trial {original}, whose process died"
     return ""
 
 
