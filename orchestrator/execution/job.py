@@ -19,9 +19,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
-
+import select
 import sys
+import time
+from dataclasses import dataclass, field
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.load import FROM_ENVIRONMENT
@@ -90,10 +91,11 @@ FORWARDED = (*SECRET_VARIABLES, "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_INS
 
 
 # What a trial never gets: the study storage's URL. The driver alone talks to the study
-# (`search/`); a trial reports through events. PostgreSQL's own variables (the password libpq
-# reads) go only where the tracking store itself is PostgreSQL, which the trial does write to.
+# (`search/`); a trial reports through events. PostgreSQL's own variables (a password, a password
+# file, a service file libpq reads) go only where the tracking store itself is PostgreSQL, which
+# the trial does write to.
 STUDY_ONLY = {("search", "storage")}
-POSTGRES_VARIABLES = ("PGPASSWORD", "PGUSER", "PGSSLMODE")
+STUDY_PLACEHOLDER = "sqlite:///the-study-is-the-drivers.db"  # in a job's config: no address of the study
 
 
 def secret_environment(cfg: ExperimentConfig) -> dict[str, str]:
@@ -103,15 +105,23 @@ def secret_environment(cfg: ExperimentConfig) -> dict[str, str]:
     urls = {variable: absolute_sqlite(getattr(getattr(cfg, section), key))
             for (section, key), variable in FROM_ENVIRONMENT.items() if (section, key) not in STUDY_ONLY}
     postgres_tracking = cfg.tracking.uri.startswith("postgresql")
-    forwarded = [v for v in FORWARDED if os.environ.get(v) and (postgres_tracking or v not in POSTGRES_VARIABLES)]
-    return {**{v: os.environ[v] for v in forwarded}, **urls}
+    forwarded = {v: os.environ[v] for v in FORWARDED if os.environ.get(v) and not v.startswith("PG")}
+    if postgres_tracking:
+        forwarded.update({v: value for v, value in os.environ.items() if v.startswith("PG")})
+    return {**forwarded, **urls}
 
 
 def without_study_secrets(environment: dict[str, str], kept: dict[str, str]) -> dict[str, str]:
     """A trial process's environment: the driver's, less every way into the study storage, plus
     `kept` (what `secret_environment` chose to hand on)."""
-    drop = {FROM_ENVIRONMENT[key] for key in STUDY_ONLY} | set(POSTGRES_VARIABLES)
-    return {**{k: v for k, v in environment.items() if k not in drop}, **kept}
+    drop = {FROM_ENVIRONMENT[key] for key in STUDY_ONLY}
+    return {**{k: v for k, v in environment.items() if k not in drop and not k.startswith("PG")}, **kept}
+
+
+def config_for_job(cfg_dict: dict) -> dict:
+    """The config a job carries: passwords are already redacted (`secrets.public`); the study's
+    storage is replaced too, since a trial never opens it."""
+    return {**cfg_dict, "search": {**cfg_dict["search"], "storage": STUDY_PLACEHOLDER}}
 
 
 # A spare trial process (`worker --wait`) sets this before it runs its job: the trial records it.
@@ -123,30 +133,76 @@ EVENT = "@@orchestrator "  # a trial process's stdout line carrying an event
 
 
 def emit(event: dict) -> None:
-    """Called in the trial process: send a progress event to whoever runs it (`run_child` reads
-    the process's stdout and hands each event on, to the driver's progress or across Ray)."""
-    print(EVENT + json.dumps(event), flush=True)
+    """Called in the trial process: send an event to whoever runs it (`run_child` reads the
+    process's stdout and hands each event on, to the driver or across Ray). One write: `print`
+    makes two, between which another rank of a multi-process launch may write into the line."""
+    sys.stdout.write(EVENT + json.dumps(event) + "\n")
+    sys.stdout.flush()
 
 
-def ask(question: dict) -> dict | None:
+ANSWER_WAIT_S = 600  # a driver silent this long is taken as gone: the trial decides alone
+ANSWERS = "ORCHESTRATOR_ANSWERS"  # set to "stdin" by `processes.run_child`: the driver answers there
+_asked = 0  # questions this process has asked: an answer names the one it answers
+_unread = b""  # what was read from stdin past the last answer's line
+
+
+def ask(question: dict, wait: float = ANSWER_WAIT_S) -> dict | None:
     """Called in the trial process: send `question` as an event and wait for the driver's answer,
-    a JSON line on stdin. None when there is no answer (stdin closed: the driver is gone, or the
-    trial runs without one, as in a test); the caller then does what it would do unasked."""
-    emit({**question, "ask": True})
-    try:
-        line = sys.stdin.readline() if sys.stdin is not None else ""
-        answer = json.loads(line) if line.strip() else None
-    except (OSError, ValueError):  # no readable stdin, or a garbled answer
+    a JSON line on stdin carrying the question's `seq`. None when there is no answer within `wait`
+    seconds (stdin closed: the driver is gone, or the trial runs without one, as in a test); the
+    caller then does what it would do unasked. An answer to an earlier question that came too
+    late is skipped, never taken for this one."""
+    global _asked
+    _asked += 1
+    seq = _asked
+    emit({**question, "ask": True, "seq": seq})
+    if os.environ.get(ANSWERS) != "stdin":  # not started by an executor: nobody answers on stdin
         return None
-    return answer if isinstance(answer, dict) else None
+    deadline = time.monotonic() + wait
+    try:
+        fd = sys.stdin.fileno()  # raises where stdin is no file (pytest's)
+        while (line := _answer_line(fd, deadline)) is not None:
+            try:
+                answer = json.loads(line)
+            except ValueError:  # a garbled answer: wait for the next line
+                continue
+            if isinstance(answer, dict) and answer.pop("seq", None) == seq:
+                return answer
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def _answer_line(fd: int, deadline: float) -> str | None:
+    """The next line on `fd` by `deadline`, or None (time is up, or end of file). Reads the file
+    descriptor itself: a buffered reader could hold a line that `select` then never reports."""
+    global _unread
+    while b"\n" not in _unread:
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            return None
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return None
+        _unread += chunk
+    line, _, _unread = _unread.partition(b"\n")
+    return line.decode("utf-8", errors="replace")
 
 
 def parse_event(line: str) -> dict | None:
-    """The event on a line of a trial's output, or None for an ordinary line (or a garbled event)."""
-    if not line.startswith(EVENT):
+    """The event on a line of a trial's output, or None for an ordinary line; {} for a garbled
+    event. The prefix may follow other text: another process (a rank, a library's thread) can
+    write into the same pipe without a newline first."""
+    at = line.find(EVENT)
+    if at < 0:
         return None
     try:
-        event = json.loads(line[len(EVENT):])
+        event, _ = json.JSONDecoder().raw_decode(line[at + len(EVENT):])
     except ValueError:
         return {}
     return event if isinstance(event, dict) else {}
+
+
+def text_before_event(line: str) -> str:
+    """What another writer left on an event's line before the event, for the trial's log."""
+    at = line.find(EVENT)
+    return line[:at] if at > 0 else ""

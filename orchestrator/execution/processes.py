@@ -15,7 +15,9 @@ so a trial's fixed cost is its own loading only. Still one trial per process.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,8 +28,10 @@ from pathlib import Path
 from typing import Callable
 
 from orchestrator.config.secrets import scrub
-from orchestrator.execution.job import parse_event, without_study_secrets
+from orchestrator.execution.job import ANSWERS, parse_event, text_before_event, without_study_secrets
 from orchestrator.execution.slots import Slot
+
+_log = logging.getLogger(__name__)
 
 
 def _free_port() -> int:
@@ -161,7 +165,7 @@ def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 def _environment(slot: Slot, secrets: dict[str, str] | None) -> dict[str, str]:
     return {**without_study_secrets(dict(os.environ), {}), **slot.env, **(secrets or {}), "PYTHONUNBUFFERED": "1",
-            "TOKENIZERS_PARALLELISM": "false"}
+            "TOKENIZERS_PARALLELISM": "false", ANSWERS: "stdin"}
 
 
 class Spares:
@@ -237,13 +241,14 @@ def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Cal
             for line in proc.stdout:
                 event = parse_event(line)
                 if event is not None:
-                    answer = None
-                    try:
-                        answer = on_event(event)
-                    except (ValueError, KeyError):  # a garbled or unknown event is no reason to stop reading
-                        pass
-                    if event.get("ask"):
-                        _answer(proc, answer)
+                    before = text_before_event(line)
+                    if before:  # another writer's text that ran into the event's line
+                        log.write(scrub(before) + "\n")
+                    answer = handle_event(on_event, event)
+                    # A question always gets an answer (empty: the trial decides alone), also one
+                    # garbled on its way: unanswered, the trial would wait for nothing.
+                    if event.get("ask") or (not event and ASKS in line):
+                        _answer(proc, answer, event.get("seq") or _seq(line))
                     continue
                 line = scrub(line)
                 log.write(line)
@@ -269,10 +274,29 @@ def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Cal
 
 
 
-def _answer(proc: subprocess.Popen, answer: dict | None) -> None:
-    """One JSON line on the trial's stdin. A trial that died meanwhile is found by its exit code."""
+ASKS = '"ask": true'  # how a question looks on the line, even where its JSON came garbled
+
+
+def _seq(line: str) -> int | None:
+    found = re.search(r'"seq": (\d+)', line)
+    return int(found.group(1)) if found else None
+
+
+def handle_event(on_event: Callable[[dict], dict | None], event: dict) -> dict | None:
+    """`on_event(event)`; an error of the driver's own (its storage was busy, the trial was ended
+    by another process meanwhile) is logged and costs this event, never the trial."""
     try:
-        proc.stdin.write(json.dumps(answer or {}) + "\n")
+        return on_event(event)
+    except Exception:  # noqa: BLE001 - the trial goes on; the traceback is in the driver's log
+        _log.exception("event %s of trial %s not handled", event.get("type"), event.get("trial"))
+        return None
+
+
+def _answer(proc: subprocess.Popen, answer: dict | None, seq: int | None) -> None:
+    """One JSON line on the trial's stdin, naming the question it answers. A trial that died
+    meanwhile is found by its exit code."""
+    try:
+        proc.stdin.write(json.dumps({**(answer or {}), "seq": seq}) + "\n")
         proc.stdin.flush()
     except (OSError, ValueError):  # BrokenPipeError, or stdin already closed
         pass

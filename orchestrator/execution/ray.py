@@ -35,7 +35,8 @@ from typing import Callable
 from orchestrator.config import paths
 from orchestrator.config.secrets import redact, scrub
 from orchestrator.execution.base import Executor, ExecutorError
-from orchestrator.execution.job import TrialJob, TrialOutcome
+from orchestrator.execution.job import ANSWER_WAIT_S, TrialJob, TrialOutcome
+from orchestrator.execution.processes import handle_event
 from orchestrator.execution.slots import Slot
 
 log = logging.getLogger(__name__)
@@ -196,14 +197,10 @@ class RayExecutor(Executor):
             log.warning("progress events lost: %s", scrub(str(e))[:300])
             return
         for event in events:
-            answer = None
-            try:
-                answer = on_event(event)
-            except (KeyError, ValueError):
-                pass
-            if event.get("ask"):
+            answer = handle_event(on_event, event)
+            if event.get("ask"):  # answered whatever happened above: the trial waits for it
                 try:
-                    self._mailbox.post.remote(event.get("trial"), answer or {})
+                    self._mailbox.post.remote(event.get("trial"), event.get("seq"), answer or {})
                 except _ray().exceptions.RayError as e:
                     log.warning("trial %s: answer not posted: %s", event.get("trial"), scrub(str(e))[:300])
 
@@ -258,21 +255,23 @@ class _RayTask:
 
 
 class Mailbox:
-    """Answers from the driver to trials' questions, by trial number (a Ray actor on the driver's
-    node). A trial polls `take` for its own: answers for a trial that died are never taken."""
+    """Answers from the driver to trials' questions, by trial number and question number (a Ray
+    actor on the driver's node). A trial polls `take` for its own; an answer that came too late
+    for its question is dropped, never taken as the next one's."""
 
     def __init__(self):
-        self.boxes: dict[int, list[dict]] = {}
+        self.boxes: dict[int, dict[int, dict]] = {}
 
-    def post(self, trial: int, answer: dict) -> None:
-        self.boxes.setdefault(trial, []).append(answer)
+    def post(self, trial: int, seq: int, answer: dict) -> None:
+        self.boxes.setdefault(trial, {})[seq] = answer
 
-    def take(self, trial: int) -> dict | None:
-        box = self.boxes.get(trial)
-        return box.pop(0) if box else None
+    def take(self, trial: int, seq: int) -> dict | None:
+        box = self.boxes.get(trial, {})
+        for stale in [s for s in box if s < seq]:
+            del box[stale]
+        return box.pop(seq, None)
 
 
-ANSWER_WAIT_S = 600  # a driver that does not answer for this long is taken as gone: the trial decides alone
 ANSWER_POLL_S = 0.05
 
 
@@ -291,16 +290,16 @@ class _Forward:
         if event.get("type") != "step" or time.monotonic() - self.sent >= POLL_S:
             self.flush()
         if event.get("ask") and self.mailbox is not None:
-            return self._answer(event.get("trial"))
+            return self._answer(event.get("trial"), event.get("seq") or 0)
         return None
 
-    def _answer(self, trial: int) -> dict | None:
+    def _answer(self, trial: int, seq: int) -> dict | None:
         import ray
 
         deadline = time.monotonic() + ANSWER_WAIT_S
         while time.monotonic() < deadline:
             try:
-                answer = ray.get(self.mailbox.take.remote(trial))
+                answer = ray.get(self.mailbox.take.remote(trial, seq))
             except ray.exceptions.RayError as e:  # the driver's node is gone: nobody will answer
                 print(f"no answer from the driver: {type(e).__name__}: {e}", flush=True)
                 return None

@@ -53,6 +53,7 @@ from orchestrator.search.study import (
     SpaceExhausted,
     StudyLock,
     check_identity,
+    check_objective,
     claim,
     create_study,
     finished,
@@ -180,6 +181,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
             opened.storage = storage = make_storage(cfg.search)
             study = create_study(cfg, storage)
             check_identity(study, checked.splits.record, checked.model.record, redact(cfg.search.storage))
+            check_objective(study, cfg.search.metric, cfg.search.direction)
             opened.study = study
             params = {**_flatten(public(cfg.to_dict())), "data.fingerprint": checked.splits.digest,
                       "model.fingerprint": checked.model.fingerprint}
@@ -395,7 +397,10 @@ def _run_trial(study: optuna.Study, storage, launcher: TrialLauncher, trial: opt
             pass
         except Exception as e:  # noqa: BLE001 - a driver-side error fails this trial (traceback logged), not the study
             log.exception("trial %s failed in the driver", trial.number)
-            trial.set_user_attr("fail_reason", scrub(f"{type(e).__name__}: {e}")[:2000])
+            try:
+                trial.set_user_attr("fail_reason", scrub(f"{type(e).__name__}: {e}")[:2000])
+            except optuna.exceptions.UpdateFinishedTrialError:  # failed meanwhile by another process's check
+                pass
     frozen = study.tell(trial, value, state=state, skip_if_finished=True)
     progress.end_trial(trial.number, frozen.state.name, frozen.value, _best_value(study))
     return frozen.state

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import public, scrub
 from orchestrator.execution.base import Executor
-from orchestrator.execution.job import TrialJob, TrialOutcome
+from orchestrator.execution.job import TrialJob, TrialOutcome, config_for_job
 from orchestrator.search.interrupts import Interrupt
 from orchestrator.search.progress import StudyProgress
 from orchestrator.search.study import PROBE_PREFIX, StudyLock, retry_once, trial_record
@@ -62,7 +62,7 @@ class TrialLauncher:
         probes = {k: v for k, v in trial.study.user_attrs.items() if k.startswith(PROBE_PREFIX)}
         return TrialJob(
             number=trial.number, params=dict(trial.params), probes=probes,
-            config=public(self.cfg.to_dict()), source=self.cfg.source, model_path=self.model_path,
+            config=config_for_job(public(self.cfg.to_dict())), source=self.cfg.source, model_path=self.model_path,
             model_fingerprint=self.model_fingerprint, parent_run_id=self.parent, data_dir=str(self.data_dir),
             checkpoint_dir=str(self.study_dir / "checkpoints"),
             keep_local_checkpoint=self.executor.keeps_local_checkpoints,

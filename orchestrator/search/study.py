@@ -18,6 +18,7 @@ through the storage alone:
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import logging
 import os
@@ -56,17 +57,28 @@ SAMPLE_ATTEMPTS = 50  # discarded repeats before a process decides the space is 
 # own callback, for trials it finds without heartbeats and for those this package finds dead.
 with warnings.catch_warnings():  # "experimental" since Optuna 2.8; the deprecated alias is not
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    _RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
 PROBE_PREFIX = "probe:"  # study user attrs caching a batch-size probe, by configuration and GPU
 
 
 def retry_once(study: optuna.Study, trial: FrozenTrial) -> bool:
-    """Queue `trial`'s parameters again unless it is itself a retry; whether it was queued.
-    Callers hold the study lock, and only the process that failed the trial calls this."""
+    """Queue `trial`'s parameters again unless it is itself a retry or has one already; whether it
+    was queued. Callers hold the study lock (Optuna's heartbeat check fails a trial only once).
+    The retry starts with no user attrs: Optuna's callback would copy the dead trial's (its run,
+    pid, fail reason, checkpoint), which are not the retry's."""
     if retried_from(trial) is not None:
         return False
-    RETRY(study, trial)
+    if any(retried_from(t) == trial.number for t in study.get_trials(deepcopy=False)):
+        return False
+    fresh = copy.deepcopy(trial)
+    fresh.user_attrs = {}
+    _RETRY(study, fresh)
     return True
+
+
+def retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's `heartbeat_stale_trial_callback`: a trial whose driver stopped beating runs once more."""
+    retry_once(study, trial)
 
 
 def retried_from(trial: FrozenTrial) -> int | None:
@@ -91,7 +103,7 @@ def make_storage(cfg: SearchConfig) -> RDBStorage:
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5, and what we need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RDBStorage(paths.absolute_sqlite(cfg.storage), heartbeat_interval=cfg.heartbeat_interval,
-                          grace_period=cfg.heartbeat_grace_period, heartbeat_stale_trial_callback=RETRY)
+                          grace_period=cfg.heartbeat_grace_period, heartbeat_stale_trial_callback=retry_stale)
 
 
 def make_sampler(s: SearchConfig, trial_number: int = 0) -> optuna.samplers.BaseSampler:
@@ -124,6 +136,22 @@ def create_study(cfg: ExperimentConfig, storage: RDBStorage) -> optuna.Study:
     pruner = make_pruner(s)
     return optuna.create_study(study_name=cfg.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                direction=s.direction, load_if_exists=True)
+
+
+def check_objective(study: optuna.Study, metric: str, direction: str) -> None:
+    """Record what the study optimises, or refuse a process that optimises something else: values
+    of two metrics, or one metric read both ways, do not rank. (Optuna keeps the direction the
+    study was created with and ignores another one given later.)"""
+    stored = "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+    recorded = study.user_attrs.get("objective") or {"metric": metric, "direction": stored}
+    if (recorded["metric"], recorded["direction"]) != (metric, direction) or stored != direction:
+        name = study.study_name
+        raise DataError(
+            f"search.metric/search.direction: study {name!r} {recorded['direction']}s {recorded['metric']}, this "
+            f"config {direction}s {metric}: their trials' values would not rank. Keep "
+            f"search.metric={recorded['metric']} for this study, or start a new one (search.study_name={name}-2)")
+    if "objective" not in study.user_attrs:
+        study.set_user_attr("objective", recorded)
 
 
 def check_identity(study: optuna.Study, data: dict, model: dict, storage_shown: str) -> None:
@@ -250,8 +278,17 @@ def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: 
             trial.set_user_attr("driver", DRIVER)
             if sampling is None:
                 return trial
-            sampling.sample(trial)
-            twin = None if retried_from(trial_record(study, trial.number)) is not None else _twin(study, trial)
+            retry = retried_from(trial_record(study, trial.number)) is not None
+            try:
+                sampling.sample(trial)
+            except ValueError as e:  # a retry's parameters from a space the experiment has changed since
+                if not retry:
+                    raise
+                trial.set_user_attr("fail_reason", f"a re-run whose parameters the changed space no longer "
+                                                   f"holds ({e}); not run")
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            twin = None if retry else _twin(study, trial)
             if twin is None:
                 return trial
             trial.set_user_attr("duplicate_of", twin)

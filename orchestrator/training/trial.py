@@ -238,6 +238,8 @@ class _TrialRun:
                 "study": self.cfg.study_name, "trial": self.number, "params": dataclasses.asdict(params)}
         result.model.save(folder, result.tokenizer, meta)
         uploaded = self.run_id if self._upload(folder) else None
+        # At once: a trial that dies before its outcome must not leave an upload nobody deletes.
+        self.tell({"checkpoint_run": uploaded})
         if uploaded and not self.job.keep_local_checkpoint:
             shutil.rmtree(folder, ignore_errors=True)
             return None, uploaded

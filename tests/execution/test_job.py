@@ -86,3 +86,21 @@ def test_a_trial_process_inherits_no_way_into_the_study_storage(monkeypatch, tmp
     (event,) = events
     assert "ORCHESTRATOR_TRACKING_URI" in event["names"]
     assert "ORCHESTRATOR_STORAGE" not in event["names"] and "PGPASSWORD" not in event["names"]
+
+
+def test_an_event_is_found_after_text_another_writer_left_on_its_line():
+    """Ranks of a multi-process launch share one pipe: another's text may run into an event's line."""
+    from orchestrator.execution.job import text_before_event
+
+    line = 'warning: x' + EVENT + '{"type": "eval", "trial": 1, "ask": true, "seq": 3} trailing\n'
+    assert parse_event(line) == {"type": "eval", "trial": 1, "ask": True, "seq": 3}
+    assert text_before_event(line) == "warning: x"
+
+
+def test_a_job_names_no_study_storage(monkeypatch):
+    from orchestrator.execution.job import STUDY_PLACEHOLDER, config_for_job
+
+    cfg = from_dict({"data": {"train": "t.csv"}, "search": {"storage": "postgresql://u@db.internal/optuna"}})
+    config = config_for_job(public(cfg.to_dict()))
+    assert config["search"]["storage"] == STUDY_PLACEHOLDER and "db.internal" not in str(config)
+    assert from_dict(config).search.metric == cfg.search.metric  # still a whole config for the trial

@@ -102,3 +102,35 @@ def test_a_spare_that_died_while_idle_costs_only_a_cold_start(tmp_path, monkeypa
     outcome = run_child(slot, tmp_path / "a.json", tmp_path / "a.out", tmp_path / "a.log", print, spares=spares)
     assert outcome.returncode == 0 and (tmp_path / "a.log").read_text() == "cold\n"
     spares.close()
+
+
+def test_a_question_is_answered_by_its_number_even_when_the_driver_fails_on_it(tmp_path, monkeypatch):
+    """The child asks twice, as a trial asks after each epoch. The driver's handler raises on the
+    first question (its storage was busy): the child still gets an answer, an empty one, and the
+    second question gets the driver's real answer, named by its number."""
+    import orchestrator.execution.processes as processes
+
+    script = tmp_path / "child.py"
+    script.write_text("from orchestrator.execution.job import ask\n"
+                      "print('first', ask({'type': 'eval', 'trial': 0, 'epoch': 1}, wait=30))\n"
+                      "print('second', ask({'type': 'eval', 'trial': 0, 'epoch': 2}, wait=30))\n")
+    monkeypatch.setattr(processes, "command", lambda slot, job, result: [sys.executable, str(script)])
+
+    def driver(event):
+        if event["epoch"] == 1:
+            raise RuntimeError("database is locked")
+        return {"prune": True}
+
+    outcome = run_child(make_slots("none", available=[])[0], tmp_path / "j.json", tmp_path / "r.json",
+                        tmp_path / "t.log", driver)
+    assert outcome.returncode == 0, (tmp_path / "t.log").read_text()
+    assert (tmp_path / "t.log").read_text() == "first {}\nsecond {'prune': True}\n"
+
+
+def test_a_late_answer_is_never_taken_for_the_next_question():
+    from orchestrator.execution.ray import Mailbox
+
+    box = Mailbox()
+    box.post(7, 1, {"prune": False})  # came after the trial stopped waiting for question 1
+    box.post(7, 2, {"keep": True})
+    assert box.take(7, 2) == {"keep": True} and box.take(7, 1) is None and box.take(8, 1) is None

@@ -97,8 +97,10 @@ def test_the_retry_of_a_dead_trial_keeps_its_parameters_and_nothing_else_takes_t
 
     sampling = Sampling(cfg.space, cfg.training, cfg.search)
     dead = claim(study, N_TRIALS, lock, sampling)
+    dead.set_user_attr("mlflow_run_id", "the-dead-trials-run")
     study.tell(dead, state=TrialState.FAIL)  # its process died
     assert retry_once(study, study.trials[dead.number])
+    assert not retry_once(study, study.trials[dead.number])  # once only, whoever finds it dead again
     numbers = []
     while (trial := claim(study, N_TRIALS, lock, sampling)) is not None:
         study.tell(trial, 0.5)
@@ -106,6 +108,8 @@ def test_the_retry_of_a_dead_trial_keeps_its_parameters_and_nothing_else_takes_t
     trials = study.trials
     (retry,) = [t for t in trials if retried_from(t) == dead.number]
     assert retry.params == dead.params and retry.state == TrialState.COMPLETE
+    assert "mlflow_run_id" not in retry.user_attrs  # the dead trial's run is not the retry's
+    assert not retry_once(study, retry)  # a retry is not retried
     assert len(_distinct_params(url, name, died=(dead.number,))) == N_TRIALS
 
 

@@ -84,3 +84,15 @@ def test_events_of_a_trial_that_is_not_running_here_are_progress_only(tmp_path):
     launcher, study, trial = _launcher(tmp_path, "median")
     assert launcher.on_event({"type": "eval", "trial": 999, "epoch": 1, "value": 0.0, "ask": True}) is None
     assert study.trials[trial.number].state == TrialState.RUNNING
+
+
+def test_a_study_refuses_a_config_that_optimises_something_else(tmp_path):
+    from orchestrator.data import DataError
+    from orchestrator.search.study import check_objective
+
+    _, study, _ = _launcher(tmp_path, "none")
+    check_objective(study, "val_accuracy", "maximize")  # records what it optimises
+    check_objective(study, "val_accuracy", "maximize")
+    for metric, direction in (("val_loss", "minimize"), ("val_macro_f1", "maximize")):
+        with pytest.raises(DataError, match="would not rank"):
+            check_objective(study, metric, direction)
