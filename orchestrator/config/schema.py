@@ -42,6 +42,8 @@ def _number(value: Any) -> Any:
         value = float(value)
     if isinstance(value, float) and value != value:  # not a number: say so, not which bound it missed
         raise PydanticCustomError("nan", "must be a number, found nan")
+    if isinstance(value, float) and abs(value) == float("inf"):  # search.timeout=.inf would never end a study
+        raise PydanticCustomError("inf", "must be a finite number, found {found}", {"found": repr(value)})
     return value
 
 

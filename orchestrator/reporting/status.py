@@ -18,7 +18,7 @@ from rich.table import Table
 from orchestrator.config import paths
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import redact
-from orchestrator.search.records import TRIAL_STATES, Trial, check_study, read_study, serve_dashboard
+from orchestrator.search.records import TRIAL_STATES, Trial, as_studied, check_study, read_study, serve_dashboard
 
 FINISHED = ("COMPLETE", "PRUNED")  # trial states
 
@@ -75,6 +75,7 @@ class StudyState:
 
 def load_state(cfg: ExperimentConfig) -> StudyState:
     study = read_study(cfg)
+    cfg = as_studied(cfg, study)
     # Optuna records trial times as naive local time: `now` is compared with them.
     return StudyState(cfg.study_name, cfg.search.metric, study.direction, study.trials, cfg.search.n_trials,
                       datetime.now())

@@ -88,6 +88,7 @@ class Summary:
     metric: str = "val_macro_f1"
     test_metric: str = "test_macro_f1"  # the task's score on test, which the registry compares
     maximize: bool = True  # whether a higher `metric` is better (search.direction)
+    interrupted_in: str | None = None  # the phase a first Ctrl-C came in, where the search went on to close
     test_maximize: bool = True  # whether a higher `test_metric` is better (the task says)
     baseline_name: str = ""
     champion_test: dict = field(default_factory=dict)
@@ -145,6 +146,9 @@ def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
         summary.trials = _rows(opened.study)
         summary.discarded_samples = len([t for t in opened.study.get_trials(deepcopy=False)
                                          if "duplicate_of" in t.user_attrs])
+        best = _best_trial(opened.study)
+        if summary.interrupted and summary.best_trial is None and best is not None:  # stopped before the champion
+            summary.best_trial, summary.best_params, summary.best_value = best.number, best.params, best.value
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -220,6 +224,8 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
     if halted:
         progress.print(halted)
     summary.interrupted = interrupt.requested
+    if summary.interrupted:  # the phase the user stopped, not the one the summary is written in
+        summary.interrupted_in = summary.phase
 
     _phase(summary, progress, "choosing the champion")
     _champion(cfg, study, study_dir, checked, tracker, parent, lock, interrupt, summary, progress)

@@ -89,7 +89,7 @@ def print_summary(summary, console: Console, config_path: str) -> None:
     for t in summary.trials:
         mark = " *" if t.number == summary.best_trial else ""
         table.add_row(f"{t.number}{mark}", t.state, "" if t.value is None else f"{t.value:.4f}",
-                      ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()), t.note[:80])
+                      ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()), _short(t.note))
     console.print(table)
     if summary.discarded_samples:
         p(f"{summary.discarded_samples} sample(s) repeated an earlier trial's parameters and were drawn again")
@@ -102,7 +102,7 @@ def print_summary(summary, console: Console, config_path: str) -> None:
     if summary.interrupted:
         registered = ("the champion was registered before it stopped" if summary.registration
                       else "nothing was registered")
-        p(f"interrupted while {summary.phase}: the summary so far; {registered}. "
+        p(f"interrupted while {summary.interrupted_in or summary.phase}: the summary so far; {registered}. "
           f"Run the same command to continue.")
     if summary.best_trial is None:
         p("No trial completed, so nothing was evaluated on test or registered. See the FAIL notes above.")
@@ -125,8 +125,9 @@ def print_summary(summary, console: Console, config_path: str) -> None:
         champion = summary.champion_test.get(summary.test_metric)
         if champion is not None:  # who wins, in the metric's own direction
             gap = champion - baseline if summary.test_maximize else baseline - champion
-            verdict = "beats" if gap > 0 else "ties" if gap == 0 else "TRAILS"
-            p(f"champion {verdict} the baseline by {abs(gap):.4f} "
+            verdict = "beats" if gap > 0 else "TRAILS" if gap < 0 else "ties"
+            by = f" by {abs(gap):.4f}" if gap else ""
+            p(f"champion {verdict} the baseline{by} "
               f"({'higher' if summary.test_maximize else 'lower'} {pretty(summary.test_metric)} is better)")
     r = summary.registration
     if r is not None:
@@ -149,6 +150,15 @@ def pretty(metric: str) -> str:
     if words[-1] == "f1":
         words = words[:-2] + [f"{words[-2]}-F1"] if len(words) > 2 else [words[0], "F1"]
     return " ".join(words)
+
+
+def _short(note: str, most: int = 160) -> str:
+    """A note that fits the table, keeping its end: a failure's note ends with the log to open."""
+    if len(note) <= most:
+        return note
+    at = note.rfind("full log: ")
+    tail = note[at:] if at >= 0 else note[-60:]
+    return note[:max(40, most - len(tail) - 5)] + " … " + tail
 
 
 def _fmt(v) -> str:

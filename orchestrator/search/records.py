@@ -9,6 +9,7 @@ never import Optuna themselves.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -45,6 +46,16 @@ class StudyRecord:
         """Optuna's plotly figure `kind` (a key of `FIGURES`) of the study. Raises what Optuna
         raises, e.g. a ValueError or RuntimeError when importances cannot be estimated."""
         return getattr(optuna.visualization, FIGURES[kind])(self._study)
+
+
+def as_studied(cfg: ExperimentConfig, record: StudyRecord) -> ExperimentConfig:
+    """`cfg` with the metric and direction the study optimises (recorded when it started), which
+    win over the config's: a study's values are of its own metric, whatever the YAML says now."""
+    objective = record.user_attrs.get("objective") or {}
+    metric, direction = objective.get("metric", cfg.search.metric), record.direction
+    if (metric, direction) == (cfg.search.metric, cfg.search.direction):
+        return cfg
+    return dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, metric=metric, direction=direction))
 
 
 def read_study(cfg: ExperimentConfig) -> StudyRecord:

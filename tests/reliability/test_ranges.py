@@ -18,6 +18,7 @@ OUT_OF_RANGE = [
     ("training.log_every=0", "training.log_every: must be >= 1, found 0"),
     ("training.seed=-5", "training.seed: must be >= 0"),
     ("training.learning_rate=.nan", "training.learning_rate: must be a number, found nan"),
+    ("search.timeout=.inf", "search.timeout: must be a finite number, found inf"),  # a study that never ends
     ("space.batch_size=[0]", "space.batch_size.choices: must be >= 1, found 0"),
     ("space.epochs={low: 0, high: 3}", "space.epochs.low: must be >= 1, found 0"),
     ("space.learning_rate={low: -1, high: 0.001}", "space.learning_rate.low: must be > 0 and <= 1, found -1.0"),

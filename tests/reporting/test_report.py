@@ -6,6 +6,8 @@ import re
 import shutil
 import subprocess
 
+from pathlib import Path
+
 import optuna
 import plotly.offline
 import pytest
@@ -141,8 +143,12 @@ def test_bad_input_is_exit_2_and_creates_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no study named 'nope'" in err[0] and "'there'" in err[0]
 
-    for output in ("/nonexistent/dir/r.html", str(tmp_path)):
-        assert main(["report", "--config", _config(tmp_path, "there"), "--output", output]) == 2
+    config = _config(tmp_path, "there")
+    before = Path(config).read_text()
+    # A missing folder, a folder, and a slip that names the experiment itself (or data): no page over it.
+    for output in ("/nonexistent/dir/r.html", str(tmp_path), config):
+        assert main(["report", "--config", config, "--output", output]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: --output {output}")
+    assert Path(config).read_text() == before
     assert not (tmp_path / "studies").exists() and not (tmp_path / "mlruns").exists()

@@ -61,6 +61,13 @@ def test_status_of_a_finished_study_reads_only(finished_search, capsys):
             f"{champion.tags['test_macro_f1']}") in out
 
 
+def test_status_names_the_metric_the_study_optimises_not_a_changed_config(finished_search, capsys):
+    """A config whose metric changed since (which `search` refuses) must not relabel the study's values."""
+    assert main(["status", "--config", str(finished_search.config), "search.metric=val_loss"]) == 0
+    out = capsys.readouterr().out
+    assert "study done (maximize val_macro_f1)" in out and "val_loss" not in out
+
+
 def test_status_while_a_trial_runs_shows_where_and_an_eta(tmp_path, tiny_model, data_dir, capsys):
     # A study as a search on another machine leaves it mid-way: two trials finished (10 and 20
     # minutes), one running for 5 minutes on host gpu-box slot 1, a budget of 5 trials.

@@ -13,7 +13,7 @@ from orchestrator.data import DataError
 from orchestrator.reporting.report._figures import loss_curves, optuna_figures, validation_curves
 from orchestrator.reporting.report._page import page
 from orchestrator.reporting.report._tracked import read_tracking
-from orchestrator.search.records import read_study
+from orchestrator.search.records import as_studied, read_study
 from orchestrator.tracking.study_runs import READ_ERRORS
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ def write_report(cfg: ExperimentConfig, output: str | None = None) -> Path:
     """
     target = _checked_output(output)
     study = read_study(cfg)
+    cfg = as_studied(cfg, study)
     if target is None:
         work_dir = Path(cfg.search.work_dir).resolve()
         folder = paths.inside(work_dir, work_dir / cfg.study_name)
@@ -60,6 +61,10 @@ def _checked_output(output: str | None) -> Path | None:
     if path.is_dir() or output.endswith(("/", os.sep)):
         raise DataError(f"--output {output}: names a folder; name the HTML file to write, e.g. "
                         f"{path / 'report.html'}")
+    if path.suffix.lower() not in (".html", ".htm"):
+        # Else a slip (--output exp.yaml, or the training data) writes a web page over that file.
+        raise DataError(f"--output {output}: the report is an HTML page; name a .html file (e.g. "
+                        f"{path.with_suffix('.html').name}), so no other file is written over")
     if not path.parent.is_dir():
         raise DataError(f"--output {output}: the folder {path.parent} does not exist; create it first or "
                         f"write the report elsewhere")
