@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -245,10 +244,11 @@ def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Cal
                     if before:  # another writer's text that ran into the event's line
                         log.write(scrub(before) + "\n")
                     answer = handle_event(on_event, event)
-                    # A question always gets an answer (empty: the trial decides alone), also one
-                    # garbled on its way: unanswered, the trial would wait for nothing.
-                    if event.get("ask") or (not event and ASKS in line):
-                        _answer(proc, answer, event.get("seq") or _seq(line))
+                    # A question always gets an answer (empty: the trial decides alone). An event is
+                    # one write, so it arrives whole; a trial whose question never did stops waiting
+                    # after `job.ANSWER_WAIT_S`.
+                    if event.get("ask"):
+                        _answer(proc, answer, event.get("seq"))
                     continue
                 line = scrub(line)
                 log.write(line)
@@ -272,14 +272,6 @@ def run_child(slot: Slot, job: Path, result: Path, log_path: Path, on_event: Cal
         reason += f"; full log: {log_path}"
     return ChildOutcome(returncode, reason)
 
-
-
-ASKS = '"ask": true'  # how a question looks on the line, even where its JSON came garbled
-
-
-def _seq(line: str) -> int | None:
-    found = re.search(r'"seq": (\d+)', line)
-    return int(found.group(1)) if found else None
 
 
 def handle_event(on_event: Callable[[dict], dict | None], event: dict) -> dict | None:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import optuna
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from orchestrator.config import ExperimentConfig
@@ -56,7 +57,6 @@ class TrialLauncher:
             self.free.put(slot)
         self.running: dict[int, optuna.Trial] = {}  # by number: events of any trial arrive on any slot's thread
         self._running_lock = threading.Lock()
-        self.maximize = cfg.search.direction == "maximize"
 
     def job(self, trial: optuna.Trial) -> TrialJob:
         probes = {k: v for k, v in trial.study.user_attrs.items() if k.startswith(PROBE_PREFIX)}
@@ -125,7 +125,8 @@ class TrialLauncher:
     def _ranks_among_kept(self, trial: optuna.Trial, value: float) -> bool:
         """Whether `value` is among the study's `keep_checkpoints` best so far."""
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        better = [t for t in done if (t.value > value if self.maximize else t.value < value)]
+        maximize = trial.study.direction == StudyDirection.MAXIMIZE  # the study's, which the config must match
+        better = [t for t in done if (t.value > value if maximize else t.value < value)]
         return len(better) < self.cfg.search.keep_checkpoints
 
     def _record(self, trial: optuna.Trial, outcome: TrialOutcome, seconds: float) -> None:
