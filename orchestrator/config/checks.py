@@ -31,6 +31,7 @@ def check(cfg: ExperimentConfig, problems: list[str]) -> None:
     _check_conditions(cfg, problems)
     _check_names(cfg, problems)
     _check_search(cfg, problems)
+    _check_components(cfg, problems)
     _check_tracking(cfg, problems)
     d = cfg.data
     if not d.hub and not d.train:
@@ -102,6 +103,33 @@ def _check_search(cfg: ExperimentConfig, problems: list[str]) -> None:
         problems.append(f"search.storage: {redact(s.storage)!r} is not supported; use sqlite:///path/optuna.db "
                         f"(one machine) or postgresql://user@host/db (several machines; the password in "
                         f"PGPASSWORD or ~/.pgpass, or the whole URL in $ORCHESTRATOR_STORAGE)")
+
+
+def _check_components(cfg: ExperimentConfig, problems: list[str]) -> None:
+    """What the sampler and pruner tables (`components.py`) cannot say field by field."""
+    s, o = cfg.search, cfg.search.pruner_options
+    if s.trials_per_gpu != "auto" and s.trials_per_gpu < 1:
+        problems.append(f"search.trials_per_gpu: must be auto or >= 1, found {s.trials_per_gpu}")
+    for key in ("min_resource", "max_resource"):
+        if o.get(key, "auto") != "auto" and o[key] < 1:
+            problems.append(f"search.pruner_options.{key}: must be auto or >= 1 (evaluations), found {o[key]}")
+    if s.pruner == "hyperband" and o.get("max_resource", "auto") != "auto" and o["max_resource"] <= o["min_resource"]:
+        problems.append(f"search.pruner_options: hyperband's max_resource ({o['max_resource']}) must be above its "
+                        f"min_resource ({o['min_resource']})")
+    if s.pruner == "successive_halving" and o.get("bootstrap_count") and o.get("min_resource") == "auto":
+        problems.append("search.pruner_options.bootstrap_count: needs a whole-number min_resource (auto waits for a "
+                        "finished trial, which bootstrapping rungs never lets come)")
+    if s.sampler == "grid":
+        if not cfg.space:
+            problems.append("search.sampler: grid needs a space: to list")
+        elif space.grid(cfg.space) is None:
+            continuous = [n for n, p in cfg.space.items() if space.size_of(p) is None]
+            problems.append(f"search.sampler: grid needs every searched value listed, but space.{continuous[0]} is a "
+                            f"continuous range; give it choices: [...] or a step:")
+        conditional = [n for n, p in cfg.space.items() if p.when]
+        if conditional:
+            problems.append(f"search.sampler: grid takes no conditional parameters (space.{conditional[0]}.when); "
+                            f"use tpe or random, or list the combinations without when:")
 
 
 def _check_pretrain(cfg: ExperimentConfig, problems: list[str]) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from orchestrator.config import checks, secrets
+from orchestrator.config import checks, components, secrets
 from orchestrator.config.schema import ExperimentConfig, Float, ParamSpace, TrainingConfig
 from orchestrator.config.task_rules import TaskRules
 
@@ -111,6 +111,7 @@ def from_dict(raw: dict, source: str = "<dict>", problems: list[str] | None = No
             cfg = rules.settle(cfg)
         secrets.remember(cfg.search.storage)
         secrets.remember(cfg.tracking.uri)
+        cfg = _settle_components(cfg, problems)
         checks.check(cfg, problems)
         if rules is not None and cfg.task not in rules.names():
             problems.append(f"task: {cfg.task!r} is not one of {', '.join(rules.names())}")
@@ -119,6 +120,23 @@ def from_dict(raw: dict, source: str = "<dict>", problems: list[str] | None = No
     if problems:
         raise ConfigError(source, problems)
     return cfg
+
+
+def _settle_components(cfg: ExperimentConfig, problems: list[str]) -> ExperimentConfig:
+    """The sampler's and the pruner's options checked against their tables (`components.py`), and
+    kept as the complete settings (defaults filled in), so that what a study ran with is on record."""
+    settled = {}
+    for kind, table in (("sampler", components.SAMPLER_OPTIONS), ("pruner", components.PRUNER_OPTIONS)):
+        name, given = getattr(cfg.search, kind), getattr(cfg.search, f"{kind}_options")
+        cls, key = table[name], f"search.{kind}_options"
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        for option in given:
+            if option not in allowed:
+                problems.append(f"{key}.{option}: not an option of {kind} {name} (its options: "
+                                f"{', '.join(allowed) or 'none'})")
+        built = _build(cls, {k: v for k, v in given.items() if k in allowed}, problems, f"{key}.")
+        settled[f"{kind}_options"] = dataclasses.asdict(built) if built is not None else {}
+    return dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, **settled))
 
 
 def _defaults_from_environment(raw: dict) -> None:
@@ -172,7 +190,9 @@ def _build(cls: type, raw: Any, problems: list[str], prefix: str = "") -> Any:
         except ValidationError as e:
             left = raw
             for error in e.errors():
-                problems.append(_line(cls, error, prefix))
+                line = _line(cls, error, prefix)
+                if line not in problems:  # each branch of a union says the same
+                    problems.append(line)
                 left = _without(left, error["loc"])
             if left == raw:  # nothing left to fall back on (not seen: every error has a key)
                 return None
@@ -189,11 +209,18 @@ def _without(raw: dict, loc: tuple) -> dict:
 
 def _line(cls: type, error: dict, prefix: str = "") -> str:
     """One pydantic error as `key: what was found, what is allowed`."""
-    *path, name = [str(part) for part in error["loc"]]
-    for part in path:  # the section that holds `name`
-        tp = cls.__pydantic_fields__[part].annotation
-        cls = next(a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a))
-    key = prefix + ".".join([*path, name])
+    parts, path = [str(part) for part in error["loc"]], []
+    while parts:  # down the sections to the setting; what is left names a branch of its type
+        path.append(parts.pop(0))
+        field = cls.__pydantic_fields__.get(path[-1])
+        nested = field and next((a for a in (field.annotation, *typing.get_args(field.annotation))
+                                 if dataclasses.is_dataclass(a)), None)
+        if not parts or nested is None:
+            break
+        cls = nested
+    name, key = path[-1], prefix + ".".join(path)
+    if parts and field is not None:  # a setting of several types (int or 'auto'): one line for all
+        return f"{key}: expected {_allowed(field.annotation)}, found {error['input']!r}"
     if error["type"] == "unexpected_keyword_argument":
         return _unknown(key, cls)
     return f"{key}: {_what(error, cls.__pydantic_fields__.get(name), name)}"
@@ -215,6 +242,17 @@ def _what(error: dict, field: Any = None, name: str = "") -> str:
     if kind in TYPES:
         return f"expected {TYPES[kind]}, found {value!r} ({type(value).__name__})"
     return error["msg"]  # this project's own errors (schema.py) say it in its words already
+
+
+def _allowed(tp: Any) -> str:
+    """What a type takes, in words: `Int | Literal["auto"]` -> "a whole number or 'auto'"."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return _allowed(typing.get_args(tp)[0])
+    if typing.get_origin(tp) is typing.Literal:
+        return " or ".join(map(repr, typing.get_args(tp)))
+    if typing.get_args(tp):
+        return " or ".join(_allowed(a) for a in typing.get_args(tp) if a is not type(None))
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "text"}.get(tp, str(tp))
 
 
 def _unknown(key: str, cls: type) -> str:

@@ -22,8 +22,8 @@ TokenHead = Literal["linear", "mlp"]  # one prediction per token
 Strategy = Literal["full", "partial", "frozen"]
 Imbalance = Literal["none", "class_weights", "oversample", "undersample"]
 Scheduler = Literal["linear", "cosine"]
-Sampler = Literal["tpe", "random"]
-Pruner = Literal["median", "none"]
+Sampler = Literal["tpe", "gp", "cmaes", "qmc", "random", "grid"]
+Pruner = Literal["median", "percentile", "successive_halving", "hyperband", "wilcoxon", "none"]
 Direction = Literal["maximize", "minimize"]
 HEADS, TOKEN_HEADS, STRATEGIES = get_args(Head), get_args(TokenHead), get_args(Strategy)
 IMBALANCE, SCHEDULERS, SAMPLERS = get_args(Imbalance), get_args(Scheduler), get_args(Sampler)
@@ -126,6 +126,12 @@ class TrainingConfig:
                                                            "padding); false: plain shuffling; unset: on a CPU, off "
                                                            "on a GPU (measured faster on a CPU, slower on an H200: "
                                                            "docs/benchmarks.md)")
+    evals_per_epoch: Int = Field(1, ge=1, description="validation passes per epoch, each a report to the pruner "
+                                                      "(the last at the epoch's end); the trial's score is its best "
+                                                      "epoch-end score")
+    eval_subsample: Int | None = Field(None, ge=1, description="validation rows the evaluations inside an epoch "
+                                                               "read (stratified, the same rows every time); the "
+                                                               "epoch's end always reads the whole split; unset: all")
     compile: Bool = Field(False, description="torch.compile the model (GPU only: on a CPU the compile costs more "
                                              "than it saves)")
     seed: Int = Field(42, **SEED, description="seed of initialisation, dropout and shuffling")
@@ -153,10 +159,23 @@ class ParamSpace:
 class SearchConfig:
     n_trials: Int | None = Field(10, ge=1, description="finished (COMPLETE or PRUNED) trials the study ends with")
     timeout: Float | None = Field(None, gt=0, description="seconds for this invocation")
-    sampler: Sampler = Field("tpe", description="Optuna sampler")
-    pruner: Pruner = Field("median", description="Optuna pruner")
+    sampler: Sampler = Field("tpe", description="Optuna sampler: tpe, gp (Gaussian process; small budgets), cmaes, "
+                                                "qmc (quasi-random), random, grid (every configuration of a listed "
+                                                "space)")
+    sampler_options: dict[str, Any] = Field(default_factory=dict, description="the sampler's settings "
+                                                                              "(config/components.py)")
+    pruner: Pruner = Field("median", description="Optuna pruner: median, percentile, successive_halving (ASHA), "
+                                                 "hyperband, wilcoxon, none; it judges every evaluation "
+                                                 "(training.evals_per_epoch)")
+    pruner_options: dict[str, Any] = Field(default_factory=dict, description="the pruner's settings "
+                                                                            "(config/components.py)")
     pruner_startup_trials: Int = Field(2, ge=0, description="trials that finish before any is pruned")
-    pruner_warmup_epochs: Int = Field(2, ge=0, description="epochs a trial runs before it can be pruned")
+    pruner_warmup_epochs: Float = Field(2.0, ge=0, description="epochs a trial trains before it can be pruned "
+                                                               "(0.5: from the middle of the first)")
+    warm_start: str | None = Field(None, description="a finished study whose best configurations run first: its "
+                                                     "name in search.storage, or a storage URL (with #study_name "
+                                                     "where it holds several)")
+    warm_start_trials: Int = Field(3, ge=1, description="warm_start: how many of its best configurations")
     seed: Int = Field(42, **SEED, description="sampler seed (each trial's sampling is seeded by it and the trial "
                                               "number)")
     metric: str | None = Field(None, description="validation metric the search optimises; default: the task's "
@@ -179,7 +198,10 @@ class SearchConfig:
     keep_checkpoints: Int = Field(3, ge=1, description="trials whose best-epoch checkpoint stays in the artifact "
                                                        "store at the end (the best ones)")
     memory_target: Float = Field(0.9, gt=0, le=1, description="batch-size probe: peak share of GPU memory a trial "
-                                                              "may use")
+                                                              "may use (trials packed on one GPU share it)")
+    trials_per_gpu: Int | Literal["auto"] = Field("auto", description="trials side by side on one GPU: N, or auto "
+                                                                      "(as many as the probed memory needs fit "
+                                                                      "under memory_target)")
 
 
 @dataclass(frozen=True, config=SECTION)

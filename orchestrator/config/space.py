@@ -89,6 +89,12 @@ def size_of(p: ParamSpace) -> int | None:
     return None
 
 
+def grid(space: dict[str, ParamSpace]) -> dict[str, list] | None:
+    """Each parameter's values, for a grid sampler; None when one of them is a continuous range."""
+    values = {name: _values(p) for name, p in space.items()}
+    return None if any(v is None for v in values.values()) else values
+
+
 def _values(p: ParamSpace) -> list | None:
     if p.choices is not None:
         return list(p.choices)

@@ -3,7 +3,7 @@ answer the trial's questions, and turn its `TrialOutcome` into what the study re
 
 The driver alone calls Optuna. A running trial sends its facts (its MLflow run, pid, batch plan,
 a new batch-size probe) as events, which are written to its Optuna trial here; it asks after each
-epoch whether to go on, answered with the study's pruner (`report` and `should_prune`), and
+evaluation (each epoch's end, and `training.evals_per_epoch` - 1 more inside it) whether to go on, answered with the study's pruner (`report` and `should_prune`), and
 whether its score ranks among the checkpoints kept. So a trial process needs no access to the
 study's storage, wherever it runs.
 
@@ -96,6 +96,7 @@ class TrialLauncher:
                 reason += "; re-queued once with the same parameters"
             return self._fail(trial, reason)
         if outcome.state == "PRUNED":
+            trial.set_user_attr("prune_reason", outcome.reason)
             raise optuna.TrialPruned(outcome.reason)
         if outcome.state == "FAIL":
             return self._fail(trial, outcome.reason or "failed")
@@ -111,7 +112,8 @@ class TrialLauncher:
         if trial is None:
             return None
         if kind == "eval":
-            trial.report(float(event["value"]), int(event["epoch"]))
+            # The evaluation's number is the pruner's step (the epoch where each epoch has one).
+            trial.report(float(event["value"]), int(event.get("evaluation", event["epoch"])))
             return {"prune": bool(trial.should_prune())}  # numpy bool from the pruner: JSON wants a plain one
         if kind == "keep":
             return {"keep": self._ranks_among_kept(trial, float(event["value"]))}

@@ -41,6 +41,7 @@ from orchestrator.config import space
 from orchestrator.config import ExperimentConfig, ParamSpace, SearchConfig, TrainingConfig
 from orchestrator.config.secrets import redact, scrub
 from orchestrator.data import DataError, fingerprint
+from orchestrator.search.components import make_pruner, make_sampler
 
 log = logging.getLogger(__name__)
 
@@ -106,34 +107,13 @@ def make_storage(cfg: SearchConfig) -> RDBStorage:
                           grace_period=cfg.heartbeat_grace_period, heartbeat_stale_trial_callback=retry_stale)
 
 
-def make_sampler(s: SearchConfig, trial_number: int = 0) -> optuna.samplers.BaseSampler:
-    """The sampler for trial `trial_number`: seeded by the study's seed and that number, so any
-    process draws the same sample for the same trial, and no two trials replay one sequence.
-    Both samplers read the history from the storage, so a fresh one per trial loses nothing."""
-    seed = (s.seed + trial_number) % 2**32
-    if s.sampler == "tpe":
-        # With a small budget, TPE's default 10 random start-up trials would be the whole study.
-        n = s.n_trials or 20
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, n // 2)))
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-def make_pruner(s: SearchConfig) -> optuna.pruners.BasePruner:
-    """The study's pruner. Every process that reports epochs must build it: Optuna does not store
-    it, and `load_study` without one prunes by Optuna's defaults, not the experiment's."""
-    if s.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
-                                           n_warmup_steps=s.pruner_warmup_epochs)
-    return optuna.pruners.NopPruner()
-
-
 def create_study(cfg: ExperimentConfig, storage: RDBStorage) -> optuna.Study:
     s = cfg.search
     if s.direction is None:  # Optuna would take None for minimize: a config loaded without the tasks' rules
         raise ValueError("search.direction is unset: load the experiment with orchestrator.tasks.load_experiment, "
                          "which settles it from the task's metric")
-    sampler = make_sampler(s)
-    pruner = make_pruner(s)
+    sampler = make_sampler(s, params=cfg.space)
+    pruner = make_pruner(s, cfg.training.evals_per_epoch)
     return optuna.create_study(study_name=cfg.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                direction=s.direction, load_if_exists=True)
 
@@ -236,7 +216,7 @@ class Sampling:
     def sampler(self, trial_number: int, repeat: bool) -> optuna.samplers.BaseSampler:
         if repeat:  # TPE would propose its favourite again: draw at random instead
             return optuna.samplers.RandomSampler(seed=(self.search.seed + trial_number) % 2**32)
-        return make_sampler(self.search, trial_number)
+        return make_sampler(self.search, trial_number, self.space)
 
     def sample(self, trial: optuna.Trial) -> None:
         space.suggest(trial, self.space, self.defaults)

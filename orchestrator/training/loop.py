@@ -3,6 +3,11 @@
 Knows nothing of Optuna or MLflow. The caller passes plain hyperparameters (`TrainingConfig`),
 the study's splits, and optional callbacks; `on_evaluate` returning False stops training (that
 is how a pruner stops a trial). The result carries the best epoch's weights, not the last.
+
+`training.evals_per_epoch` > 1 adds evaluations inside each epoch, on `training.eval_subsample`
+validation rows (the same rows every time) or the whole split: each goes to `on_evaluate`, so a
+pruner can stop a poor trial early in its first epoch; the best epoch is still chosen among the
+epochs' ends, which always read the whole validation split.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from orchestrator.models.heads import attention_kernel, load_encoder, load_token
 from orchestrator.tasks import Evaluation, Task, task_of
 
 StepCallback = Callable[[int, dict], None]
-EvalCallback = Callable[[int, int, dict], bool]  # (epoch, step, metrics) -> keep going?
+EvalCallback = Callable[[float, int, dict], bool]  # (epoch, step, metrics) -> keep going?
+SUBSAMPLE_SEED = 0  # one subsample for every trial of a study, so their interim scores compare
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
 
@@ -112,6 +118,11 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     val_order = batching.by_length(batching.lengths_of(encoded["validation"]))
     val_loader = DataLoader(model_inputs(encoded["validation"]).select(val_order), collate_fn=collate,
                             batch_size=eval_batch_size or params.eval_batch_size)
+    interim_rows = interim_subsample(len(encoded["validation"]), params.eval_subsample)
+    interim_set = encoded["validation"].select(interim_rows)
+    interim_order = batching.by_length(batching.lengths_of(interim_set))  # positions within the subsample
+    interim_loader = DataLoader(model_inputs(interim_set).select(interim_order), collate_fn=collate,
+                                batch_size=eval_batch_size or params.eval_batch_size)
 
     cuda = accelerator.device.type == "cuda"
     encoder = load_encoder(model_path, model_cfg.revision, model_cfg.trust_remote_code,
@@ -128,19 +139,30 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     scheduler = get_scheduler(params.scheduler, optimizer, num_warmup_steps=int(params.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     weights = task.loss_weights(splits, params)
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler)
+    model, optimizer, train_loader, val_loader, interim_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, interim_loader, scheduler)
     if weights is not None:
         weights = weights.to(accelerator.device)
+
+    def validate(loader, order, encoded_rows, rows=None) -> tuple[object, Evaluation]:
+        """The task's outputs and metrics over `loader` (validation rows sorted by `order`);
+        `rows`: which rows of the split it holds, where not all."""
+        logits = batching.restore_order(collect_logits(model, loader, accelerator), order)
+        outputs = task.gather(logits, encoded_rows)
+        truth = splits.data["validation"] if rows is None else splits.data["validation"].select(rows)
+        return outputs, task.evaluate(outputs, truth, splits.label_names, "val")
 
     # ---- train
     sign = 1.0 if greater_is_better else -1.0
     best = {"epoch": 0, "score": -math.inf, "state": None, "metrics": {}, "outputs": None, "evaluation": None}
     history, stopped, step, epoch_seconds, eval_seconds = [], None, 0, [], []
+    steps_per_epoch = math.ceil(len(train_loader) / gradient_accumulation_steps)
+    interim_at = interim_steps(steps_per_epoch, params.evals_per_epoch)
+    evaluations = 0  # every evaluation so far, the pruner's clock
     setup_seconds = time.perf_counter() - started
     for epoch in range(1, params.epochs + 1):
         model.train()
-        start = time.perf_counter()
+        start, paused = time.perf_counter(), 0.0
         # The loss is summed on the device and read (a host-device sync) only every `log_every`
         # steps and at the epoch's end, which is also where a non-finite loss is caught.
         running, seen, since = torch.zeros((), device=accelerator.device), 0, step + 1
@@ -167,19 +189,39 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
                     on_step(step, {"train_loss": mean.item(), "learning_rate": scheduler.get_last_lr()[0],
                                    "epoch": epoch})
                 running, seen, since = torch.zeros_like(running), 0, step + 1
+            within = step - (epoch - 1) * steps_per_epoch
+            if within in interim_at:
+                # ---- evaluate inside the epoch: a report to the pruner, never a best epoch
+                paused_at = time.perf_counter()
+                evaluations += 1
+                _, evaluation = validate(interim_loader, interim_order, interim_set, interim_rows)
+                fraction = epoch - 1 + within / steps_per_epoch
+                metrics = {**evaluation.metrics, "evaluation": evaluations, "rows": len(interim_rows)}
+                history.append({"epoch": round(fraction, 4), "step": step, "interim": True, **metrics})
+                keep_going = on_evaluate(round(fraction, 4), step, metrics) if (main and on_evaluate) else True
+                if accelerator.num_processes > 1:
+                    keep_going = broadcast_object_list([keep_going])[0]
+                model.train()
+                eval_seconds.append(time.perf_counter() - paused_at)
+                paused += eval_seconds[-1]
+                if not keep_going:
+                    stopped = "pruned"
+                    break
+        if stopped == "pruned":
+            break
         if not stopped and seen and not _all_finite(running, accelerator):
             stopped = f"non-finite loss ({running.item()}) in steps {since}-{step}"
         if stopped:
             break
-        epoch_seconds.append(time.perf_counter() - start)
+        epoch_seconds.append(time.perf_counter() - start - paused)
 
         # ---- evaluate
         start = time.perf_counter()
-        logits = batching.restore_order(collect_logits(model, val_loader, accelerator), val_order)
-        outputs = task.gather(logits, encoded["validation"])
-        evaluation = task.evaluate(outputs, splits.data["validation"], splits.label_names, "val")
+        outputs, evaluation = validate(val_loader, val_order, encoded["validation"])
         eval_seconds.append(time.perf_counter() - start)
-        metrics = {**evaluation.metrics, "epoch_seconds": epoch_seconds[-1], "eval_seconds": eval_seconds[-1]}
+        evaluations += 1
+        metrics = {**evaluation.metrics, "epoch_seconds": epoch_seconds[-1], "eval_seconds": eval_seconds[-1],
+                   "evaluation": evaluations}
         history.append({"epoch": epoch, "step": step, **metrics})
         if sign * metrics[metric] > best["score"]:
             # Keep the best epoch's weights on the CPU; they are what gets registered.
@@ -207,6 +249,20 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
         train_rows=len(train_set), class_counts=task.label_counts(splits, "train", rows),
         trainable_parameters=trainable, processes=accelerator.num_processes,
     )
+
+
+def interim_steps(steps_per_epoch: int, evals_per_epoch: int) -> set[int]:
+    """The steps within an epoch (1-based) after which an evaluation inside it runs: evenly
+    spaced, the epoch's end (its own evaluation) excluded, none where an epoch has too few steps."""
+    return {round(k * steps_per_epoch / evals_per_epoch) for k in range(1, evals_per_epoch)} - {0, steps_per_epoch}
+
+
+def interim_subsample(rows: int, size: int | None) -> list[int]:
+    """The validation rows the evaluations inside an epoch read: `size` of them, drawn once with a
+    fixed seed (the same for every trial), in the split's order; all where `size` is unset or larger."""
+    if size is None or size >= rows:
+        return list(range(rows))
+    return sorted(np.random.default_rng(SUBSAMPLE_SEED).choice(rows, size=size, replace=False).tolist())
 
 
 def _all_finite(loss: torch.Tensor, accelerator: Accelerator) -> bool:

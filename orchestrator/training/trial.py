@@ -168,10 +168,17 @@ class _TrialRun:
         emit({"type": "step", "trial": self.number, "step": step, "epoch": metrics["epoch"],
               "loss": metrics["train_loss"]})
 
-    def on_evaluate(self, epoch: int, step: int, metrics: dict) -> bool:
-        """Whether training goes on: the driver reports the score to the study and asks its pruner."""
-        self._track("log_metrics", metrics, step=epoch)
-        answer = ask({"type": "eval", "trial": self.number, "epoch": epoch, "value": metrics[self.metric]})
+    def on_evaluate(self, epoch: float, step: int, metrics: dict) -> bool:
+        """Whether training goes on: the driver reports the score to the study, at the evaluation's
+        number, and asks its pruner. An evaluation inside an epoch (`training.evals_per_epoch`) is
+        logged as `interim_<metric>` by training step; an epoch's end, every metric by epoch."""
+        value = metrics[self.metric]
+        if metrics.get("rows") is not None:  # inside an epoch, maybe on a subsample: not the epoch's metrics
+            self._track("log_metrics", {f"interim_{self.metric}": value}, step=step)
+        else:
+            self._track("log_metrics", metrics, step=int(epoch))
+        answer = ask({"type": "eval", "trial": self.number, "epoch": epoch, "evaluation": metrics["evaluation"],
+                      "value": value})
         return not (answer or {}).get("prune", False)
 
     def finish(self, state: str, reason: str | None = None) -> None:
@@ -189,7 +196,9 @@ class _TrialRun:
         self._track("set_tags", {class_count_tag(k): v for k, v in result.class_counts.items()})
         timings = {k: round(v, 3) for k, v in timing.items()}
         if result.stopped == "pruned":
-            reason = f"pruned after epoch {len(result.history)}"
+            last = result.history[-1]
+            reason = (f"pruned at epoch {last['epoch']} (evaluation {last['evaluation']})" if last.get("interim")
+                      else f"pruned after epoch {last['epoch']}")
             self.finish("PRUNED", reason)
             return self._outcome("PRUNED", reason=reason, timings=timings)
         if result.stopped or not result.best_metrics:

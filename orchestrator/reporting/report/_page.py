@@ -185,6 +185,8 @@ def _note(t: Trial) -> str:
     if t.state.name == "FAIL":
         return t.user_attrs.get("fail_reason", "its driver stopped sending heartbeats (process or machine died)")
     if t.state.name == "PRUNED":
+        if "prune_reason" in t.user_attrs:
+            return t.user_attrs["prune_reason"]
         return f"pruned after epoch {max(t.intermediate_values)}" if t.intermediate_values else "pruned"
     original = retried_from(t)
     if original is not None:

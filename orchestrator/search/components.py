@@ -1,0 +1,159 @@
+"""The samplers and pruners a study can use: one table each, from the name in `search.sampler` /
+`search.pruner` to the Optuna object, built with the options `config/components.py` checked.
+
+Every process builds them afresh (Optuna stores neither), and the samplers once per trial: a
+sampler seeded by the study's seed and the trial's number draws the same sample in any process,
+and no two trials replay one random sequence. Each reads the study's history from the storage,
+so a fresh one loses nothing: TPE and GP refit on the finished trials, CMA-ES restores its state
+from the trials' system attrs, grid finds the points not yet run, QMC takes the next point of
+its sequence by the trial's number (and so keeps the study's own seed: a new scramble per trial
+would lose the sequence's even spread).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import optuna
+
+from orchestrator.config import space
+from orchestrator.config.schema import ParamSpace, SearchConfig
+
+SamplerFactory = Callable[[dict, int, int, dict], optuna.samplers.BaseSampler]  # options, seed, startup, space
+
+
+def _startup(options: dict, default: int) -> int:
+    given = options.get("n_startup_trials")
+    return default if given is None else given
+
+
+def _tpe(options: dict, seed: int, startup: int, _: dict) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, **{**options, "n_startup_trials": _startup(options, startup)})
+
+
+def _gp(options: dict, seed: int, startup: int, _: dict) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GPSampler(seed=seed, **{**options, "n_startup_trials": _startup(options, startup)})
+
+
+def _cmaes(options: dict, seed: int, startup: int, _: dict) -> optuna.samplers.BaseSampler:
+    # Categorical parameters (head, batch size) are outside CMA-ES: they are drawn at random, seeded.
+    return optuna.samplers.CmaEsSampler(seed=seed, independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+                                        warn_independent_sampling=False,
+                                        **{**options, "n_startup_trials": _startup(options, startup)})
+
+
+def _qmc(options: dict, seed: int, startup: int, _: dict) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.QMCSampler(seed=seed, independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+                                      warn_independent_sampling=False, **options)
+
+
+def _random(options: dict, seed: int, startup: int, _: dict) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _grid(options: dict, seed: int, startup: int, grid: dict) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
+SAMPLERS: dict[str, SamplerFactory] = {"tpe": _tpe, "gp": _gp, "cmaes": _cmaes, "qmc": _qmc, "random": _random,
+                                       "grid": _grid}
+PER_STUDY_SEED = {"qmc"}  # samplers whose sequence is the study's, not the trial's
+
+
+def make_sampler(s: SearchConfig, trial_number: int = 0,
+                 params: dict[str, ParamSpace] | None = None) -> optuna.samplers.BaseSampler:
+    """The sampler for trial `trial_number` (see the module's docstring for the seeding)."""
+    seed = s.seed if s.sampler in PER_STUDY_SEED else (s.seed + trial_number) % 2**32
+    # With a small budget, Optuna's 10 random start-up trials would be the whole study.
+    startup = max(2, min(10, (s.n_trials or 20) // 2))
+    with warnings.catch_warnings():  # GP, QMC and some TPE options are "experimental": they are what was asked for
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return SAMPLERS[s.sampler](dict(s.sampler_options), seed, startup, space.grid(params or {}) or {})
+
+
+PrunerFactory = Callable[[dict, SearchConfig, int], optuna.pruners.BasePruner]  # options, search, warm-up evals
+
+
+def _median(options: dict, s: SearchConfig, warmup: int) -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials, n_warmup_steps=warmup, **options)
+
+
+def _percentile(options: dict, s: SearchConfig, warmup: int) -> optuna.pruners.BasePruner:
+    return optuna.pruners.PercentilePruner(n_startup_trials=s.pruner_startup_trials, n_warmup_steps=warmup,
+                                           **options)
+
+
+class _WarmUp:
+    """`search.pruner_startup_trials` and `search.pruner_warmup_epochs` for a pruner that has no
+    such settings of its own (successive halving, hyperband, wilcoxon): nothing is pruned before
+    `startup` trials have finished, nor at an evaluation before `warmup`; the pruner itself
+    judges from then on (a rung it has not seen yet is caught up at its next evaluation). A
+    subclass, not a wrapper: Optuna's samplers look for a `HyperbandPruner` to keep to a bracket."""
+
+    startup: int = 0
+    warmup: int = 0
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.warmup:
+            return False
+        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                        optuna.trial.TrialState.PRUNED))
+        if len(done) < self.startup:
+            return False
+        return super().prune(study, trial)
+
+
+class WarmSuccessiveHalving(_WarmUp, optuna.pruners.SuccessiveHalvingPruner):
+    pass
+
+
+class WarmHyperband(_WarmUp, optuna.pruners.HyperbandPruner):
+    pass
+
+
+class WarmWilcoxon(_WarmUp, optuna.pruners.WilcoxonPruner):
+    pass
+
+
+def _warm(cls: type, options: dict, s: SearchConfig, warmup: int) -> optuna.pruners.BasePruner:
+    with warnings.catch_warnings():  # Wilcoxon is "experimental" since Optuna 3.6
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        pruner = cls(**options)
+    pruner.startup, pruner.warmup = s.pruner_startup_trials, warmup
+    return pruner
+
+
+def _halving(options: dict, s: SearchConfig, warmup: int) -> optuna.pruners.BasePruner:
+    return _warm(WarmSuccessiveHalving, options, s, warmup)
+
+
+def _hyperband(options: dict, s: SearchConfig, warmup: int) -> optuna.pruners.BasePruner:
+    return _warm(WarmHyperband, options, s, warmup)
+
+
+def _wilcoxon(options: dict, s: SearchConfig, warmup: int) -> optuna.pruners.BasePruner:
+    # Its own n_startup_steps is the warm-up: evaluations before it compares a trial at all.
+    return _warm(WarmWilcoxon, {**options, "n_startup_steps": warmup}, s, warmup)
+
+
+def _none(options: dict, s: SearchConfig, warmup: int) -> optuna.pruners.BasePruner:
+    return optuna.pruners.NopPruner()
+
+
+PRUNERS: dict[str, PrunerFactory] = {"median": _median, "percentile": _percentile, "successive_halving": _halving,
+                                     "hyperband": _hyperband, "wilcoxon": _wilcoxon, "none": _none}
+
+
+def warmup_evaluations(warmup_epochs: float, evals_per_epoch: int) -> int:
+    """`search.pruner_warmup_epochs` in evaluations, the unit a trial reports in: evaluation
+    `warmup` is the first a pruner judges (2 epochs at 1 a epoch: from the second epoch's end)."""
+    return round(warmup_epochs * evals_per_epoch)
+
+
+def make_pruner(s: SearchConfig, evals_per_epoch: int = 1) -> optuna.pruners.BasePruner:
+    """The study's pruner. Every process that reports evaluations must build it: Optuna does not
+    store it, and `load_study` without one prunes by Optuna's defaults, not the experiment's."""
+    warmup = warmup_evaluations(s.pruner_warmup_epochs, evals_per_epoch)
+    return PRUNERS[s.pruner](dict(s.pruner_options), s, warmup)
