@@ -19,6 +19,9 @@ from orchestrator.config.secrets import redact
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 REGISTERED = "models:/"  # model.name_or_path of an encoder in the Model Registry
 STORAGES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://")
+# Settings every trial of a study must share, or their reported evaluations would not compare.
+NOT_SEARCHED = {"evals_per_epoch": "the pruner compares trials evaluation by evaluation",
+                "eval_subsample": "the pruner compares trials' interim scores on the same rows"}
 TRACKING = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+", "mssql://", "mssql+",
             "http://", "https://", "databricks")
 
@@ -28,6 +31,8 @@ def check(cfg: ExperimentConfig, problems: list[str]) -> None:
         _check_pretrain(cfg, problems)
     for name, p in cfg.space.items():
         _check_param(name, p, problems)
+        if name in NOT_SEARCHED:
+            problems.append(f"space.{name}: not searchable: {NOT_SEARCHED[name]}; set training.{name} instead")
     _check_conditions(cfg, problems)
     _check_names(cfg, problems)
     _check_search(cfg, problems)
