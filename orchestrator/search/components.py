@@ -6,8 +6,8 @@ sampler seeded by the study's seed and the trial's number draws the same sample 
 and no two trials replay one random sequence. Each reads the study's history from the storage,
 so a fresh one loses nothing: TPE and GP refit on the finished trials, CMA-ES restores its state
 from the trials' system attrs, grid finds the points not yet run, QMC takes the next point of
-its sequence by the trial's number (and so keeps the study's own seed: a new scramble per trial
-would lose the sequence's even spread).
+its sequence by the trial's number. Those two keep the study's own seed (`PER_STUDY_SEED`): a
+new scramble per trial would lose QMC's even spread, and a new shuffle would renumber grid's points.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def _grid(options: dict, seed: int, startup: int, grid: dict) -> optuna.samplers
 
 SAMPLERS: dict[str, SamplerFactory] = {"tpe": _tpe, "gp": _gp, "cmaes": _cmaes, "qmc": _qmc, "random": _random,
                                        "grid": _grid}
-PER_STUDY_SEED = {"qmc"}  # samplers whose sequence is the study's, not the trial's
+# Samplers whose order is the study's: QMC's sequence, and grid's shuffled list of points (a
+# point is known by its place in the list, so every trial must shuffle it alike).
+PER_STUDY_SEED = {"qmc", "grid"}
 
 
 def make_sampler(s: SearchConfig, trial_number: int = 0,
@@ -87,22 +89,22 @@ def _percentile(options: dict, s: SearchConfig, warmup: int) -> optuna.pruners.B
 class _WarmUp:
     """`search.pruner_startup_trials` and `search.pruner_warmup_epochs` for a pruner that has no
     such settings of its own (successive halving, hyperband, wilcoxon): nothing is pruned before
-    `startup` trials have finished, nor at an evaluation before `warmup`; the pruner itself
-    judges from then on (a rung it has not seen yet is caught up at its next evaluation). A
-    subclass, not a wrapper: Optuna's samplers look for a `HyperbandPruner` to keep to a bracket."""
+    `startup` trials have finished, nor at an evaluation before `warmup`. A subclass, not a
+    wrapper: Optuna's samplers look for a `HyperbandPruner` to keep to a bracket."""
 
     startup: int = 0
     warmup: int = 0
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        # Asked every time, also when its answer is ignored: successive halving records each
+        # trial's value at each rung as it passes, and later trials are ranked against those.
+        verdict = super().prune(study, trial)
         step = trial.last_step
         if step is None or step < self.warmup:
             return False
         done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
                                                         optuna.trial.TrialState.PRUNED))
-        if len(done) < self.startup:
-            return False
-        return super().prune(study, trial)
+        return verdict and len(done) >= self.startup
 
 
 class WarmSuccessiveHalving(_WarmUp, optuna.pruners.SuccessiveHalvingPruner):

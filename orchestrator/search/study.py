@@ -370,20 +370,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def open_readonly(cfg: ExperimentConfig) -> optuna.Study:
-    """The study `cfg.study_name` in `search.storage`, read as it is (`status`, `report`,
-    `ui --optuna`): `StorageError` when it is not there.
+def read_storage(url: str, key: str, fix: str, fix_missing: str | None = None) -> tuple[RDBStorage, list[str]]:
+    """The Optuna storage at `url` and the names of the studies it holds, looked at as it is:
+    `StorageError`, naming the config `key` and ending with `fix` (`fix_missing` for a SQLite
+    file that does not exist), when there is none or it cannot be read.
 
     Optuna's `RDBStorage` creates its tables (and SQLite its file) in whatever it is pointed at,
     so the storage is first looked at with a plain engine: a look at a study that does not exist
     must leave nothing behind.
     """
-    url, shown = cfg.search.storage, redact(cfg.search.storage)
-    first = f"run `python -m orchestrator search --config {cfg.source}` first"
+    shown = redact(url)
     path = paths.sqlite_path(url)
     if path is not None and not path.is_file():
-        raise StorageError(f"search.storage: no Optuna storage at {shown} (the file {path} does not exist); "
-                           f"{first}, or point search.storage at the study's storage")
+        raise StorageError(f"{key}: no Optuna storage at {shown} (the file {path} does not exist); "
+                           f"{fix_missing or fix}")
     url = paths.absolute_sqlite(url, create=False)
     try:
         engine = sqlalchemy.create_engine(url)
@@ -392,14 +392,26 @@ def open_readonly(cfg: ExperimentConfig) -> optuna.Study:
         finally:
             engine.dispose()
         if not has_tables:
-            raise StorageError(f"search.storage: {shown} holds no Optuna study at all; {first}")
+            raise StorageError(f"{key}: {shown} holds no Optuna study at all; {fix}")
         storage = RDBStorage(url, skip_table_creation=True)
         names = sorted(s.study_name for s in storage.get_all_studies())
+    except StorageError:  # a RuntimeError too, and already says what is wrong
+        raise
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, RuntimeError) as e:
         # Unreachable server, missing driver, not a database; RuntimeError: Optuna's word for a
         # schema written by another Optuna version.
-        raise StorageError(f"search.storage: cannot read the Optuna storage {shown}: "
+        raise StorageError(f"{key}: cannot read the Optuna storage {shown}: "
                            f"{scrub(str(e)).strip().splitlines()[0][:300]}") from None
+    return storage, names
+
+
+def open_readonly(cfg: ExperimentConfig) -> optuna.Study:
+    """The study `cfg.study_name` in `search.storage`, read as it is (`status`, `report`,
+    `ui --optuna`): `StorageError` when it is not there, and nothing created (`read_storage`)."""
+    shown = redact(cfg.search.storage)
+    first = f"run `python -m orchestrator search --config {cfg.source}` first"
+    storage, names = read_storage(cfg.search.storage, "search.storage", first,
+                                  f"{first}, or point search.storage at the study's storage")
     if cfg.study_name not in names:
         held = ", ".join(repr(n) for n in names[:20]) or "none"
         raise StorageError(f"search.storage: {shown} holds no study named {cfg.study_name!r} (it holds {held}); "

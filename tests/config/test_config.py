@@ -34,7 +34,7 @@ def test_every_problem_is_reported_together(tmp_path):
         "data: {train: a.csv, txt_column: review}\n"
         "training: {epochs: three, head: attention, learning_rate: -1}\n"
         "space: {learning_rate: {low: 1.0e-3, high: 1.0e-5, log: true}, heads: [cls], batch_size: {choices: []}}\n"
-        "search: {n_trials: 2, sampler: grid, storage: 'mysql://db/optuna', heartbeat_interval: 100}\n"
+        "search: {n_trials: 2, sampler: bayes, storage: 'mysql://db/optuna', heartbeat_interval: 100}\n"
         "colour: blue\n")
     with pytest.raises(ConfigError) as err:
         load_experiment(p)
@@ -45,7 +45,7 @@ def test_every_problem_is_reported_together(tmp_path):
                      "space.learning_rate: low (0.001) is greater than high (1e-05)",
                      "space.heads: unknown hyperparameter (did you mean 'head'?)",
                      "space.batch_size.choices: must be a non-empty list",
-                     "search.sampler: 'grid' is not one of",
+                     "search.sampler: 'bayes' is not one of",
                      "search.storage: 'mysql://db/optuna' is not supported",
                      "search.heartbeat_interval (100) must be below search.heartbeat_grace_period (90)",
                      "colour: unknown key",
@@ -114,3 +114,37 @@ def test_a_config_survives_the_trip_to_a_trial_process_with_zero_bounds_and_a_pr
 def test_every_shipped_experiment_reaches_its_trial_processes_unchanged(experiment):
     cfg = load_experiment(experiment)
     assert from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+
+
+def test_sampler_and_pruner_options_are_checked_against_their_tables(tmp_path):
+    p = tmp_path / "options.yaml"
+    p.write_text("name: x\ndata: {train: a.csv}\n"
+                 "space: {learning_rate: {low: 1.0e-5, high: 1.0e-3}, evals_per_epoch: [1, 2]}\n"
+                 "search: {sampler: tpe, sampler_options: {multivariate: yes-please, n_ei: 3},\n"
+                 "         pruner: successive_halving, pruner_options: {min_resource: soon, reduction_factor: 1},\n"
+                 "         trials_per_gpu: 0}\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(p)
+    text = str(err.value)
+    for expected in ["search.sampler_options.multivariate: expected bool, found 'yes-please'",
+                     "search.sampler_options.n_ei: not an option of sampler tpe (its options: multivariate, "
+                     "constant_liar,",
+                     "search.pruner_options.min_resource: expected a whole number or 'auto', found 'soon'",
+                     "search.pruner_options.reduction_factor: must be >= 2, found 1",
+                     "search.trials_per_gpu: must be auto or >= 1, found 0",
+                     "space.evals_per_epoch: not searchable"]:
+        assert expected in text, f"missing {expected!r} in:\n{text}"
+    assert text.count("min_resource") == 1  # one line for a setting of two types, not one per type
+
+
+def test_grid_needs_a_listed_space_and_settled_options_are_complete(tmp_path):
+    p = tmp_path / "grid.yaml"
+    p.write_text("name: x\ndata: {train: a.csv}\nspace: {learning_rate: {low: 1.0e-5, high: 1.0e-3}}\n"
+                 "search: {sampler: grid, sampler_options: {seed: 3}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(p)
+    assert "space.learning_rate is a continuous range" in str(err.value)
+    assert "search.sampler_options.seed: not an option of sampler grid (its options: none)" in str(err.value)
+    p.write_text("name: x\ndata: {train: a.csv}\nsearch: {pruner: percentile, pruner_options: {percentile: 40}}\n")
+    options = load_experiment(p).search.pruner_options
+    assert options == {"percentile": 40.0, "interval_steps": 1, "n_min_trials": 1}  # on record as run

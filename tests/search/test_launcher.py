@@ -24,6 +24,7 @@ def _launcher(tmp_path, pruner: str, keep: int = 3, direction: str = "maximize")
         other = study.ask()
         for epoch in (1, 2, 3):
             other.report(better, epoch)
+            other.should_prune()  # as the driver asks at each evaluation (successive halving records its rungs)
         study.tell(other, better)
     launcher = TrialLauncher(cfg, tmp_path, tmp_path, "m", "fp", "parent", _Executor(), StudyProgress(None),
                              10, None, None, None)
@@ -50,6 +51,16 @@ def test_the_driver_prunes_by_the_experiments_pruner(tmp_path, pruner):
     assert answers == ([False, False, False] if pruner == "none" else [epoch >= warmup for epoch in (1, 2, 3)])
     assert pruner == "none" or answers[0] is False
     assert study.trials[trial.number].intermediate_values == {1: 0.1, 2: 0.1, 3: 0.1}
+
+
+def test_evaluations_inside_epochs_are_the_pruners_steps(tmp_path):
+    launcher, study, trial = _launcher(tmp_path, "successive_halving")
+    answers = [launcher.on_event({"type": "eval", "trial": trial.number, "epoch": epoch, "evaluation": number,
+                                  "value": 0.1, "ask": True})["prune"] for number, epoch in ((1, 0.5), (2, 1), (3, 1.5))]
+    assert study.trials[trial.number].intermediate_values == {1: 0.1, 2: 0.1, 3: 0.1}
+    # Far below the six finished trials at every rung (evaluations 1, 3, 9: reduction factor 3),
+    # but rung 1 falls in the warm-up of 2 evaluations, so the next rung (3) is the first to stop it.
+    assert answers == [False, False, True]
 
 
 def test_the_trials_facts_and_probes_reach_the_study(tmp_path):

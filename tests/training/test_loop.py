@@ -47,6 +47,40 @@ def test_evaluate_callback_can_stop_training(splits, tiny_model):
     assert result.stopped == "pruned" and len(result.history) == 1
 
 
+def test_evaluations_inside_an_epoch_read_the_subsample_and_never_pick_the_best_epoch(splits, tiny_model):
+    calls = []
+    params = TrainingConfig(epochs=2, learning_rate=2e-3, batch_size=8, head="mean", evals_per_epoch=3,
+                            eval_subsample=10)
+    result = train(params, ModelConfig(), splits, str(tiny_model),
+                   on_evaluate=lambda e, s, m: calls.append((e, s, m)) or True)
+    assert [m["evaluation"] for _, _, m in calls] == [1, 2, 3, 4, 5, 6]  # the pruner's clock
+    interim = [(e, m) for e, _, m in calls if "rows" in m]
+    assert [round(e, 2) for e, _ in interim] == [0.33, 0.67, 1.33, 1.67] and all(m["rows"] == 10 for _, m in interim)
+    ends = [m for e, _, m in calls if "rows" not in m]
+    assert [e for e, _, m in calls if "rows" not in m] == [1, 2] and all("epoch_seconds" in m for m in ends)
+    # The best epoch is chosen among the epochs' ends (whole validation split), whatever the interim scores.
+    assert result.best_metrics["val_macro_f1"] == max(m["val_macro_f1"] for m in ends)
+    assert result.best_epoch in (1, 2) and len(result.history) == 6
+
+
+def test_a_prune_inside_the_first_epoch_stops_there(splits, tiny_model):
+    steps = []
+    result = train(TrainingConfig(epochs=3, batch_size=8, evals_per_epoch=2, log_every=1), ModelConfig(), splits,
+                   str(tiny_model), on_step=lambda s, m: steps.append(s), on_evaluate=lambda e, s, m: False)
+    assert result.stopped == "pruned" and len(result.history) == 1 and result.history[0]["interim"]
+    assert result.best_epoch == 0 and result.history[0]["epoch"] == round(8 / 15, 4)  # 15 steps an epoch
+    assert max(steps) == result.history[0]["step"]  # no training step after the decision
+
+
+def test_interim_points_are_spread_evenly_and_the_subsample_is_fixed():
+    from orchestrator.training.loop import interim_steps, interim_subsample
+    assert interim_steps(10, 1) == set() and interim_steps(10, 2) == {5} and interim_steps(9, 3) == {3, 6}
+    assert interim_steps(1, 4) == set()  # one step an epoch: only the epoch's end
+    assert interim_subsample(5, None) == [0, 1, 2, 3, 4] and interim_subsample(5, 9) == [0, 1, 2, 3, 4]
+    picked = interim_subsample(100, 10)
+    assert picked == interim_subsample(100, 10) and len(set(picked)) == 10 and picked == sorted(picked)
+
+
 def test_frozen_strategy_leaves_encoder_bit_identical(splits, tiny_model):
     original = load_encoder(str(tiny_model)).state_dict()
     result = train(TrainingConfig(epochs=1, strategy="frozen", learning_rate=1e-2), ModelConfig(), splits,
