@@ -54,7 +54,7 @@ class StudyProgress:
             self.bars.update(info["task"], completed=event["step"],
                              info=f"epoch {event['epoch']}/{info['epochs']} loss {event['loss']:.4f}")
         elif event["type"] == "eval":
-            self.print(f"  trial {event['trial']} epoch {event['epoch']}/{info['epochs']}: {event['value']:.4f}")
+            self.print(f"  trial {event['trial']} epoch {event['epoch']:g}/{info['epochs']}: {event['value']:.4f}")
 
     def end_trial(self, number: int, state: str, value: float | None, best: float | None) -> None:
         self.done += 1
