@@ -3,7 +3,8 @@
 
 Each option mirrors a keyword of the Optuna class `search/` builds for that name (config is the
 bottom layer and imports no Optuna; `tests/search/test_components.py` checks that every option
-here is a keyword the class takes). What the search sets itself is not an option: the seed (the
+here is a keyword the class takes). Options Optuna has deprecated are left out; an option left
+unset (None) is not passed, so Optuna's own default applies. What the search sets itself is not an option: the seed (the
 study's and the trial's), grid's space (from `space:`), and the pruners' start-up and warm-up
 (`search.pruner_startup_trials`, `search.pruner_warmup_epochs`, for every pruner alike).
 """
@@ -26,8 +27,6 @@ class TPEOptions:
     n_startup_trials: Int | None = Field(None, ge=0, description="random trials first; default: half of "
                                                                  "search.n_trials, between 2 and 10")
     n_ei_candidates: Int = Field(24, ge=1, description="candidates scored per sample")
-    consider_endpoints: Bool = Field(False, description="let the prior reach the bounds of a range")
-    prior_weight: Float = Field(1.0, gt=0, description="weight of the prior against the observed trials")
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -42,7 +41,8 @@ class CmaEsOptions:
     sigma0: Float | None = Field(None, gt=0, description="initial step size; default: a sixth of each range")
     restart_strategy: Literal["ipop", "bipop"] | None = Field(None, description="restart with a larger population")
     popsize: Int | None = Field(None, ge=2, description="population per generation; default: from the dimension")
-    inc_popsize: Int = Field(2, ge=1, description="restart_strategy: population growth factor")
+    inc_popsize: Int | None = Field(None, ge=1, description="restart_strategy: population growth factor; default: "
+                                                            "Optuna's")
     use_separable_cma: Bool = Field(False, description="diagonal covariance (many parameters, few trials)")
     with_margin: Bool = Field(False, description="CMA-ES with margin, for integer and stepped parameters")
     lr_adapt: Bool = Field(False, description="adapt the learning rate (noisy or multimodal objectives)")

@@ -24,8 +24,7 @@ SamplerFactory = Callable[[dict, int, int, dict], optuna.samplers.BaseSampler]  
 
 
 def _startup(options: dict, default: int) -> int:
-    given = options.get("n_startup_trials")
-    return default if given is None else given
+    return options.get("n_startup_trials", default)
 
 
 def _tpe(options: dict, seed: int, startup: int, _: dict) -> optuna.samplers.BaseSampler:
@@ -71,7 +70,8 @@ def make_sampler(s: SearchConfig, trial_number: int = 0,
     startup = max(2, min(10, (s.n_trials or 20) // 2))
     with warnings.catch_warnings():  # GP, QMC and some TPE options are "experimental": they are what was asked for
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return SAMPLERS[s.sampler](dict(s.sampler_options), seed, startup, space.grid(params or {}) or {})
+        options = {k: v for k, v in s.sampler_options.items() if v is not None}  # unset: Optuna's default
+        return SAMPLERS[s.sampler](options, seed, startup, space.grid(params or {}) or {})
 
 
 PrunerFactory = Callable[[dict, SearchConfig, int], optuna.pruners.BasePruner]  # options, search, warm-up evals
