@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
@@ -95,14 +95,17 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
         params = dataclasses.replace(params, head=task.heads[0])
     set_seed(params.seed)
     use_cpu = cpu or not torch.cuda.is_available()
+    # On a GPU, batches are collated into pinned host memory and copied without blocking, so the
+    # copy of the next batch overlaps the current step instead of the GPU waiting for it.
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=precision_for(use_cpu),
-                              gradient_accumulation_steps=gradient_accumulation_steps)
+                              gradient_accumulation_steps=gradient_accumulation_steps,
+                              dataloader_config=DataLoaderConfiguration(non_blocking=not use_cpu))
     main = accelerator.is_main_process
     tokenizer = load_tokenizer(model_path, model_cfg.revision, model_cfg.trust_remote_code)
     encoded = data_mod.tokenize(splits, tokenizer, params.max_length, cache_dir, task)
     rows = task.train_rows(splits, params)
     train_set = model_inputs(encoded["train"] if rows is None else encoded["train"].select(rows))
-    collate = task.collator(tokenizer)
+    loading = {"collate_fn": task.collator(tokenizer), "pin_memory": not use_cpu}
     generator = torch.Generator().manual_seed(params.seed)
     per_device = per_device_batch_size or math.ceil(params.batch_size / accelerator.num_processes)
     # Unset: grouped on a CPU, where it was measured 1.16x faster; shuffled on a GPU, where on the
@@ -110,19 +113,18 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     grouped = use_cpu if params.group_by_length is None else params.group_by_length
     if grouped:
         batches = batching.LengthGroupedBatches(batching.lengths_of(train_set), per_device, generator)
-        train_loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate)
+        train_loader = DataLoader(train_set, batch_sampler=batches, **loading)
     else:
-        train_loader = DataLoader(train_set, batch_size=per_device, shuffle=True, collate_fn=collate,
-                                  generator=generator)
+        train_loader = DataLoader(train_set, batch_size=per_device, shuffle=True, generator=generator, **loading)
     # Validation longest first: similar lengths share a batch; outputs go back in the split's order.
     val_order = batching.by_length(batching.lengths_of(encoded["validation"]))
-    val_loader = DataLoader(model_inputs(encoded["validation"]).select(val_order), collate_fn=collate,
-                            batch_size=eval_batch_size or params.eval_batch_size)
+    val_loader = DataLoader(model_inputs(encoded["validation"]).select(val_order),
+                            batch_size=eval_batch_size or params.eval_batch_size, **loading)
     interim_rows = interim_subsample(len(encoded["validation"]), params.eval_subsample)
     interim_set = encoded["validation"].select(interim_rows)
     interim_order = batching.by_length(batching.lengths_of(interim_set))  # positions within the subsample
-    interim_loader = DataLoader(model_inputs(interim_set).select(interim_order), collate_fn=collate,
-                                batch_size=eval_batch_size or params.eval_batch_size)
+    interim_loader = DataLoader(model_inputs(interim_set).select(interim_order),
+                                batch_size=eval_batch_size or params.eval_batch_size, **loading)
 
     cuda = accelerator.device.type == "cuda"
     encoder = load_encoder(model_path, model_cfg.revision, model_cfg.trust_remote_code,

@@ -127,18 +127,30 @@ def test_search_builds_the_run_tree_registers_a_champion_and_predicts(experiment
     assert not any(n.endswith((".pkl", ".pickle", ".bin", ".pt", ".pth")) for n in names), names
 
 
+# Evaluations inside an epoch, judged by successive halving from the start, with the GP sampler:
+# through trial processes, the driver's pruner and the MLflow runs.
+MULTI_FIDELITY = ["training.evals_per_epoch=2", "search.pruner=successive_halving", "search.sampler=gp",
+                  "search.pruner_startup_trials=1", "search.pruner_warmup_epochs=0"]
+
+
 @pytest.mark.slow
 def test_rerun_continues_the_same_study_without_duplicates(experiment, store):
-    assert main(["search", "--config", str(experiment), "search.n_trials=2"]) == 0
+    assert main(["search", "--config", str(experiment), "search.n_trials=2", *MULTI_FIDELITY]) == 0
     # Same command with a larger budget: one more trial in the same study and parent run.
-    assert main(["search", "--config", str(experiment), "search.n_trials=3"]) == 0
+    assert main(["search", "--config", str(experiment), "search.n_trials=3", *MULTI_FIDELITY]) == 0
     # Budget reached: no new trial, no new model version.
-    assert main(["search", "--config", str(experiment), "search.n_trials=3"]) == 0
+    assert main(["search", "--config", str(experiment), "search.n_trials=3", *MULTI_FIDELITY]) == 0
     study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
     assert [t.number for t in study.trials] == [0, 1, 2]
+    for t in study.trials:  # 2 epochs, 2 evaluations each: the pruner's steps 1..4
+        steps = sorted(t.intermediate_values)
+        assert steps == list(range(1, len(steps) + 1)) and (len(steps) == 4) == (t.state.name == "COMPLETE")
     client = _client()
     parents, trials = _runs(client)
     assert len(parents) == 1 and len(trials) == 3
+    assert parents[0].data.params["search.sampler"] == "gp"
+    first = next(r for r in trials if r.data.tags.get("optuna_trial_number") == "0")
+    assert [m.step for m in client.get_metric_history(first.info.run_id, "interim_val_macro_f1")] != []
     versions = client.search_model_versions("name='tiny-clf'")
     keys = [(v.tags["orchestrator_study"], v.tags["optuna_trial_number"]) for v in versions]
     assert len(keys) == len(set(keys))
