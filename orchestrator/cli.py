@@ -30,7 +30,7 @@ def exit_code(summary) -> int:
     return 0 if summary.best_trial is not None else 1
 
 
-def search(config: str, overrides: list[str], gpus: str | None, workers: int, ray_address: str | None) -> int:
+def search(config: str, overrides: list[str], gpus: str | None, workers: int | str, ray_address: str | None) -> int:
     import datasets
 
     from orchestrator.tasks import load_experiment
@@ -164,6 +164,16 @@ def ui(config: str | None, tracking_uri: str | None, port: int, optuna: bool) ->
     return subprocess.call(cmd, env=env)
 
 
+def _workers(text: str) -> int | str:
+    """--workers: a number of trials (checked with the slots: >= 1) or auto."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of trials or auto, found {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m orchestrator",
                                      description="Pre-train, search, track and register fine-tuned text encoders.")
@@ -172,7 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.n_trials=3")
     p.add_argument("--gpus", default=None, help="all (default: every visible GPU), none, or a list like 0,1,3")
-    p.add_argument("--workers", type=int, default=1, help="trials at once on CPU (cores are split between them)")
+    p.add_argument("--workers", type=_workers, default=1,
+                   help="trials at once on CPU (cores are split between them), or auto: as many as the cores "
+                        "hold at the threads per trial measured fastest (benchmarks/workers.py)")
     p.add_argument("--ray-address", default=None,
                    help="with search.executor=ray: the cluster to join (auto, HOST:6379, ray://HOST:10001); "
                         "default $RAY_ADDRESS, else a Ray started on this machine")

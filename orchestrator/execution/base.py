@@ -38,6 +38,16 @@ class Executor(ABC):
         """Whether trials may follow the ones claimed so far (False once the budget is claimed):
         nothing need be made ready for a trial that will not come."""
 
+    def siblings(self, slot: str) -> list[str]:
+        """The slots that share `slot`'s device, itself included (`search.trials_per_gpu`): a trial
+        re-run alone holds them all."""
+        return [slot]
+
+    def alone(self, slot: str) -> str:
+        """Where a trial that ran out of memory in the packed `slot` runs with the device to itself
+        (a slot name `run` takes, though not in `slots`); `slot` itself where it is not packed."""
+        return slot
+
     @abstractmethod
     def run(self, job: TrialJob, slot: str, on_event: Callable[[dict], None]) -> TrialOutcome:
         """Run one trial to its end. A trial whose process or node died is `lost`."""

@@ -11,15 +11,23 @@ back through a Ray queue; a trial's questions ("prune now?") are answered throug
 on the driver's node; the trial's log comes back with its outcome. The checkpoint goes to the trial run's MLflow artifacts, from which the driver fetches
 the champion's.
 
+With `search.trials_per_gpu` N > 1 a trial asks for 1/N of a GPU, and Ray packs N on one; its
+process caps its memory to that share. The slots come in groups of N (ray0#1 ... ray0#N): a
+packed trial that runs out of memory is re-run asking for a whole GPU (slot ray0) while the
+driver holds its whole group, so the cluster runs as many trials at once as before.
+
 Ray does not retry a trial (`max_retries=0`): a worker or node lost mid-trial makes the outcome
 `lost`, and the driver applies the study's own rule (FAIL, re-queued once). An interrupt cancels
 the running tasks (`ray.cancel(force=True)`), which kills their trial processes with them.
+Past 400 lines: the driver's side and the node's side of a Ray trial (task, queue, mailbox,
+packed folders) are one protocol, read and changed together.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import signal
 import socket
@@ -37,7 +45,7 @@ from orchestrator.config.secrets import redact, scrub
 from orchestrator.execution.base import Executor, ExecutorError
 from orchestrator.execution.job import ANSWER_WAIT_S, TrialJob, TrialOutcome
 from orchestrator.execution.processes import handle_event
-from orchestrator.execution.slots import Slot
+from orchestrator.execution.slots import GPU_SHARE, Slot, check_packing
 
 log = logging.getLogger(__name__)
 
@@ -110,24 +118,31 @@ class RayExecutor(Executor):
     name = "ray"
     keeps_local_checkpoints = False
 
-    def __init__(self, address: str | None, gpus_per_trial: int, cpus_per_trial: int):
+    def __init__(self, address: str | None, gpus_per_trial: int, cpus_per_trial: int, trials_per_gpu: int = 1):
+        check_packing(trials_per_gpu, gpus_per_trial)
         resources = connect(address)
         nodes = [n for n in _ray().nodes() if n.get("Alive")]
         gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+        self.has_gpus = bool(gpus)
+        self.packed = trials_per_gpu if gpus else 1  # trials per GPU
         if gpus:
-            self.request = {"num_gpus": gpus_per_trial, "num_cpus": cpus_per_trial}
-            unit = f"{gpus_per_trial} GPU(s) and {cpus_per_trial} CPU(s)"
+            self.whole = {"num_gpus": gpus_per_trial, "num_cpus": cpus_per_trial}
+            # Ray counts a GPU in 1/10000ths: rounded down, N shares never add up to more than one GPU.
+            self.request = {**self.whole, "num_gpus": math.floor(10000 / self.packed) / 10000} if self.packed > 1 \
+                else self.whole
+            unit = f"{self.request['num_gpus']:g} GPU(s) and {cpus_per_trial} CPU(s)"
         else:
-            self.request = {"num_gpus": 0, "num_cpus": cpus_per_trial}
+            self.request = self.whole = {"num_gpus": 0, "num_cpus": cpus_per_trial}
             unit = f"{cpus_per_trial} CPU(s)"
         # A trial runs on one node: count what fits on each (4 nodes of 1 GPU hold no 2-GPU trial).
-        count = sum(min(int(n["Resources"].get("GPU", 0) // gpus_per_trial) if gpus else 1 << 30,
+        count = sum(min(int(n["Resources"].get("GPU", 0) // gpus_per_trial) * self.packed if gpus else 1 << 30,
                         int(n["Resources"].get("CPU", 0) // cpus_per_trial)) for n in nodes)
         if count < 1:
             raise ExecutorError(f"no node of the Ray cluster ({gpus:g} GPU(s), {cpus:g} CPU(s) on {len(nodes)} "
                                 f"node(s)) has room for one trial of {unit} (search.gpus_per_trial, "
                                 f"search.cpus_per_trial)")
-        self.slots = [f"ray{i}" for i in range(count)]
+        self.slots = [f"ray{i}" for i in range(count)] if self.packed == 1 else \
+            [f"ray{i // self.packed}#{i % self.packed + 1}" for i in range(count)]
         self.hosts = sorted({n["NodeManagerAddress"] for n in nodes})
         self._packs: dict[tuple[str, str], object] = {}
         self._pack_lock = threading.Lock()
@@ -143,12 +158,21 @@ class RayExecutor(Executor):
         self._events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
         self._mailbox = _ray().remote(num_cpus=0, scheduling_strategy=here)(Mailbox).remote()
 
+    def siblings(self, slot: str) -> list[str]:
+        group = slot.partition("#")[0]
+        return [s for s in self.slots if s.partition("#")[0] == group]
+
+    def alone(self, slot: str) -> str:
+        return slot.partition("#")[0]
+
     def run(self, job: TrialJob, slot: str, on_event: Callable[[dict], None]) -> TrialOutcome:
         ray = _ray()
         data = self._pack(job.data_dir, Path(job.data_dir).name)
         model = self._pack(job.model_path, job.model_fingerprint)
-        task = _remote(ray).options(**self.request, name=f"trial-{job.number}")
-        ref = task.remote(job.to_json(), data, model, self.secrets, self._events, self._mailbox)
+        alone = self.packed == 1 or "#" not in slot  # a packed slot's group name: the whole GPU
+        task = _remote(ray).options(**(self.whole if alone else self.request), name=f"trial-{job.number}")
+        ref = task.remote(job.to_json(), data, model, self.secrets, self._events, self._mailbox,
+                          1.0 if alone else 1 / self.packed)
         handle = _RayTask(ray, ref)
         self.children.add(handle)
         try:
@@ -354,9 +378,10 @@ def node_root() -> Path:
     return Path(os.environ.get("ORCHESTRATOR_NODE_DIR") or Path(tempfile.gettempdir()) / "orchestrator-node")
 
 
-def _run_on_node(job_json: str, data: tuple, model: tuple, secrets: dict, events, mailbox=None) -> dict:
+def _run_on_node(job_json: str, data: tuple, model: tuple, secrets: dict, events, mailbox=None,
+                 share: float = 1.0) -> dict:
     """The Ray task: unpack what the trial needs, run its process as the local executor would,
-    return its outcome and log."""
+    return its outcome and log. `share`: of its GPU, where trials are packed (`GPU_SHARE`)."""
     import ray
 
     from orchestrator.config.secrets import remember
@@ -377,9 +402,10 @@ def _run_on_node(job_json: str, data: tuple, model: tuple, secrets: dict, events
     (work / "job.json").write_text(job.to_json())
     gpus = tuple(int(g) for g in ray.get_gpu_ids())
     cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    shared = {GPU_SHARE: repr(share)} if share < 1 else {}
     slot = Slot(f"ray:{ray.util.get_node_ip_address()}", max(1, len(gpus)), gpus, cpus,
-                {} if gpus else {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(cpus),
-                                 "MKL_NUM_THREADS": str(cpus)})
+                shared if gpus else {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(cpus),
+                                     "MKL_NUM_THREADS": str(cpus)}, share if gpus else 1.0)
     from orchestrator.execution.processes import run_child
 
     result, log_file = work / "result.json", work / "trial.log"

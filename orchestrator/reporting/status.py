@@ -21,6 +21,7 @@ from orchestrator.config.secrets import redact
 from orchestrator.search.records import TRIAL_STATES, Trial, as_studied, check_study, read_study, serve_dashboard
 
 FINISHED = ("COMPLETE", "PRUNED")  # trial states
+PEAK_GPU = "peak_gpu_memory_share"  # a trial's user attr: its peak GPU memory as a share of the card (GPU only)
 
 
 @dataclass
@@ -116,16 +117,17 @@ def show_status(cfg: ExperimentConfig, console: Console) -> StudyState:
 def trial_table(state: StudyState) -> Table:
     table = Table(title=f"study {state.name} ({state.direction} {state.metric})", title_justify="left")
     where = bool(state.running)  # host and slot matter only while a trial runs
+    gpu = any(PEAK_GPU in t.user_attrs for t in state.trials)  # measured only on a GPU
     for column in ("trial", "state", "value", "best epoch", "epochs", "params", *(("where",) if where else ()),
-                   "elapsed"):
-        table.add_column(column, justify="right" if column in ("trial", "value", "elapsed") else "left",
+                   "elapsed", *(("peak GPU mem",) if gpu else ())):
+        table.add_column(column, justify="right" if column in ("trial", "value", "elapsed", "peak GPU mem") else "left",
                          overflow="fold", no_wrap=column != "params")
     for t in state.trials:
         table.add_row(str(t.number), t.state.name, "" if t.value is None else f"{t.value:.4f}",
                       _best_epoch(t, state.direction), str(len(t.intermediate_values)),
                       " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()),
                       *((_where(t) if t.state.name == "RUNNING" else "",) if where else ()),
-                      _duration(state.elapsed(t)))
+                      _duration(state.elapsed(t)), *((_share(t.user_attrs.get(PEAK_GPU)),) if gpu else ()))
     return table
 
 
@@ -156,6 +158,12 @@ def _where(trial: Trial) -> str:
     host = str(trial.user_attrs.get("driver", "")).rsplit(":", 1)[0]
     slot = trial.user_attrs.get("slot")
     return " ".join(x for x in (host, f"slot {slot}" if slot is not None else "") if x)
+
+
+def _share(value: float | None) -> str:
+    """A share of the card as a percentage; blank where the trial measured none (it trained on CPU,
+    or an error stopped it)."""
+    return "" if value is None else f"{value:.0%}"
 
 
 def _duration(seconds: float) -> str:

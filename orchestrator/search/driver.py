@@ -44,7 +44,7 @@ from orchestrator.models.heads import load_tokenizer
 from orchestrator.search.interrupts import Interrupt
 from orchestrator.search.launcher import TrialFailed, TrialLauncher
 from orchestrator.search.preflight import Checked, check_model, preflight
-from orchestrator.search import pretrain_stage
+from orchestrator.search import pretrain_stage, warm_start
 from orchestrator.search.progress import StudyProgress, pretty
 from orchestrator.search.study import (
     DIED,
@@ -104,7 +104,7 @@ class Summary:
     champion_elsewhere: str | None = None  # the host holding the best trial's checkpoint, if not this one
     discarded_samples: int = 0  # samples that repeated an earlier trial's parameters
     threshold_note: str | None = None  # the best trial's decision threshold(s) and any target missed
-    notes: list[str] = field(default_factory=list)  # settings the search did not use, and why
+    notes: list[str] = field(default_factory=list)  # settings the search did not use and why; its warm start
 
 
 @dataclass
@@ -146,6 +146,9 @@ def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
         summary.trials = _rows(opened.study)
         summary.discarded_samples = len([t for t in opened.study.get_trials(deepcopy=False)
                                          if "duplicate_of" in t.user_attrs])
+        warmed = warm_start.record(opened.study)
+        if warmed is not None:
+            summary.notes.append(warm_start.note(warmed))
         best = _best_trial(opened.study)
         if summary.interrupted and summary.best_trial is None and best is not None:  # stopped before the champion
             summary.best_trial, summary.best_params, summary.best_value = best.number, best.params, best.value
@@ -186,13 +189,19 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
             study = create_study(cfg, storage)
             check_identity(study, checked.splits.record, checked.model.record, redact(cfg.search.storage))
             check_objective(study, cfg.search.metric, cfg.search.direction)
+            queued = None if checked.warm_start is None else warm_start.enqueue(study, checked.warm_start)
             opened.study = study
             params = {**_flatten(public(cfg.to_dict())), "data.fingerprint": checked.splits.digest,
                       "model.fingerprint": checked.model.fingerprint}
             opened.parent = parent = tracker.study_run(cfg.study_name, study.user_attrs.get("mlflow_parent_run_id"),
                                                        params)
             tracker.set_tags(parent, lineage(checked.model))
+            warmed = warm_start.record(study)
+            if warmed is not None:
+                tracker.set_tags(parent, warm_start.tags(warmed))
             study.set_user_attr("mlflow_parent_run_id", parent)
+        if queued is not None:
+            progress.print(warm_start.note(queued))
         summary.parent_run_id = parent
         _phase(summary, progress, "preparing the data")
         data_dir = _prepare_data(checked, paths.inside(study_dir, study_dir / "data"), cfg)
@@ -205,7 +214,8 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
     progress.print(f"study {cfg.study_name!r} ({task.name}): {len(splits.data['train'])} train / "
                    f"{len(splits.data['validation'])} validation / {len(splits.data['test'])} test rows, "
                    f"{task.describe(splits)}; {len(executor.slots)} slot(s) ({executor.name}): "
-                   f"{_shown(executor.slots)}; baseline ({task.baseline_name}) "
+                   f"{_shown(executor.slots)}{f'; {checked.packing}' if checked.packing else ''}; baseline "
+                   f"({task.baseline_name}) "
                    f"{pretty(main[9:])} {baseline[main]:.4f}")
 
     _phase(summary, progress, "running trials")
@@ -454,6 +464,8 @@ def _rows(study: optuna.Study) -> list[TrialRow]:
         if "duplicate_of" in t.user_attrs:  # a discarded sample, not a trial that ran
             continue
         note = t.user_attrs.get("fail_reason", DIED) if t.state == TrialState.FAIL else ""
+        if warm_start.FROM in t.user_attrs and not note:  # the summary's last lines name the source
+            note = f"warm start (its trial {t.user_attrs[warm_start.FROM].rpartition('#')[2]})"
         rows.append(TrialRow(t.number, t.state.name, t.value, dict(t.params), note))
     return rows
 

@@ -11,13 +11,16 @@ The job holds the config with every password redacted (`secrets.public`); the ex
 tracking store's real URL separately and passes it to the trial process's environment, which no
 file or log records. A trial lost with its process, worker or node is FAIL and re-queued once
 with the same parameters (`study.retry_once`).
+
+Trials packed on one GPU (`search.trials_per_gpu`) never fail for the packing: one that runs out of
+memory beside the others (its outcome marks `oom_packed`) is run again, the same Optuna trial,
+alone on the whole GPU, once every other slot of that GPU is free and held (`FreeSlots`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import queue
 import threading
 import time
 from pathlib import Path
@@ -39,6 +42,47 @@ class TrialFailed(RuntimeError):
     """A trial that cannot produce a valid score (e.g. non-finite loss): marked FAIL, study goes on."""
 
 
+class FreeSlots:
+    """The executor's slots not running a trial, first freed first taken. A trial to be run alone
+    on its device gives its slot back and reserves the device's every slot, which no other trial
+    takes meanwhile; it takes them all once the trials in them have ended. Two such trials on one
+    device go one after the other, never each holding a slot the other waits for."""
+
+    def __init__(self, names: list[str]):
+        self._free, self._reserved = list(names), set()
+        self._changed = threading.Condition()
+
+    def take(self) -> str:
+        with self._changed:
+            while True:
+                name = next((n for n in self._free if n not in self._reserved), None)
+                if name is not None:
+                    self._free.remove(name)
+                    return name
+                self._changed.wait()
+
+    def take_all(self, held: str, group: list[str]) -> list[str]:
+        """Give back `held` and take every slot of `group` (its device's), waiting for them."""
+        wanted = set(group)
+        with self._changed:
+            self._free.append(held)
+            self._changed.notify_all()
+            while wanted & self._reserved:  # another trial waits to run alone on this device: after it
+                self._changed.wait()
+            self._reserved |= wanted
+            while not wanted <= set(self._free):
+                self._changed.wait()
+            for name in group:
+                self._free.remove(name)
+            self._reserved -= wanted
+            return list(group)
+
+    def give(self, names: list[str]) -> None:
+        with self._changed:
+            self._free.extend(names)
+            self._changed.notify_all()
+
+
 class TrialLauncher:
     """Run a claimed trial (parameters already sampled) in a free slot of the executor. Returns
     the value, or raises `optuna.TrialPruned` / `TrialFailed`."""
@@ -52,9 +96,7 @@ class TrialLauncher:
         self.parent, self.progress, self.train_rows = parent_run_id, progress, train_rows
         self.interrupt, self.lock, self.close_run = interrupt, lock, close_run
         self.executor = executor
-        self.free: queue.Queue[str] = queue.Queue()
-        for slot in executor.slots:
-            self.free.put(slot)
+        self.free = FreeSlots(list(executor.slots))
         self.running: dict[int, optuna.Trial] = {}  # by number: events of any trial arrive on any slot's thread
         self._running_lock = threading.Lock()
 
@@ -71,24 +113,36 @@ class TrialLauncher:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = dataclasses.replace(self.cfg.training, **trial.params)
+        job = self.job(trial)
+        slot = self.free.take()  # may wait while a trial runs alone on a packed GPU
+        held = [slot]
         if self.interrupt.requested:  # claimed just as the user interrupted: keep it for the next run
+            self.free.give(held)
             self._requeue(trial)
             return self._fail(trial, "interrupted before it started; re-queued")
-        job = self.job(trial)
-        slot = self.free.get()
         with self._running_lock:
             self.running[trial.number] = trial
         try:
-            trial.set_user_attr("slot", slot)
             steps = math.ceil(self.train_rows / params.batch_size) * params.epochs
             self.progress.start_trial(trial.number, trial.params, steps, params.epochs, slot)
-            started = time.perf_counter()
-            outcome = self.executor.run(job, slot, self.on_event)
-            self._record(trial, outcome, time.perf_counter() - started)
+            outcome = self._run(trial, job, slot)
+            if outcome.state == "FAIL" and outcome.attrs.get("oom_packed"):
+                alone = self.executor.alone(slot)
+                if outcome.run_id:
+                    trial.set_user_attr("packed_run_id", outcome.run_id)
+                self.progress.print(f"trial {trial.number} ran out of memory sharing its GPU ({slot}); re-running "
+                                    f"it alone on {alone} once the trials beside it have ended")
+                held = []
+                held = self.free.take_all(slot, self.executor.siblings(slot))
+                if self.interrupt.requested:  # the FAIL below re-queues it, as a trial lost to the interrupt
+                    outcome = TrialOutcome("FAIL", reason="ran out of memory sharing its GPU, and was interrupted "
+                                                          "before its re-run alone", lost=True)
+                else:
+                    outcome = self._run(trial, self.job(trial), alone)
         finally:
             with self._running_lock:
                 self.running.pop(trial.number, None)
-            self.free.put(slot)
+            self.free.give(held)
         if outcome.lost:  # the process (or Ray worker, or node) died before recording an outcome
             reason = outcome.reason or "trial process ended without recording an outcome"
             self._close_orphan_run(trial, reason)
@@ -101,6 +155,13 @@ class TrialLauncher:
         if outcome.state == "FAIL":
             return self._fail(trial, outcome.reason or "failed")
         return outcome.value
+
+    def _run(self, trial: optuna.Trial, job: TrialJob, slot: str) -> TrialOutcome:
+        trial.set_user_attr("slot", slot)
+        started = time.perf_counter()
+        outcome = self.executor.run(job, slot, self.on_event)
+        self._record(trial, outcome, time.perf_counter() - started)
+        return outcome
 
     def on_event(self, event: dict) -> dict | None:
         """An event from any running trial (routed by its number); returns the answer to one that

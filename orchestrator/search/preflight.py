@@ -1,8 +1,9 @@
 """Everything that can be wrong with a search's input, found before a study, a run or a file exists.
 
 The config was checked on its own when it was loaded; here it is checked against the world:
-the folders the search will write, the data, the model, the hyperparameters against that model
-(positions, layers, heads) and that data (the metric's label names), and last the MLflow store.
+the folders the search will write, the study to warm-start from, the data, the model, the
+hyperparameters against that model (positions, layers, heads) and that data (the metric's label
+names), and last the MLflow store.
 Every problem of a kind is reported together; exit code 2, nothing created.
 """
 
@@ -19,11 +20,13 @@ from orchestrator.config.schema import SCRATCH
 from orchestrator.data import DataError, Splits
 from orchestrator.execution.base import Executor, ExecutorError
 from orchestrator.execution.local import LocalExecutor
-from orchestrator.execution.slots import make_slots
+from orchestrator.execution.slots import decide_trials_per_gpu, make_slots
 from orchestrator.models.heads import check_heads, load_tokenizer
 from orchestrator.models.sources import ModelSource
 from orchestrator.config.paths import sqlite_path
 from orchestrator.registry.encoders import resolve_encoder
+from orchestrator.search.study import PROBE_PREFIX, StorageError, open_readonly
+from orchestrator.search.warm_start import WarmStart, read_warm_start
 from orchestrator.training.pretrain.corpus import load_corpus
 from orchestrator.tasks import Task, get_task
 from orchestrator.tasks.names import check_names
@@ -36,9 +39,11 @@ class Checked:
     splits: Splits
     model: ModelSource | None  # None until a pending pre-training has made it
     task: Task
+    warm_start: WarmStart | None = None  # the configurations `search.warm_start` queues first
+    packing: str | None = None  # trials per GPU and why, where trials run on GPUs (search.trials_per_gpu)
 
 
-def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: str | None = None,
+def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int | str, ray_address: str | None = None,
               model_pending: bool = False) -> Checked:
     if ray_address and cfg.search.executor != "ray":
         raise ExecutorError(f"--ray-address {ray_address}: trials run on Ray only with search.executor=ray "
@@ -46,9 +51,22 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address
     if cfg.search.executor == "ray" and (gpus is not None or workers != 1):
         raise ExecutorError("--gpus and --workers choose this machine's slots; with search.executor=ray, Ray "
                             "places trials: set search.gpus_per_trial (search.cpus_per_trial) instead")
-    local = LocalExecutor(make_slots(gpus, workers, cfg.search.gpus_per_trial)) if cfg.search.executor == "local" \
-        else None
+    local, packing, per_gpu = None, None, 1
+    if cfg.search.executor == "local":
+        slots = make_slots(gpus, workers, cfg.search.gpus_per_trial)
+        if not slots[0].cpu:  # trials run on GPUs: how many share one
+            per_gpu, packing = trials_per_gpu(cfg)
+            if per_gpu > 1:
+                slots = make_slots(gpus, workers, cfg.search.gpus_per_trial, trials_per_gpu=per_gpu)
+        local = LocalExecutor(slots)
+    else:  # whether the cluster has GPUs is known once joined, last: decided (and checked) now
+        per_gpu, packing = trials_per_gpu(cfg)
     problems = writable_problems(cfg) + _attention_problems(cfg, local) + pretrain_problems(cfg)
+    warm = None
+    try:
+        warm = read_warm_start(cfg)
+    except DataError as e:
+        problems.append(str(e))
     if problems:
         raise ConfigError(cfg.source, problems)
     task = get_task(cfg.task, cfg)
@@ -65,7 +83,10 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address
     if problems:
         raise ConfigError(cfg.source, problems)
     check_store(cfg.tracking.uri)
-    return Checked(local or _ray_executor(cfg, ray_address), splits, model, task)
+    executor = local or _ray_executor(cfg, ray_address, per_gpu)
+    if local is None and not executor.has_gpus:
+        packing = None
+    return Checked(executor, splits, model, task, warm, packing)
 
 
 def check_model(cfg: ExperimentConfig) -> ModelSource:
@@ -77,11 +98,29 @@ def check_model(cfg: ExperimentConfig) -> ModelSource:
     return model
 
 
-def _ray_executor(cfg: ExperimentConfig, address: str | None) -> Executor:
+def trials_per_gpu(cfg: ExperimentConfig) -> tuple[int, str]:
+    """`search.trials_per_gpu`, decided (auto) or checked (N) against the batch-size probes the
+    study has cached, if it exists yet (read only: nothing is created), for the largest batch size
+    the study can pick. (N, the words the search opens with); `SlotError` for an N that cannot be."""
+    s = cfg.search
+    wanted = s.gpus_per_trial == 1 and (s.trials_per_gpu == "auto" or s.trials_per_gpu > 1)
+    probes = []
+    if wanted:
+        try:
+            study = open_readonly(cfg)
+        except StorageError:  # no study yet (or a storage the search itself reports on): no probe
+            study = None
+        probes = [] if study is None else [v for k, v in study.user_attrs.items()
+                                            if k.startswith(PROBE_PREFIX) and isinstance(v, dict)]
+    batch = int(max(_values(cfg, "batch_size")))
+    return decide_trials_per_gpu(s.trials_per_gpu, probes, batch, s.memory_target, s.gpus_per_trial)
+
+
+def _ray_executor(cfg: ExperimentConfig, address: str | None, per_gpu: int = 1) -> Executor:
     """Joins the cluster last: the cheaper checks answer first."""
     from orchestrator.execution.ray import RayExecutor
 
-    executor = RayExecutor(address, cfg.search.gpus_per_trial, cfg.search.cpus_per_trial)
+    executor = RayExecutor(address, cfg.search.gpus_per_trial, cfg.search.cpus_per_trial, per_gpu)
     # A SQLite file is one machine's, and so are artifacts an MLflow database (not a server) keeps in a
     # local folder: trials on the other machines could not reach them, or would lose their checkpoints.
     local = [key for key, uri in (("search.storage", cfg.search.storage), ("tracking.uri", cfg.tracking.uri))

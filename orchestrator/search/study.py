@@ -251,7 +251,7 @@ def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: 
         repeat = False
         for _ in range(SAMPLE_ATTEMPTS):
             if sampling is not None:
-                study.sampler = sampling.sampler(len(study.get_trials(deepcopy=False)), repeat)
+                study.sampler = sampling.sampler(_next_number(study), repeat)
             with warnings.catch_warnings():  # "heartbeats are meant for optimize": `heartbeat` below beats
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
                 trial = study.ask()
@@ -279,6 +279,15 @@ def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: 
                 study.enqueue_trial(untried, user_attrs={"replaces_repeat": trial.number})
         raise SpaceExhausted(f"{SAMPLE_ATTEMPTS} samples in a row repeated earlier trials: the search space is "
                              f"nearly used up; widen space: or lower search.n_trials")
+
+
+def _next_number(study: optuna.Study) -> int:
+    """The number of the trial `study.ask()` returns next: the oldest queued one (a retry, a warm
+    start), else a new one. The sampler is seeded by it, so a queued trial's free parameters and
+    the next new trial's are not drawn from one seed."""
+    trials = study.get_trials(deepcopy=False)
+    waiting = [t.number for t in trials if t.state == TrialState.WAITING]
+    return min(waiting) if waiting else len(trials)
 
 
 def _params(t: FrozenTrial) -> dict:

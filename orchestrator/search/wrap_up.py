@@ -23,6 +23,7 @@ from orchestrator.config import ExperimentConfig
 from orchestrator.data import Splits
 from orchestrator.training.saved_model import Classifier
 from orchestrator.search.study import DIED, FINISHED
+from orchestrator.search.warm_start import FROM
 from orchestrator.tasks import Task
 from orchestrator.tracking.client import CHECKPOINT_ARTIFACT, Tracker
 
@@ -83,13 +84,18 @@ def reconcile_runs(study: optuna.Study, tracker: Tracker, parent: str, cfg: Expe
 
     A trial that started while the store was down has no run: it gets one now (tag `backfilled`)
     with its parameters, value and state. A run left RUNNING because the store went down before
-    the trial could close it is closed with the trial's state. Returns run ids by trial number.
+    the trial could close it is closed with the trial's state. A trial queued by a warm start
+    gets its source as a tag (`warm_start_from`), which the trial process itself does not know.
+    Returns run ids by trial number.
     """
     runs, run_ids = tracker.trial_runs(cfg.study_name), {}
     for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL)):
         if "duplicate_of" in t.user_attrs:  # a discarded sample: it never ran
             continue
+        warm = {FROM: t.user_attrs[FROM]} if FROM in t.user_attrs else {}
         info = runs.get(t.number)
+        if info is not None:
+            tracker.set_tags(info.run_id, warm)
         if info is not None and info.status != "RUNNING":
             run_ids[t.number] = info.run_id
             continue
@@ -97,7 +103,7 @@ def reconcile_runs(study: optuna.Study, tracker: Tracker, parent: str, cfg: Expe
             run_id = info.run_id
         else:
             run_id = tracker.start_trial(parent, cfg.study_name, t.number, t.params)
-            tracker.set_tags(run_id, {"backfilled": "true"})
+            tracker.set_tags(run_id, {"backfilled": "true", **warm})
         if t.value is not None:
             tracker.log_metrics(run_id, {cfg.search.metric: t.value})
         died = t.state == TrialState.FAIL and (t.user_attrs.get("died") or "fail_reason" not in t.user_attrs)

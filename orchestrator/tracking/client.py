@@ -1,11 +1,16 @@
 """MLflow tracking: one parent run per study, one nested run per trial, metrics, figures, tables.
 
 Works on explicit run ids through `MlflowClient` rather than MLflow's global "active run", so
-trial runs from several processes or machines can hang under the same parent run.
+trial runs from several processes or machines can hang under the same parent run. The one
+exception is a trial's own process, whose run is also its active run while MLflow samples the
+machine's use on it (`watch_system`).
+Past 400 lines: one class holds every call a search makes to MLflow, so that BestEffort can wrap them all.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import sqlite3
@@ -22,6 +27,7 @@ import sqlalchemy
 import tenacity
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunInfo
+from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING, MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 from mlflow.exceptions import MlflowException, RestException
 
 from orchestrator.config.secrets import redact, scrub
@@ -39,6 +45,10 @@ KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
 CHECKPOINT_ARTIFACT = "checkpoint"  # a trial run's artifact folder holding its best-epoch model
 # Optuna trial state -> MLflow run status (a pruned trial ended as intended: FINISHED).
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+# A trial run's `system/...` metrics: one sample of the machine's use every so many seconds, unless
+# MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL says otherwise. Each sample also reads the run from
+# the store (has it ended?): a trial on a shared store should not sample every second.
+SYSTEM_METRICS_SECONDS = 10.0
 
 
 class TrackingError(RuntimeError):
@@ -227,7 +237,11 @@ class Tracker:
             raise
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            mlflow.end_run(status)  # also stops the run's system metrics (`watch_system`)
+        else:
+            self.client.set_terminated(run_id, status=status)
 
     # ------------------------------------------------------------------ trial (nested) runs
 
@@ -238,6 +252,24 @@ class Tracker:
             TAG_TRIAL: str(number)})
         self.log_params(run.info.run_id, params)
         return run.info.run_id
+
+    def watch_system(self, run_id: str) -> bool:
+        """Log this machine's CPU, memory, disk and network use, and its NVIDIA GPUs' (through
+        nvidia-ml-py), on the run as `system/...` metrics every SYSTEM_METRICS_SECONDS until the run
+        ends (`end_run`, `finish_trial`); MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false turns it off.
+        MLflow samples only a run started through its fluent API, so the run becomes this process's
+        active run: for a trial's own process, which has no other. True when sampling started."""
+        if MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.is_set() and not MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get():
+            return False
+        if mlflow.active_run() is not None:
+            log.warning("no system metrics for run %s: this process already has run %s active", run_id,
+                        mlflow.active_run().info.run_id)
+            return False
+        if not MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.is_set():
+            mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_SECONDS)
+        mlflow.start_run(run_id=run_id, log_system_metrics=True)
+        atexit.register(_leave_running, run_id)
+        return True
 
     def trial_runs(self, study_name: str) -> dict[int, RunInfo]:
         """The study's trial runs (id, status...) by trial number, found by their tags."""
@@ -316,6 +348,17 @@ class Tracker:
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
+
+
+def _leave_running(run_id: str) -> None:
+    """At exit, a watched run still active is one whose trial never closed it (an error it did not
+    catch): it stays RUNNING, as when a trial's process dies, for the driver to close with what
+    happened. Registered after MLflow's own exit hook, this runs first; MLflow's marks it FINISHED."""
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        # MLflow's one public way to stop a run's monitor and let it go: end it, as still running.
+        with contextlib.suppress(Exception):  # a store gone by now: the run is RUNNING anyway
+            mlflow.end_run("RUNNING")
 
 
 def _s3_endpoint(uri: str) -> dict:

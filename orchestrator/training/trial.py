@@ -28,9 +28,10 @@ from orchestrator.config.load import FROM_ENVIRONMENT
 from orchestrator.config.secrets import scrub
 from orchestrator.data import Splits, load_saved_splits
 from orchestrator.execution.job import WARM_START, TrialJob, TrialOutcome, ask, emit
+from orchestrator.execution.slots import GPU_SHARE, PACKED_MEMORY
 from orchestrator.tasks import Task, get_task, thresholds
 from orchestrator.tasks.names import class_count_tag
-from orchestrator.tracking.client import CHECKPOINT_ARTIFACT, BestEffort, Tracker, TrackingStoreError
+from orchestrator.tracking.client import CHECKPOINT_ARTIFACT, TAG_ROLE, BestEffort, Tracker, TrackingStoreError
 from orchestrator.training import loop, probe
 
 
@@ -59,8 +60,11 @@ def run_trial(job: TrialJob, clock: float | None = None) -> TrialOutcome | None:
     # batch_size is the effective batch: each of a multi-process launch's ranks takes its share.
     per_device, accumulation = math.ceil(params.batch_size / int(os.environ.get("WORLD_SIZE", "1"))), 1
     eval_batch = None
+    share = gpu_share()
     if torch.cuda.is_available():
-        largest = _probe(params, job, run, task, cfg.model.attention)
+        if share < 1:  # packed beside other trials (search.trials_per_gpu): never into their memory
+            torch.cuda.set_per_process_memory_fraction(share * PACKED_MEMORY, 0)
+        largest = _probe(params, job, run, task, cfg.model.attention, share)
         per_device, accumulation = probe.plan_batch(per_device, largest)
         # A forward pass without gradients at the probed training batch fits where the training step did.
         eval_batch = max(params.eval_batch_size, largest or 0)
@@ -78,6 +82,8 @@ def run_trial(job: TrialJob, clock: float | None = None) -> TrialOutcome | None:
             trained = time.time()
             break
         except Exception as e:  # noqa: BLE001 - an OOM gets one retry; everything else fails the trial
+            if probe.is_oom(e) and share < 1:
+                return _packed_out_of_memory(e, share, per_device, run)
             if probe.is_oom(e) and not oom_retried and per_device > 1:
                 per_device, accumulation, oom_retried = per_device // 2, accumulation * 2, True
                 _release()
@@ -99,6 +105,30 @@ def run_trial(job: TrialJob, clock: float | None = None) -> TrialOutcome | None:
     return outcome
 
 
+def gpu_share() -> float:
+    """This trial's share of its GPU: 1/N where N trials are packed on it (`slots.GPU_SHARE`), else 1."""
+    try:
+        share = float(os.environ.get(GPU_SHARE) or 1)
+    except ValueError:
+        return 1.0
+    return share if 0 < share < 1 else 1.0
+
+
+def _packed_out_of_memory(error: Exception, share: float, per_device: int, run: _TrialRun | None
+                          ) -> TrialOutcome | None:
+    """Out of memory beside other trials: no retry at half the batch here, the driver re-runs the
+    trial alone on the whole GPU (`oom_packed`). This attempt's run steps aside (its role is no
+    longer `trial`), so that the study's one run per trial is the re-run's."""
+    traceback.print_exc()
+    reason = (f"out of memory sharing the GPU ({share:.3g} of it) at per-device batch {per_device}: "
+              f"{scrub(str(error))[:300]}; re-run alone on the whole GPU")
+    if not run:
+        return None
+    run._track("set_tags", {TAG_ROLE: "packed_attempt", "oom_packed": "true"})
+    run.finish("FAIL", reason)
+    return TrialOutcome("FAIL", reason=reason, run_id=run.run_id, attrs={"oom_packed": True})
+
+
 def _release() -> None:
     import gc
 
@@ -107,22 +137,27 @@ def _release() -> None:
         torch.cuda.empty_cache()
 
 
-def _probe(params: TrainingConfig, job: TrialJob, run: _TrialRun | None, task: Task, attention: str) -> int | None:
-    """Largest per-device batch for this configuration on this GPU, cached in the study: the job
-    brings the probes cached so far, a new one goes to the driver, which records it."""
+def _probe(params: TrainingConfig, job: TrialJob, run: _TrialRun | None, task: Task, attention: str,
+           share: float = 1.0) -> int | None:
+    """Largest per-device batch for this configuration on this GPU (on `share` of it, where trials
+    are packed: under `memory_target * share`), cached in the study: the job brings the probes
+    cached so far, a new one goes to the driver, which records it. A share below 1 is part of the
+    cache key, so a packed trial's probe never stands for a whole GPU's, or the reverse."""
     props = torch.cuda.get_device_properties(0)
     precision = loop.precision_for(cpu=False)
     key_text = "|".join(map(str, (job.model_fingerprint, task.name, params.head, params.strategy,
                                   params.freeze_layers, params.max_length, precision, attention, props.name,
                                   props.total_memory)))
+    if share < 1:  # appended, not inserted: the keys of probes on a whole GPU stay what they were
+        key_text += f"|share={share:.6g}"
     key = "probe:" + hashlib.sha1(key_text.encode()).hexdigest()[:16]
     cached = job.probes.get(key)
     if cached is not None:
         return cached["batch_size"] or None
     labels = len(json.loads(Path(job.data_dir, "label_names.json").read_text()))
-    result = probe.probe_config(job.model_path, params, labels, precision, job.memory_target, task=task,
+    result = probe.probe_config(job.model_path, params, labels, precision, job.memory_target * share, task=task,
                                  attention=attention)
-    entry = {**result.to_dict(), "config": key_text}
+    entry = {**result.to_dict(), "config": key_text, "share": share}
     if run:
         emit({"type": "probe", "trial": job.number, "key": key, "entry": entry})
         run.tracker.log_text(job.parent_run_id, json.dumps(entry, indent=2), f"probes/{key[6:]}.json")
@@ -147,6 +182,7 @@ class _TrialRun:
         # At once, not with the outcome: a trial whose process dies leaves its run for the driver to close.
         self.tell({"mlflow_run_id": self.run_id, "pid": os.getpid(),
                    "warm_start": os.environ.get(WARM_START) == "1"})  # ran in a spare
+        self._track("watch_system")  # the machine's CPU, memory and GPU use, sampled on the run until `finish`
 
     def tell(self, attrs: dict) -> None:
         """Facts for the trial's record in the study, which the driver writes."""
@@ -162,6 +198,8 @@ class _TrialRun:
                 "oom_retried": oom_retried}
         self.tell(info)
         self._track("set_tags", info)
+        if torch.cuda.is_available():  # training starts now: the probe's and a failed try's peaks are not its own
+            torch.cuda.reset_peak_memory_stats()
 
     def on_step(self, step: int, metrics: dict) -> None:
         self._track("log_metrics", {k: metrics[k] for k in ("train_loss", "learning_rate")}, step)
@@ -188,10 +226,13 @@ class _TrialRun:
         timing = {"setup_seconds": result.setup_seconds, "train_seconds": result.train_seconds,
                   "eval_seconds": result.eval_seconds}
         self.attrs["processes"] = result.processes
+        memory = self._peak_gpu_memory()
+        if memory:
+            self.attrs["peak_gpu_memory_share"] = round(memory["peak_gpu_memory_share"], 4)
         self._track("log_metrics", {
             "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
             "train_samples_per_second": result.samples_per_second, "train_rows": result.train_rows,
-            "trainable_parameters": result.trainable_parameters, **timing})
+            "trainable_parameters": result.trainable_parameters, **timing, **memory})
         # Through safe_name like every key made from a label: a raw label ('["joy"]') is no valid tag key.
         self._track("set_tags", {class_count_tag(k): v for k, v in result.class_counts.items()})
         timings = {k: round(v, 3) for k, v in timing.items()}
@@ -213,6 +254,21 @@ class _TrialRun:
         self.finish("COMPLETE")
         return self._outcome("COMPLETE", value, metrics=dict(result.best_metrics), timings=timings,
                              checkpoint=checkpoint, checkpoint_run=checkpoint_run)
+
+    @staticmethod
+    def _peak_gpu_memory() -> dict[str, float]:
+        """The most memory PyTorch held on this process's GPU while training (since `record_batch`),
+        in bytes and as a share of the card: how close the trial came to running out, and how much
+        room a larger batch would have. The main process's GPU stands for every rank's. Nothing on
+        CPU, which has no such peak (not a peak of zero)."""
+        if not torch.cuda.is_available():
+            return {}
+        device = torch.cuda.current_device()
+        peak = torch.cuda.max_memory_reserved(device)
+        if not peak:
+            return {}
+        total = torch.cuda.get_device_properties(device).total_memory
+        return {"peak_gpu_memory_bytes": peak, "peak_gpu_memory_share": peak / total}
 
     def _outcome(self, state: str, value: float | None = None, **fields) -> TrialOutcome:
         return TrialOutcome(state, value, run_id=self.run_id, attrs=dict(self.attrs), **fields)

@@ -62,3 +62,25 @@ def test_a_trials_events_reach_the_driver_with_steps_thinned_out(monkeypatch):
                              [{"type": "step", "trial": 0, "step": 5}, {"type": "eval", "trial": 0, "epoch": 1,
                                                                         "value": 0.5}],
                              [{"type": "step", "trial": 0, "step": 6}]]
+
+
+def test_packed_trials_ask_ray_for_a_share_of_a_gpu_in_groups_that_free_a_whole_one(monkeypatch):
+    """Fake cluster (no Ray started, no GPU here): two nodes of 2 and 1 GPUs, 3 trials per GPU."""
+    import types
+
+    import orchestrator.execution.ray as ray_executor
+    from orchestrator.execution.slots import SlotError
+
+    nodes = [{"Alive": True, "NodeManagerAddress": "10.0.0.1", "Resources": {"GPU": 2, "CPU": 16}},
+             {"Alive": True, "NodeManagerAddress": "10.0.0.2", "Resources": {"GPU": 1, "CPU": 16}}]
+    monkeypatch.setattr(ray_executor, "connect", lambda address: {"GPU": 3, "CPU": 32})
+    monkeypatch.setattr(ray_executor, "_ray", lambda: types.SimpleNamespace(nodes=lambda: nodes))
+    executor = ray_executor.RayExecutor(None, 1, 1, trials_per_gpu=3)
+    assert executor.request == {"num_gpus": 0.3333, "num_cpus": 1}  # three never ask for more than one GPU
+    assert executor.whole == {"num_gpus": 1, "num_cpus": 1}
+    assert len(executor.slots) == 9 and executor.slots[:4] == ["ray0#1", "ray0#2", "ray0#3", "ray1#1"]
+    assert executor.siblings("ray1#1") == ["ray1#1", "ray1#2", "ray1#3"] and executor.alone("ray1#1") == "ray1"
+    plain = ray_executor.RayExecutor(None, 1, 1)
+    assert plain.slots == ["ray0", "ray1", "ray2"] and plain.request["num_gpus"] == 1
+    with pytest.raises(SlotError, match=r"search\.trials_per_gpu=2"):
+        ray_executor.RayExecutor(None, 2, 1, trials_per_gpu=2)

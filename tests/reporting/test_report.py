@@ -152,3 +152,28 @@ def test_bad_input_is_exit_2_and_creates_nothing(tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith(f"error: --output {output}")
     assert Path(config).read_text() == before
     assert not (tmp_path / "studies").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_the_trials_table_shows_each_trials_peak_gpu_memory_where_measured():
+    """The trials table as `report` builds it. No GPU needed: the first trial carries the user attr
+    a trial on a GPU sends (its peak memory as a share of the card), the second measured none."""
+    from types import SimpleNamespace
+
+    from optuna.trial import create_trial
+
+    from orchestrator.reporting.report._page import _trials
+    from orchestrator.reporting.report._tracked import Tracked
+
+    study = optuna.create_study(direction="maximize")
+    lr = FloatDistribution(1e-4, 1e-2, log=True)
+    for value, attrs in ((0.5, {"peak_gpu_memory_share": 0.7341}), (0.6, {})):
+        study.add_trial(create_trial(value=value, params={"learning_rate": 1e-3}, distributions={"learning_rate": lr},
+                                     user_attrs=attrs))
+    cfg, tracked = SimpleNamespace(search=SimpleNamespace(metric="val_macro_f1")), Tracked(uri="m")
+    trials = study.trials
+    html = _trials(cfg, trials, tracked, trials[1])
+    assert html.count("<th>peak GPU memory</th>") == 1
+    first, second = (row.split("</tr>")[0] for row in html.split('data-trial="')[1:])
+    assert first.endswith('<td class="num" data-metric="peak_gpu_memory_share" data-value="0.7341">73%</td>')
+    assert second.endswith('<td></td><td class="num"></td>')  # no MLflow link, no peak
+    assert "peak GPU memory" not in _trials(cfg, trials[1:], tracked, trials[1])  # nothing measured: no column

@@ -182,3 +182,35 @@ def test_ui_optuna_without_a_study_is_exit_2(tmp_path, capsys):
     config.write_text(yaml.safe_dump(base))
     assert main(["ui", "--optuna", "--config", str(config)]) == 2
     assert "no Optuna storage" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+
+
+def _measured_trials() -> list:
+    """Two trials as a search on a GPU records them: the first carries its peak GPU memory as a
+    share of the card (the user attr a trial sends); the second measured none (on CPU, or it
+    failed first). No GPU needed: the attrs are written directly."""
+    study = optuna.create_study(direction="maximize")
+    lr = FloatDistribution(1e-4, 1e-2, log=True)
+    for value, attrs in ((0.5, {"peak_gpu_memory_share": 0.7341}), (0.6, {})):
+        study.add_trial(create_trial(value=value, params={"learning_rate": 1e-3}, distributions={"learning_rate": lr},
+                                     user_attrs=attrs))
+    return study.trials
+
+
+def test_status_shows_each_trials_peak_gpu_memory_where_measured():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from orchestrator.reporting.status import StudyState, trial_table
+
+    def rows(trials) -> tuple[list[str], list[list[str]]]:
+        console = Console(file=StringIO(), width=200)
+        console.print(trial_table(StudyState("gpu", "val_macro_f1", "maximize", trials, None, datetime.now())))
+        lines = [line for line in console.file.getvalue().splitlines() if line.startswith(("┃", "│"))]
+        cells = [[c.strip() for c in line.strip("┃│").split(line[0])] for line in lines]
+        return cells[0], cells[1:]
+
+    header, body = rows(_measured_trials())
+    assert header[-1] == "peak GPU mem" and [row[-1] for row in body] == ["73%", ""]
+    header, _ = rows(_measured_trials()[1:])  # nothing measured (a search on CPU): no column
+    assert "peak GPU mem" not in header

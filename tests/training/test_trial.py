@@ -7,6 +7,8 @@ There is no GPU here: the first `train` call raises the error class a CUDA alloc
 
 import dataclasses
 import os
+import threading
+from types import SimpleNamespace
 
 import torch
 
@@ -89,3 +91,29 @@ def test_a_trial_without_answers_trains_on_and_keeps_its_checkpoint(trial_job):
     job, _ = trial_job
     outcome = trial_mod.run_trial(job)
     assert outcome.state == "COMPLETE" and os.path.isdir(outcome.checkpoint)
+
+
+def test_a_trial_run_logs_the_machines_use_and_its_peak_gpu_memory(trial_job, monkeypatch):
+    """MLflow's system metrics, sampled every 0.5 s here, are real (this machine's CPU). There is
+    no GPU here: once the real training on CPU has returned, CUDA is faked (6 of 8 GB reserved at
+    most) for what the trial reads after training. On CPU the trial reads no peak at all."""
+    assert trial_mod._TrialRun._peak_gpu_memory() == {}  # on CPU: nothing to log, not a zero
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+    job, _ = trial_job
+    real = trial_mod.loop.train
+
+    def train(*args, **kwargs):
+        result = real(*args, **kwargs)
+        for name, fake in (("is_available", lambda: True), ("current_device", lambda: 0),
+                           ("max_memory_reserved", lambda device=None: 6_000_000_000),
+                           ("get_device_properties", lambda device: SimpleNamespace(total_memory=8_000_000_000))):
+            monkeypatch.setattr(torch.cuda, name, fake)
+        return result
+
+    monkeypatch.setattr(trial_mod.loop, "train", train)
+    outcome = trial_mod.run_trial(job)
+    assert outcome.state == "COMPLETE" and outcome.attrs["peak_gpu_memory_share"] == 0.75
+    metrics = Tracker(from_dict(job.config).tracking.uri, "oom", "mlruns/artifacts").run_metrics(outcome.run_id)
+    assert (metrics["peak_gpu_memory_bytes"], metrics["peak_gpu_memory_share"]) == (6e9, 0.75)
+    assert 0 <= metrics["system/cpu_utilization_percentage"] <= 100
+    assert not [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor"]  # stopped with the trial

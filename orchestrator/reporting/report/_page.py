@@ -16,6 +16,7 @@ from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import redact
 from orchestrator.reporting.report._figures import Figure
 from orchestrator.reporting.report._tracked import Tracked
+from orchestrator.reporting.status import PEAK_GPU
 from orchestrator.search.progress import pretty
 from orchestrator.search.records import StudyRecord, Trial
 from orchestrator.search.study import retried_from
@@ -149,6 +150,7 @@ def _trials(cfg: ExperimentConfig, trials: list[Trial], tracked: Tracked, best: 
     if not trials:
         return '<p class="missing">The study has no trial yet.</p>'
     rows, attrs = [], []
+    gpu = any(PEAK_GPU in t.user_attrs for t in trials)  # measured only on a GPU
     for t in trials:
         state = t.state.name
         link = tracked.run_link(tracked.runs.get(t.number))
@@ -158,10 +160,11 @@ def _trials(cfg: ExperimentConfig, trials: list[Trial], tracked: Tracked, best: 
                  None, escape(", ".join(f"{k}={_param(v)}" for k, v in t.params.items())),
                  escape(_duration(t)), "" if epoch is None else str(int(epoch)), escape(_note(t)),
                  f'<a href="{escape(link)}">run</a>' if link else ""]
-        rows.append([_number(t.value) if c is None else _td(c) for c in cells])
+        rows.append([_number(t.value) if c is None else _td(c) for c in cells]
+                    + ([_share(t.user_attrs.get(PEAK_GPU))] if gpu else []))
         attrs.append(f'class="trial {state.lower()}" data-trial="{t.number}" data-state="{state}"')
     return _table(["trial", "state", pretty(cfg.search.metric), "parameters", "duration", "best epoch", "note",
-                   "MLflow"], rows, table_id="trial-table", row_attrs=attrs)
+                   "MLflow", *(["peak GPU memory"] if gpu else [])], rows, table_id="trial-table", row_attrs=attrs)
 
 
 def _runs(cfg: ExperimentConfig, trials: list[Trial], tracked: Tracked) -> str:
@@ -213,6 +216,14 @@ def _number(v: float | None, metric: str | None = None) -> str:
         return '<td class="num"></td>'
     key = f' data-metric="{escape(metric)}"' if metric else ""
     return f'<td class="num"{key} data-value="{v!r}">{v:.4f}</td>'
+
+
+def _share(v: float | None) -> str:
+    """A share of the GPU's memory as a percentage, the exact share in `data-value`; blank where the
+    trial measured none (it trained on CPU, or an error stopped it)."""
+    if v is None:
+        return '<td class="num"></td>'
+    return f'<td class="num" data-metric="{PEAK_GPU}" data-value="{v!r}">{v:.0%}</td>'
 
 
 def _cell(v) -> str:
