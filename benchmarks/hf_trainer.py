@@ -20,14 +20,21 @@ DEMO = "experiments/demo.yaml"
 def demo_splits(max_rows: int | None = None, model: str | None = None):
     """The demo's splits and model path, exactly as orchestrator's search makes them; `model`
     replaces the demo's model (a folder)."""
+    cfg, splits, model_path = experiment_splits(DEMO, [f"model.name_or_path={model}"] if model else [])
+    if max_rows:  # quick runs of the scripts themselves
+        splits.data["train"] = splits.data["train"].select(range(min(max_rows, len(splits.data["train"]))))
+    return cfg, splits, model_path
+
+
+def experiment_splits(config, overrides: list[str] | tuple = ()):
+    """Any experiment's splits and model path, exactly as orchestrator's search makes them from
+    that config and those key=value overrides (e.g. data.max_train_rows=400)."""
     from orchestrator.data import load_splits
     from orchestrator.models.sources import resolve_model
     from orchestrator.tasks import get_task, load_experiment
 
-    cfg = load_experiment(DEMO, [f"model.name_or_path={model}"] if model else [])
+    cfg = load_experiment(config, list(overrides))
     splits = load_splits(cfg.data, get_task(cfg.task, cfg))
-    if max_rows:  # quick runs of the scripts themselves
-        splits.data["train"] = splits.data["train"].select(range(min(max_rows, len(splits.data["train"]))))
     return cfg, splits, resolve_model(cfg.model).path
 
 
@@ -61,6 +68,33 @@ class EpochClock:
                 self.seconds.append(time.perf_counter() - self._start)
 
         return _Clock()
+
+
+def interim_steps(steps_per_epoch: int, evals_per_epoch: int) -> set[int]:
+    """The steps within an epoch (1-based) after which an evaluation inside it runs: evenly
+    spaced, the epoch's end (the Trainer's own evaluation) excluded. The same points as
+    orchestrator's `training.evals_per_epoch` (orchestrator/training/loop.py)."""
+    return {round(k * steps_per_epoch / evals_per_epoch) for k in range(1, evals_per_epoch)} - {0, steps_per_epoch}
+
+
+class InterimEvaluations:
+    """A TrainerCallback that adds `evals_per_epoch - 1` evaluations inside each epoch to the
+    Trainer's `eval_strategy="epoch"`: each is a report to the search's pruner (Optuna's through
+    `hyperparameter_search`, Ray Tune's through a reporting callback)."""
+
+    def __new__(cls, evals_per_epoch: int):
+        from transformers import TrainerCallback
+
+        class _Interim(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                epochs = max(1, round(args.num_train_epochs))
+                per_epoch = max(1, state.max_steps // epochs)
+                within = (state.global_step - 1) % per_epoch + 1
+                if within in interim_steps(per_epoch, evals_per_epoch):
+                    control.should_evaluate = True
+                return control
+
+        return _Interim()
 
 
 def build(splits, model_path: str, padding: str, max_length: int, learning_rate: float, epochs: int,

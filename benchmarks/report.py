@@ -1,7 +1,9 @@
 """Write the result tables of docs/benchmarks.md: tasks from benchmarks/results/*.json
 (`benchmarks/tasks.py`), Ray dispatch and checkpoint upload from benchmarks/results/cluster/
 cluster.json (`benchmarks/cluster.py`), pre-training from benchmarks/results/pretrain/demo.json
-(`benchmarks/pretrain.py`) and the pre-training part of chnsenticorp.json.
+(`benchmarks/pretrain.py`) and the pre-training part of chnsenticorp.json, speed from
+benchmarks/results/perf/ (`compare_trainer.py`, `compare_search.py`: compare_search-<data>-<device>.json
+with its three sides; compare_search-<device>.json, the earlier two-sided demo run, `gpu.sh`).
 
     python benchmarks/report.py
 
@@ -154,7 +156,8 @@ def search_table(r: dict) -> str:
         return "never" if v is None else f"{v:.0f} s"
 
     shares = [x for x in o.get("overhead_shares", []) if x is not None]
-    lines = [f"`python benchmarks/compare_search.py --trials {r['trials']}` on {r['device']} ({r['machine']}, "
+    lines = [f"Earlier, two sides only, on the demo: `python benchmarks/compare_search.py --trials {r['trials']}` "
+             f"as it was then (median pruning, one evaluation an epoch), on {r['device']} ({r['machine']}, "
              f"{r['date']}, commit {r['commit']}); common target: validation macro-F1 {r['common_target']:.4f} "
              f"(the lower of the two bests).",
              "",
@@ -180,6 +183,64 @@ def search_table(r: dict) -> str:
         lines.append(f"- per-trial time outside training and evaluation steps (process start, loading, tracking, "
                      f"checkpoint): {', '.join(f'{x:.1%}' for x in shares)} (median "
                      f"{sorted(shares)[len(shares) // 2]:.1%}; goal ≤ 10%)")
+    return "\n".join(lines)
+
+
+SEARCH_SIDES = {"orchestrator": "orchestrator search", "trainer": "Trainer.hyperparameter_search",
+                "ray": "Ray Tune (ASHA + OptunaSearch)"}
+SEARCH_DATA = ("sms_spam", "sst2", "demo")
+
+
+def search_runs_table(r: dict) -> str:
+    """`compare_search.py` with its three sides and several seeds: one row per seed and side, then
+    the ratios per seed and over the seeds."""
+    st = r["settings"]
+    rows = ", ".join(f"{v} {k}" for k, v in st["data"]["rows"].items())
+    gpu = any(s.get("gpu_seconds") is not None for run in r["runs"] for s in run["sides"].values())
+
+    def secs(v):
+        return "never" if v is None else f"{v:.0f} s"
+
+    def note(name, s):
+        if name == "trainer":
+            return (f"search {s['search_seconds']:.0f} s, then {s['retrain_seconds']:.0f} s to train the best "
+                    f"again (validation {_fmt(s.get('retrain_validation'))})")
+        if name == "ray":
+            return f"search {s['search_seconds']:.0f} s, test of the best checkpoint {s['test_seconds']:.0f} s"
+        return "the whole command: data, baseline, trials, test, registry"
+
+    lines = [f"`{r['command']}` on {r['device']} ({r['machine']}, {r['date']}, commit {r['commit']}): "
+             f"{r['data']} ({st['data']['source']}; {rows} rows; labels {', '.join(st['data']['labels'])}), "
+             f"max length {st['recipe']['max_length']}, {st['trials']} trials a side, {st['evals_per_epoch']} "
+             f"evaluations an epoch, pruning from {st['warmup_epochs']} epochs, reduction factor "
+             f"{st['reduction_factor']}, {st['workers']} trial(s) at once; seeds {', '.join(map(str, st['seeds']))} "
+             f"(sampler and model). Common target per seed: the lowest of the sides' best validation macro-F1; a "
+             f"trial counts when it ends.",
+             "",
+             f"| seed | side | trials complete / pruned | best validation | reached the common target | wall time "
+             f"| test macro-F1 of the model handed back | CPU-s |{' GPU-s |' if gpu else ''} notes |",
+             f"|---|---|---|---|---|---|---|---|{'---|' if gpu else ''}---|"]
+    for run in r["runs"]:
+        for name, s in run["sides"].items():
+            gpu_cell = f" {secs(s.get('gpu_seconds'))} |" if gpu else ""
+            lines.append(f"| {run['seed']} | {SEARCH_SIDES.get(name, name)} | {s['completed']} / {s['pruned']} "
+                         f"| {s['best_validation']:.4f} | {secs(s['seconds_to_common_target'])} "
+                         f"(target {run['common_target']:.4f}) | {secs(s['wall_seconds'])} "
+                         f"| {_fmt(s['test_macro_f1'])} | {s['cpu_seconds']:.0f} |{gpu_cell} {note(name, s)} |")
+    lines.append("")
+    for run in r["runs"]:
+        for key, x in run["ratios"].items():
+            peer = SEARCH_SIDES[key.rsplit("_vs_", 1)[1]]
+            time_to = "" if x["to_common_target"] is None else f"{x['to_common_target']:.2f}x"
+            lines.append(f"- seed {run['seed']}, orchestrator / {peer}: time to the common target {time_to}, "
+                         f"wall time {x['wall']:.2f}x, CPU-s {x['cpu_seconds']:.2f}x, test macro-F1 "
+                         f"{x['test_macro_f1_difference']:+.4f}")
+    for key, x in r.get("summary", {}).items():
+        peer = SEARCH_SIDES[key.rsplit("_vs_", 1)[1]]
+        lines.append(f"- over {x['seeds']} seed(s), orchestrator / {peer}, time to the common target: geometric mean "
+                     f"{_goal(x['to_common_target_geomean'], x['goal'], False)}, worst seed "
+                     f"{x['to_common_target_worst']:.2f}x; champion tested at least as well in "
+                     f"{x['seeds_test_at_least_peer']} of {x['seeds']} seed(s)")
     return "\n".join(lines)
 
 
@@ -221,7 +282,15 @@ def gpu_section(r: dict | None) -> str:
 def perf_section() -> str:
     perf = RESULTS / "perf"
     parts = [trainer_table(json.loads(p.read_text())) for p in sorted(perf.glob("compare_trainer-*.json"))]
-    parts += [search_table(json.loads(p.read_text())) for p in sorted(perf.glob("compare_search-*.json"))]
+    searches = [json.loads(p.read_text()) for p in sorted(perf.glob("compare_search-*.json"))]
+    done = {r["data"] for r in searches if "runs" in r}
+    parts += [search_runs_table(r) for r in searches if "runs" in r]
+    missing = [d for d in SEARCH_DATA if d not in done]
+    if missing:
+        parts.append("Not run yet: " + ", ".join(f"`python benchmarks/compare_search.py --data {d}`" for d in missing)
+                     + " (orchestrator, Trainer.hyperparameter_search and Ray Tune with ASHA; 20 trials a side, "
+                       "seeds 42 and 7).")
+    parts += [search_table(r) for r in searches if "runs" not in r]  # the two-sided runs before the third peer
     gpu = perf / "gpu.json"
     parts.append("GPU: " + gpu_section(json.loads(gpu.read_text()) if gpu.exists() else None))
     return "\n\n".join(parts)
