@@ -143,7 +143,9 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in (*EXPERIMENTS, "cws_pku"):
         sys.exit(f"usage: python benchmarks/tasks.py {{{','.join((*EXPERIMENTS, 'cws_pku'))}}} [key=value ...]")
     result = run(sys.argv[1], sys.argv[2:])
-    out = ROOT / "benchmarks" / "results" / f"{sys.argv[1]}.json"
+    # One file per command: the demo as shipped is demo.json, with other seeds demo-search.seed7-data.seed7.json.
+    suffix = "".join(f"-{o.replace('=', '')}" for o in sys.argv[2:]).replace("/", "_")
+    out = ROOT / "benchmarks" / "results" / f"{sys.argv[1]}{suffix}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(result, indent=2, ensure_ascii=False))

@@ -31,7 +31,8 @@ import tasks  # noqa: E402 - machine and versions
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "demo.yaml"
 STUDY = ["search.n_trials=4", "training.epochs=1", "data.max_train_rows=200", "space.epochs=[1]",
-         "space.batch_size=[16]", "space.head=[mean]", "search.pruner=none", "registry.register=false"]
+         "space.batch_size=[16]", "space.head=[mean]", "search.pruner=none", "search.pruner_options={}",
+         "registry.register=false"]
 
 
 def run(workers: int, overrides: list[str]) -> dict:

@@ -30,7 +30,8 @@ def exit_code(summary) -> int:
     return 0 if summary.best_trial is not None else 1
 
 
-def search(config: str, overrides: list[str], gpus: str | None, workers: int | str, ray_address: str | None) -> int:
+def search(config: str, overrides: list[str], gpus: str | None, workers: int | str | None,
+           ray_address: str | None) -> int:
     import datasets
 
     from orchestrator.tasks import load_experiment
@@ -182,9 +183,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment YAML (default {DEFAULT_CONFIG})")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. search.n_trials=3")
     p.add_argument("--gpus", default=None, help="all (default: every visible GPU), none, or a list like 0,1,3")
-    p.add_argument("--workers", type=_workers, default=1,
-                   help="trials at once on CPU (cores are split between them), or auto: as many as the cores "
-                        "hold at the threads per trial measured fastest (benchmarks/workers.py)")
+    p.add_argument("--workers", type=_workers, default=None,
+                   help="trials at once on CPU (cores are split between them); auto (the default): as many as "
+                        "the cores hold at the threads per trial measured fastest (benchmarks/workers.py: one "
+                        "thread each), at most 8 and as many as the memory holds; 1: trials one after another, "
+                        "which replays a study exactly (parallel trials' samples depend on which finished first)")
     p.add_argument("--ray-address", default=None,
                    help="with search.executor=ray: the cluster to join (auto, HOST:6379, ray://HOST:10001); "
                         "default $RAY_ADDRESS, else a Ray started on this machine")

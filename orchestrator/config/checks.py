@@ -8,6 +8,7 @@ knows a task (the tasks' own rules come through `task_rules.TaskRules`).
 
 from __future__ import annotations
 
+import math
 import re
 
 from orchestrator.config import space
@@ -19,6 +20,7 @@ from orchestrator.config.secrets import redact
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 REGISTERED = "models:/"  # model.name_or_path of an encoder in the Model Registry
 STORAGES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://")
+TRIALS_PER_GPU_MOST = 16
 # Settings every trial of a study must share, or their reported evaluations would not compare.
 NOT_SEARCHED = {"evals_per_epoch": "the pruner compares trials evaluation by evaluation",
                 "eval_subsample": "the pruner compares trials' interim scores on the same rows"}
@@ -31,8 +33,6 @@ def check(cfg: ExperimentConfig, problems: list[str]) -> None:
         _check_pretrain(cfg, problems)
     for name, p in cfg.space.items():
         _check_param(name, p, problems)
-        if name in NOT_SEARCHED:
-            problems.append(f"space.{name}: not searchable: {NOT_SEARCHED[name]}; set training.{name} instead")
     _check_conditions(cfg, problems)
     _check_names(cfg, problems)
     _check_search(cfg, problems)
@@ -124,13 +124,27 @@ def _check_components(cfg: ExperimentConfig, problems: list[str]) -> None:
     if s.pruner == "successive_halving" and o.get("bootstrap_count") and o.get("min_resource") == "auto":
         problems.append("search.pruner_options.bootstrap_count: needs a whole-number min_resource (auto waits for a "
                         "finished trial, which bootstrapping rungs never lets come)")
+    if s.trials_per_gpu != "auto" and s.trials_per_gpu > 1 and s.gpus_per_trial > 1:
+        problems.append(f"search.trials_per_gpu: {s.trials_per_gpu} trials sharing a GPU cannot each take "
+                        f"search.gpus_per_trial={s.gpus_per_trial} GPUs; use one or the other")
+    if s.trials_per_gpu != "auto" and s.trials_per_gpu > TRIALS_PER_GPU_MOST:
+        problems.append(f"search.trials_per_gpu: at most {TRIALS_PER_GPU_MOST} trials share a GPU (each holds a CUDA "
+                        f"context and its own copy of the model), found {s.trials_per_gpu}")
+    if s.warm_start is not None and "://" not in s.warm_start and ("/" in s.warm_start or
+                                                                   s.warm_start.endswith((".db", ".sqlite"))):
+        problems.append(f"search.warm_start: {s.warm_start!r} looks like a file; name a SQLite storage as a URL "
+                        f"(sqlite:///{s.warm_start}), or give a study name in search.storage")
     if s.sampler == "grid":
+        sizes = [space.size_of(p) for p in cfg.space.values()]
         if not cfg.space:
             problems.append("search.sampler: grid needs a space: to list")
-        elif space.grid(cfg.space) is None:
+        elif None in sizes:
             continuous = [n for n, p in cfg.space.items() if space.size_of(p) is None]
             problems.append(f"search.sampler: grid needs every searched value listed, but space.{continuous[0]} is a "
                             f"continuous range; give it choices: [...] or a step:")
+        elif math.prod(sizes) > space.GRID_MOST:
+            problems.append(f"search.sampler: the grid of this space has {math.prod(sizes):,} points, more than "
+                            f"{space.GRID_MOST:,}; list fewer values (choices, a larger step) or use tpe or random")
         conditional = [n for n, p in cfg.space.items() if p.when]
         if conditional:
             problems.append(f"search.sampler: grid takes no conditional parameters (space.{conditional[0]}.when); "

@@ -127,13 +127,17 @@ def _settle_components(cfg: ExperimentConfig, problems: list[str]) -> Experiment
     kept as the complete settings (defaults filled in), so that what a study ran with is on record."""
     settled = {}
     for kind, table in (("sampler", components.SAMPLER_OPTIONS), ("pruner", components.PRUNER_OPTIONS)):
-        name, given = getattr(cfg.search, kind), getattr(cfg.search, f"{kind}_options")
+        name, given = getattr(cfg.search, kind), getattr(cfg.search, f"{kind}_options") or {}  # `options:` alone
         cls, key = table[name], f"search.{kind}_options"
         allowed = [f.name for f in dataclasses.fields(cls)]
         for option in given:
             if option not in allowed:
+                # Often the options of the component the YAML names, left behind by an override of it.
+                owners = [n for n, c in table.items() if option in {f.name for f in dataclasses.fields(c)}]
+                hint = (f"; it is an option of {kind} {' and '.join(owners)}: with search.{kind}={name}, drop it "
+                        f"(on the command line: {key}={{}})" if owners else "")
                 problems.append(f"{key}.{option}: not an option of {kind} {name} (its options: "
-                                f"{', '.join(allowed) or 'none'})")
+                                f"{', '.join(allowed) or 'none'}){hint}")
         built = _build(cls, {k: v for k, v in given.items() if k in allowed}, problems, f"{key}.")
         settled[f"{kind}_options"] = dataclasses.asdict(built) if built is not None else {}
     return dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, **settled))
@@ -234,6 +238,8 @@ def _what(error: dict, field: Any = None, name: str = "") -> str:
         return f"must be {' and '.join(bounds)}, found {value}"
     if kind == "literal_error":
         return f"{value!r} is not one of {', '.join(map(str, _choices(field.annotation)))}"
+    if kind == "string_too_short":
+        return "must not be empty (leave the key out instead)"
     if kind == "dataclass_type":
         return f"expected a mapping of keys, found {value!r}"
     if kind == "string_type" and isinstance(value, (bool, int, float)):  # YAML read `positive_label: 1` as a number
@@ -250,6 +256,8 @@ def _allowed(tp: Any) -> str:
         return _allowed(typing.get_args(tp)[0])
     if typing.get_origin(tp) is typing.Literal:
         return " or ".join(map(repr, typing.get_args(tp)))
+    if typing.get_origin(tp) is dict:
+        return "a mapping of names to values"
     if typing.get_args(tp):
         return " or ".join(_allowed(a) for a in typing.get_args(tp) if a is not type(None))
     return {int: "a whole number", float: "a number", bool: "true or false", str: "text"}.get(tp, str(tp))
@@ -278,6 +286,9 @@ def _build_space(raw: Any, problems: list[str]) -> dict[str, ParamSpace]:
     space = {}
     for name, spec in raw.items():
         key = f"space.{name}"
+        if name in checks.NOT_SEARCHED:
+            problems.append(f"{key}: not searchable: {checks.NOT_SEARCHED[name]}; set training.{name} instead")
+            continue
         if name not in fields:
             close = difflib.get_close_matches(str(name), fields, n=1)
             hint = f"did you mean {close[0]!r}?" if close else "searchable keys are those under training:"

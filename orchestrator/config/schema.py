@@ -162,17 +162,17 @@ class SearchConfig:
     sampler: Sampler = Field("tpe", description="Optuna sampler: tpe, gp (Gaussian process; small budgets), cmaes, "
                                                 "qmc (quasi-random), random, grid (every configuration of a listed "
                                                 "space)")
-    sampler_options: dict[str, Any] = Field(default_factory=dict, description="the sampler's settings "
+    sampler_options: dict[str, Any] | None = Field(default_factory=dict, description="the sampler's settings "
                                                                               "(config/components.py)")
     pruner: Pruner = Field("median", description="Optuna pruner: median, percentile, successive_halving (ASHA), "
                                                  "hyperband, wilcoxon, none; it judges every evaluation "
                                                  "(training.evals_per_epoch)")
-    pruner_options: dict[str, Any] = Field(default_factory=dict, description="the pruner's settings "
+    pruner_options: dict[str, Any] | None = Field(default_factory=dict, description="the pruner's settings "
                                                                             "(config/components.py)")
     pruner_startup_trials: Int = Field(2, ge=0, description="trials that finish before any is pruned")
     pruner_warmup_epochs: Float = Field(2.0, ge=0, description="epochs a trial trains before it can be pruned "
                                                                "(0.5: from the middle of the first)")
-    warm_start: str | None = Field(None, description="a finished study whose best configurations run first: its "
+    warm_start: str | None = Field(None, min_length=1, description="a finished study whose best configurations run first: its "
                                                      "name in search.storage, or a storage URL (with #study_name "
                                                      "where it holds several)")
     warm_start_trials: Int = Field(3, ge=1, description="warm_start: how many of its best configurations")

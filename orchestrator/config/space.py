@@ -89,10 +89,16 @@ def size_of(p: ParamSpace) -> int | None:
     return None
 
 
+GRID_MOST = 10_000  # points of a grid sampler's space (Optuna holds them all in memory)
+
+
 def grid(space: dict[str, ParamSpace]) -> dict[str, list] | None:
-    """Each parameter's values, for a grid sampler; None when one of them is a continuous range."""
-    values = {name: _values(p) for name, p in space.items()}
-    return None if any(v is None for v in values.values()) else values
+    """Each parameter's values, for a grid sampler; None when one of them is a continuous range
+    or the grid would hold more than `GRID_MOST` points (counted before any value is listed)."""
+    sizes = [size_of(p) for p in space.values()]
+    if None in sizes or math.prod(sizes) > GRID_MOST:
+        return None
+    return {name: _values(p) for name, p in space.items()}
 
 
 def _values(p: ParamSpace) -> list | None:

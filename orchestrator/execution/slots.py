@@ -108,10 +108,18 @@ def make_slots(gpus: str | None, workers: int | str = 1, gpus_per_trial: int = 1
     return [Slot(f"cpu{i}", gpus_per_trial, (), threads, env) for i in range(workers)]
 
 
-def cpu_workers(workers: int | str, cores: int | None = None) -> int:
-    """CPU trials at once: `workers` as given, or for "auto" one per `THREADS_PER_TRIAL` cores."""
+AUTO_MOST = 8  # auto: a trial process holds 1.5-3 GB and a search learns from finished trials: not 64 at once
+TRIAL_MEMORY = 3 * 2**30  # auto: host memory a CPU trial of a base-sized encoder may take (peak RSS, measured ~3 GB)
+
+
+def cpu_workers(workers: int | str, cores: int | None = None, memory: int | None = None) -> int:
+    """CPU trials at once: `workers` as given, or for "auto" one per `THREADS_PER_TRIAL` cores,
+    at most `AUTO_MOST` and as many as the available host memory holds at `TRIAL_MEMORY` each."""
     if workers == "auto":
-        return max(1, (cores or os.cpu_count() or 1) // THREADS_PER_TRIAL)
+        import psutil
+
+        by_memory = (memory if memory is not None else psutil.virtual_memory().available) // TRIAL_MEMORY
+        return max(1, min((cores or os.cpu_count() or 1) // THREADS_PER_TRIAL, AUTO_MOST, by_memory))
     if not isinstance(workers, int) or workers < 1:
         raise SlotError(f"--workers: expected a number >= 1 or auto, found {workers!r}")
     return workers

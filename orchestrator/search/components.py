@@ -12,6 +12,7 @@ new scramble per trial would lose QMC's even spread, and a new shuffle would ren
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
@@ -150,8 +151,9 @@ PRUNERS: dict[str, PrunerFactory] = {"median": _median, "percentile": _percentil
 
 def warmup_evaluations(warmup_epochs: float, evals_per_epoch: int) -> int:
     """`search.pruner_warmup_epochs` in evaluations, the unit a trial reports in: evaluation
-    `warmup` is the first a pruner judges (2 epochs at 1 a epoch: from the second epoch's end)."""
-    return round(warmup_epochs * evals_per_epoch)
+    `warmup` is the first a pruner judges (2 epochs at 1 a epoch: from the second epoch's end).
+    Rounded up: a warm-up of 1.25 epochs at 2 evaluations an epoch is never judged at epoch 1."""
+    return math.ceil(warmup_epochs * evals_per_epoch - 1e-9)
 
 
 def make_pruner(s: SearchConfig, evals_per_epoch: int = 1) -> optuna.pruners.BasePruner:

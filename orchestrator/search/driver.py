@@ -53,7 +53,9 @@ from orchestrator.search.study import (
     SpaceExhausted,
     StudyLock,
     check_identity,
+    check_evaluations,
     check_objective,
+    note_strategy,
     claim,
     create_study,
     finished,
@@ -120,7 +122,7 @@ class _Opened:
     executor: object = None
 
 
-def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int = 1,
+def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int | str | None = None,
                progress: StudyProgress | None = None, ray_address: str | None = None) -> Summary:
     started = time.perf_counter()
     progress = progress or StudyProgress(cfg.search.n_trials)
@@ -161,7 +163,8 @@ def _phase(summary: Summary, progress: StudyProgress, name: str) -> None:
     progress.phase(name)
 
 
-def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: str | None, progress: StudyProgress,
+def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, ray_address: str | None,
+            progress: StudyProgress,
             interrupt: Interrupt, summary: Summary, opened: _Opened) -> None:
     _phase(summary, progress, "checking the input")
     reason, work = pretrain_stage.pending(cfg)
@@ -189,6 +192,8 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
             study = create_study(cfg, storage)
             check_identity(study, checked.splits.record, checked.model.record, redact(cfg.search.storage))
             check_objective(study, cfg.search.metric, cfg.search.direction)
+            check_evaluations(study, cfg.training)
+            changed = note_strategy(study, cfg)
             queued = None if checked.warm_start is None else warm_start.enqueue(study, checked.warm_start)
             opened.study = study
             params = {**_flatten(public(cfg.to_dict())), "data.fingerprint": checked.splits.digest,
@@ -196,12 +201,17 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int, ray_address: 
             opened.parent = parent = tracker.study_run(cfg.study_name, study.user_attrs.get("mlflow_parent_run_id"),
                                                        params)
             tracker.set_tags(parent, lineage(checked.model))
+            if changed is not None:  # the run's params are the first strategy's: its tags say what came after
+                when, _, what = changed.partition(": ")
+                tracker.set_tags(parent, {f"strategy {when}": what})  # "strategy from trial 5 on"
             warmed = warm_start.record(study)
             if warmed is not None:
                 tracker.set_tags(parent, warm_start.tags(warmed))
             study.set_user_attr("mlflow_parent_run_id", parent)
         if queued is not None:
             progress.print(warm_start.note(queued))
+        if changed is not None:
+            progress.print(changed)
         summary.parent_run_id = parent
         _phase(summary, progress, "preparing the data")
         data_dir = _prepare_data(checked, paths.inside(study_dir, study_dir / "data"), cfg)

@@ -25,6 +25,7 @@ from orchestrator.models.heads import check_heads, load_tokenizer
 from orchestrator.models.sources import ModelSource
 from orchestrator.config.paths import sqlite_path
 from orchestrator.registry.encoders import resolve_encoder
+from orchestrator.search.components import make_pruner, make_sampler
 from orchestrator.search.study import PROBE_PREFIX, StorageError, open_readonly
 from orchestrator.search.warm_start import WarmStart, read_warm_start
 from orchestrator.training.pretrain.corpus import load_corpus
@@ -43,16 +44,17 @@ class Checked:
     packing: str | None = None  # trials per GPU and why, where trials run on GPUs (search.trials_per_gpu)
 
 
-def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int | str, ray_address: str | None = None,
+def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, ray_address: str | None = None,
               model_pending: bool = False) -> Checked:
     if ray_address and cfg.search.executor != "ray":
         raise ExecutorError(f"--ray-address {ray_address}: trials run on Ray only with search.executor=ray "
                             f"(the experiment has {cfg.search.executor}); add search.executor=ray")
-    if cfg.search.executor == "ray" and (gpus is not None or workers != 1):
+    if cfg.search.executor == "ray" and (gpus is not None or workers is not None):
         raise ExecutorError("--gpus and --workers choose this machine's slots; with search.executor=ray, Ray "
                             "places trials: set search.gpus_per_trial (search.cpus_per_trial) instead")
     local, packing, per_gpu = None, None, 1
     if cfg.search.executor == "local":
+        workers = "auto" if workers is None else workers  # unset: as many as measured fastest (`cpu_workers`)
         slots = make_slots(gpus, workers, cfg.search.gpus_per_trial)
         if not slots[0].cpu:  # trials run on GPUs: how many share one
             per_gpu, packing = trials_per_gpu(cfg)
@@ -61,7 +63,8 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int | str, ray_a
         local = LocalExecutor(slots)
     else:  # whether the cluster has GPUs is known once joined, last: decided (and checked) now
         per_gpu, packing = trials_per_gpu(cfg)
-    problems = writable_problems(cfg) + _attention_problems(cfg, local) + pretrain_problems(cfg)
+    problems = (writable_problems(cfg) + _attention_problems(cfg, local) + pretrain_problems(cfg)
+                + _component_problems(cfg))
     warm = None
     try:
         warm = read_warm_start(cfg)
@@ -87,6 +90,20 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int | str, ray_a
     if local is None and not executor.has_gpus:
         packing = None
     return Checked(executor, splits, model, task, warm, packing)
+
+
+def _component_problems(cfg: ExperimentConfig) -> list[str]:
+    """Options each valid alone that Optuna refuses together (TPE's group without multivariate,
+    CMA-ES's separable covariance with margin...): the sampler and pruner are built once here,
+    so that Optuna's word comes now, not after the stores exist."""
+    problems = []
+    for kind, build in (("sampler", lambda: make_sampler(cfg.search, 0, cfg.space)),
+                        ("pruner", lambda: make_pruner(cfg.search, cfg.training.evals_per_epoch))):
+        try:
+            build()
+        except (ValueError, TypeError) as e:
+            problems.append(f"search.{kind}_options: {getattr(cfg.search, kind)} refuses these options together: {e}")
+    return problems
 
 
 def check_model(cfg: ExperimentConfig) -> ModelSource:

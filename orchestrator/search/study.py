@@ -134,6 +134,48 @@ def check_objective(study: optuna.Study, metric: str, direction: str) -> None:
         study.set_user_attr("objective", recorded)
 
 
+def check_evaluations(study: optuna.Study, training: TrainingConfig) -> None:
+    """Record when a study's trials evaluate, or refuse a process whose trials would evaluate at
+    other points or on other rows: the pruner compares trials evaluation by evaluation."""
+    now = {"evals_per_epoch": training.evals_per_epoch, "eval_subsample": training.eval_subsample}
+    recorded = study.user_attrs.get("evaluations")
+    if recorded is None:
+        # A study from before evaluations inside an epoch evaluated once an epoch, on every row.
+        recorded = now if not study.get_trials(deepcopy=False) else {"evals_per_epoch": 1, "eval_subsample": None}
+        study.set_user_attr("evaluations", recorded)
+    changed = [f"training.{k}={recorded[k]}" for k in now if recorded.get(k) != now[k]]
+    if changed:
+        name = study.study_name
+        raise DataError(f"{', '.join(f'training.{k}' for k in now if recorded.get(k) != now[k])}: study {name!r} "
+                        f"evaluates its trials with {' '.join(changed)}, and its pruner compares trials evaluation "
+                        f"by evaluation; keep {' '.join(changed)} for this study, or start a new one "
+                        f"(search.study_name={name}-2)")
+
+
+def strategy(cfg: ExperimentConfig) -> dict:
+    """How the search samples and prunes, as a study records it for its trials."""
+    s = cfg.search
+    return {"sampler": s.sampler, "sampler_options": dict(s.sampler_options), "pruner": s.pruner,
+            "pruner_options": dict(s.pruner_options), "pruner_warmup_epochs": s.pruner_warmup_epochs,
+            "pruner_startup_trials": s.pruner_startup_trials}
+
+
+def note_strategy(study: optuna.Study, cfg: ExperimentConfig) -> str | None:
+    """Record the sampler and pruner from this trial on; a line saying what changed when a
+    resumed study samples or prunes otherwise than before (allowed: e.g. random first, then tpe)."""
+    now, history = strategy(cfg), list(study.user_attrs.get("strategies", []))
+    if history and history[-1]["strategy"] == now:
+        return None
+    start = len(study.get_trials(deepcopy=False))
+    history.append({"from_trial": start, "strategy": now})
+    study.set_user_attr("strategies", history)
+    if len(history) == 1:
+        return None
+    was = history[-2]["strategy"]
+    changes = ", ".join(f"{k} {now[k]} (was {was.get(k)})" for k in now if was.get(k) != now[k])
+    return f"from trial {start} on: {changes}"
+
+
 def check_identity(study: optuna.Study, data: dict, model: dict, storage_shown: str) -> None:
     """Record what the study is made from, or refuse a process whose data or model differ: trials
     on different data are not comparable, and caches of the old data must not be used."""

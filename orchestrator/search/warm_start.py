@@ -45,7 +45,14 @@ def read_warm_start(cfg: ExperimentConfig) -> WarmStart | None:
     has taken its warm start already. `DataError` naming search.warm_start for a source that
     cannot be used. Reads only: creates no file, table or study."""
     s = cfg.search
-    if s.warm_start is None or _done_before(cfg):
+    if s.warm_start is None:
+        return None
+    before = _done_before(cfg)
+    if before is not None:
+        if not _same_source(before["source"], cfg):
+            raise DataError(f"{KEY}: study {cfg.study_name!r} took its warm start from {before['source']} already, and "
+                            f"a study takes one; to resume it, set {KEY} to that or remove it; to warm-start from "
+                            f"{redact(s.warm_start)}, start a new study (search.study_name={cfg.study_name}-2)")
         return None
     url, name, elsewhere = _where(cfg)
     shown = redact(url)
@@ -133,15 +140,25 @@ def _same_storage(a: str, b: str) -> bool:
     return paths.absolute_sqlite(a, create=False) == paths.absolute_sqlite(b, create=False)
 
 
-def _done_before(cfg: ExperimentConfig) -> bool:
-    """Whether this study has taken its warm start: a resumed search does not read the source
-    again, which may be gone by now."""
+def _done_before(cfg: ExperimentConfig) -> dict | None:
+    """What this study's warm start queued, if it took one: a resumed search does not read the
+    source again, which may be gone by now."""
     try:
         study = open_readonly(cfg)
     except StorageError:
         # No study yet; or a storage that cannot be read, which opening the study reports next.
-        return False
-    return DONE in study.user_attrs
+        return None
+    return study.user_attrs.get(DONE)
+
+
+def _same_source(recorded: str, cfg: ExperimentConfig) -> bool:
+    """Whether `search.warm_start` names the source the study recorded (`WarmStart.source`:
+    a study name, or a redacted storage URL and #name), without reading the source."""
+    url, name, elsewhere = _where(cfg)
+    if not elsewhere:
+        return recorded == name
+    shown, _, recorded_name = recorded.rpartition("#")
+    return shown == redact(url) and name in (None, recorded_name)
 
 
 def _best_configurations(cfg: ExperimentConfig, study: optuna.Study, source: str

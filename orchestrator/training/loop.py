@@ -160,7 +160,10 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     history, stopped, step, epoch_seconds, eval_seconds = [], None, 0, [], []
     steps_per_epoch = math.ceil(len(train_loader) / gradient_accumulation_steps)
     interim_at = interim_steps(steps_per_epoch, params.evals_per_epoch)
-    evaluations = 0  # every evaluation so far, the pruner's clock
+    # The pruner's clock: evaluation k of epoch e is number (e - 1) * evals_per_epoch + k in every
+    # trial, so a number means the same share of training whatever the batch size (a point an
+    # epoch too short to hold leaves its number unused).
+    per_epoch = params.evals_per_epoch
     setup_seconds = time.perf_counter() - started
     for epoch in range(1, params.epochs + 1):
         model.train()
@@ -195,7 +198,7 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
             if within in interim_at:
                 # ---- evaluate inside the epoch: a report to the pruner, never a best epoch
                 paused_at = time.perf_counter()
-                evaluations += 1
+                evaluations = (epoch - 1) * per_epoch + interim_at[within]
                 _, evaluation = validate(interim_loader, interim_order, interim_set, interim_rows)
                 fraction = epoch - 1 + within / steps_per_epoch
                 metrics = {**evaluation.metrics, "evaluation": evaluations, "rows": len(interim_rows)}
@@ -221,7 +224,7 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
         start = time.perf_counter()
         outputs, evaluation = validate(val_loader, val_order, encoded["validation"])
         eval_seconds.append(time.perf_counter() - start)
-        evaluations += 1
+        evaluations = epoch * per_epoch
         metrics = {**evaluation.metrics, "epoch_seconds": epoch_seconds[-1], "eval_seconds": eval_seconds[-1],
                    "evaluation": evaluations}
         history.append({"epoch": epoch, "step": step, **metrics})
@@ -253,10 +256,13 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     )
 
 
-def interim_steps(steps_per_epoch: int, evals_per_epoch: int) -> set[int]:
-    """The steps within an epoch (1-based) after which an evaluation inside it runs: evenly
-    spaced, the epoch's end (its own evaluation) excluded, none where an epoch has too few steps."""
-    return {round(k * steps_per_epoch / evals_per_epoch) for k in range(1, evals_per_epoch)} - {0, steps_per_epoch}
+def interim_steps(steps_per_epoch: int, evals_per_epoch: int) -> dict[int, int]:
+    """The steps within an epoch (1-based) after which an evaluation inside it runs, evenly spaced,
+    each with its place k in the epoch (1 .. evals_per_epoch - 1; the epoch's end is the last).
+    Where an epoch has fewer steps than evaluations, points that fall on one step are made once
+    (the later k), and none falls on the epoch's end or before its first step."""
+    points = {round(k * steps_per_epoch / evals_per_epoch): k for k in range(1, evals_per_epoch)}
+    return {step: k for step, k in points.items() if 0 < step < steps_per_epoch}
 
 
 def interim_subsample(rows: int, size: int | None) -> list[int]:

@@ -10,8 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from orchestrator.config import SearchConfig
-from orchestrator.search.study import StudyLock, claim, finished, make_storage
+from orchestrator.config import SearchConfig, from_dict
+from orchestrator.search.study import StudyLock, claim, create_study, finished, make_storage
 
 N_TRIALS, PROCESSES = 40, 4
 
@@ -62,3 +62,24 @@ def test_processes_sharing_a_study_finish_exactly_n_trials_and_never_share_one(s
     numbers = [n for mine in claimed for n in mine]
     assert sorted(numbers) == list(range(len(trials)))  # every trial claimed by exactly one process
     assert all(claimed), "every process took part"
+
+
+def test_a_study_keeps_its_evaluation_points_and_records_a_change_of_strategy(tmp_path):
+    from orchestrator.data import DataError
+    from orchestrator.search.study import check_evaluations, note_strategy
+
+    base = {"name": "s", "data": {"train": "t.csv"}, "search": {"storage": f"sqlite:///{tmp_path / 'o.db'}",
+                                                                  "direction": "maximize"}}
+    cfg = from_dict({**base, "training": {"evals_per_epoch": 2}})
+    study = create_study(cfg, make_storage(cfg.search))
+    check_evaluations(study, cfg.training)
+    assert note_strategy(study, cfg) is None and note_strategy(study, cfg) is None  # first record; unchanged
+    study.tell(study.ask(), 0.5)
+    with pytest.raises(DataError, match=r"training.evals_per_epoch: study 's' evaluates its trials with "
+                                        r"training.evals_per_epoch=2"):
+        check_evaluations(study, from_dict({**base, "training": {"evals_per_epoch": 4}}).training)
+    random = from_dict({**base, "search": {**base["search"], "sampler": "random"}})
+    assert note_strategy(study, random) == "from trial 1 on: sampler random (was tpe), sampler_options {} (was " \
+                                           "{'multivariate': True, 'constant_liar': True, 'group': False, " \
+                                           "'n_startup_trials': None, 'n_ei_candidates': 24})"
+    assert [h["from_trial"] for h in study.user_attrs["strategies"]] == [0, 1]

@@ -121,6 +121,11 @@ def test_a_resumed_study_or_a_second_process_queues_nothing_again(tmp_path):
     ran = [t for t in study.trials if "duplicate_of" not in t.user_attrs]  # a discarded sample never ran
     assert [t.user_attrs.get(FROM) for t in ran] == ["old#1", "old#2", None]
     assert not study.get_trials(states=(TrialState.WAITING,))
+    # The seed of a sample is its trial's own number: nothing after the warm start was discarded.
+    assert not [t for t in study.trials if "duplicate_of" in t.user_attrs]
+    # A study takes one warm start: resuming it with another source is refused, naming both.
+    with pytest.raises(DataError, match=r"search.warm_start: study 'new' took its warm start from old already"):
+        read_warm_start(_experiment(tmp_path, warm_start="older", warm_start_trials=2))
 
 
 def test_a_configuration_the_study_ran_already_is_not_queued(tmp_path):

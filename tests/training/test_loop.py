@@ -74,8 +74,11 @@ def test_a_prune_inside_the_first_epoch_stops_there(splits, tiny_model):
 
 def test_interim_points_are_spread_evenly_and_the_subsample_is_fixed():
     from orchestrator.training.loop import interim_steps, interim_subsample
-    assert interim_steps(10, 1) == set() and interim_steps(10, 2) == {5} and interim_steps(9, 3) == {3, 6}
-    assert interim_steps(1, 4) == set()  # one step an epoch: only the epoch's end
+    assert interim_steps(10, 1) == {} and interim_steps(10, 2) == {5: 1} and interim_steps(9, 3) == {3: 1, 6: 2}
+    assert interim_steps(1, 4) == {}  # one step an epoch: only the epoch's end
+    # More evaluations than steps: each step evaluates once, numbered by the later point it holds,
+    # so evaluation numbers keep meaning the same share of training in every trial.
+    assert interim_steps(3, 5) == {1: 2, 2: 4}
     assert interim_subsample(5, None) == [0, 1, 2, 3, 4] and interim_subsample(5, 9) == [0, 1, 2, 3, 4]
     picked = interim_subsample(100, 10)
     assert picked == interim_subsample(100, 10) and len(set(picked)) == 10 and picked == sorted(picked)
