@@ -10,8 +10,10 @@ import pytest
 from orchestrator.execution.local import LocalExecutor
 from orchestrator.execution.processes import command
 from orchestrator.execution.slots import (
+    AUTO_MOST,
     GPU_SHARE,
     THREADS_PER_TRIAL,
+    TRIAL_MEMORY,
     SlotError,
     cpu_workers,
     decide_trials_per_gpu,
@@ -175,9 +177,12 @@ def test_the_search_reads_the_studys_cached_probes_without_creating_anything(tmp
 
 
 def test_workers_auto_takes_one_trial_per_measured_threads():
-    assert cpu_workers("auto", cores=2) == max(1, 2 // THREADS_PER_TRIAL)
-    assert cpu_workers("auto", cores=16) == 16 // THREADS_PER_TRIAL
-    assert cpu_workers("auto", cores=1) == 1
+    plenty = 64 * 2**30
+    assert cpu_workers("auto", cores=2, memory=plenty) == max(1, 2 // THREADS_PER_TRIAL)
+    assert cpu_workers("auto", cores=4, memory=plenty) == 4 // THREADS_PER_TRIAL
+    assert cpu_workers("auto", cores=16, memory=plenty) == AUTO_MOST  # a search learns from finished trials
+    assert cpu_workers("auto", cores=16, memory=7 * 2**30) == 7 * 2**30 // TRIAL_MEMORY  # as many as memory holds
+    assert cpu_workers("auto", cores=1, memory=plenty) == cpu_workers("auto", cores=8, memory=0) == 1
     assert cpu_workers(3) == 3
     slots = make_slots("none", workers="auto", available=[])
     assert len(slots) == cpu_workers("auto")

@@ -37,7 +37,8 @@ def setup(request, tmp_path, tiny_model, data_dir):
 
 
 def _search(experiment: Path, hostname: str | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "orchestrator", "search", "--config", str(experiment)]
+    # One trial at a time per process: the scenarios are about processes sharing a study.
+    cmd = [sys.executable, "-m", "orchestrator", "search", "--config", str(experiment), "--workers", "1"]
     if hostname:  # another machine, as far as the study can tell: its own hostname (a UTS namespace)
         cmd = ["unshare", "--uts", "sh", "-c", f'hostname {hostname} && exec "$@"', "sh", *cmd]
     return subprocess.Popen(cmd, cwd=experiment.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
