@@ -18,7 +18,8 @@ from rich.table import Table
 from orchestrator.config import paths
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import redact
-from orchestrator.search.records import TRIAL_STATES, Trial, as_studied, check_study, read_study, serve_dashboard
+from orchestrator.search.records import (TRIAL_STATES, Trial, as_studied, best_epoch, check_study, epoch_values,
+                                         read_study, serve_dashboard)
 
 FINISHED = ("COMPLETE", "PRUNED")  # trial states
 PEAK_GPU = "peak_gpu_memory_share"  # a trial's user attr: its peak GPU memory as a share of the card (GPU only)
@@ -32,6 +33,7 @@ class StudyState:
     trials: list[Trial]
     n_trials: int | None
     now: datetime
+    evals_per_epoch: int = 1  # a trial's reports per epoch: its evaluation n is epoch n / evals_per_epoch
 
     @property
     def finished(self) -> list[Trial]:
@@ -79,7 +81,7 @@ def load_state(cfg: ExperimentConfig) -> StudyState:
     cfg = as_studied(cfg, study)
     # Optuna records trial times as naive local time: `now` is compared with them.
     return StudyState(cfg.study_name, cfg.search.metric, study.direction, study.trials, cfg.search.n_trials,
-                      datetime.now())
+                      datetime.now(), study.evals_per_epoch)
 
 
 def champion_line(cfg: ExperimentConfig) -> str:
@@ -124,7 +126,7 @@ def trial_table(state: StudyState) -> Table:
                          overflow="fold", no_wrap=column != "params")
     for t in state.trials:
         table.add_row(str(t.number), t.state.name, "" if t.value is None else f"{t.value:.4f}",
-                      _best_epoch(t, state.direction), str(len(t.intermediate_values)),
+                      _best_epoch(t, state), _epochs(t, state),
                       " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()),
                       *((_where(t) if t.state.name == "RUNNING" else "",) if where else ()),
                       _duration(state.elapsed(t)), *((_share(t.user_attrs.get(PEAK_GPU)),) if gpu else ()))
@@ -145,12 +147,15 @@ def summary_line(state: StudyState) -> str:
     return f"{len(state.finished)}{budget} trials finished ({shown or 'no trials'}); {best_text}{eta_text}"
 
 
-def _best_epoch(trial: Trial, direction: str) -> str:
-    values = trial.intermediate_values
-    if not values:
-        return ""
-    pick = max if direction == "maximize" else min
-    return str(pick(values, key=values.get))
+def _best_epoch(trial: Trial, state: StudyState) -> str:
+    best = best_epoch(trial, state.evals_per_epoch, state.direction == "maximize")
+    return "" if best is None else str(best)
+
+
+def _epochs(trial: Trial, state: StudyState) -> str:
+    """How far it trained, in epochs (1.5: pruned half way through its second)."""
+    values = epoch_values(trial, state.evals_per_epoch)
+    return f"{values[-1][0]:g}" if values else "0"
 
 
 def _where(trial: Trial) -> str:

@@ -42,10 +42,30 @@ class StudyRecord:
         except ValueError:  # no trial has completed
             return None
 
+    @property
+    def evals_per_epoch(self) -> int:
+        """Evaluations a trial reports each epoch (`training.evals_per_epoch`, as the study recorded it)."""
+        return int((self.user_attrs.get("evaluations") or {}).get("evals_per_epoch") or 1)
+
     def figure(self, kind: str):
         """Optuna's plotly figure `kind` (a key of `FIGURES`) of the study. Raises what Optuna
         raises, e.g. a ValueError or RuntimeError when importances cannot be estimated."""
         return getattr(optuna.visualization, FIGURES[kind])(self._study)
+
+
+def epoch_values(trial: Trial, evals_per_epoch: int) -> list[tuple[float, float]]:
+    """A trial's reported evaluations as (epoch, value): evaluation n is epoch n / evals_per_epoch
+    (2.5: half way through the third epoch)."""
+    return [(step / evals_per_epoch, value) for step, value in sorted(trial.intermediate_values.items())]
+
+
+def best_epoch(trial: Trial, evals_per_epoch: int, maximize: bool) -> int | None:
+    """The epoch whose end scored best (what the trial keeps), None before an epoch ended."""
+    ends = [(epoch, value) for epoch, value in epoch_values(trial, evals_per_epoch) if float(epoch).is_integer()]
+    if not ends:
+        return None
+    pick = max if maximize else min
+    return int(pick(ends, key=lambda e: e[1])[0])
 
 
 def as_studied(cfg: ExperimentConfig, record: StudyRecord) -> ExperimentConfig:

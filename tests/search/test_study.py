@@ -83,3 +83,15 @@ def test_a_study_keeps_its_evaluation_points_and_records_a_change_of_strategy(tm
                                            "{'multivariate': True, 'constant_liar': True, 'group': False, " \
                                            "'n_startup_trials': None, 'n_ei_candidates': 24})"
     assert [h["from_trial"] for h in study.user_attrs["strategies"]] == [0, 1]
+
+
+def test_readers_see_evaluations_as_epochs():
+    from optuna.trial import create_trial
+
+    from orchestrator.search.records import best_epoch, epoch_values
+
+    trial = create_trial(value=0.7, intermediate_values={1: 0.2, 2: 0.6, 3: 0.9, 4: 0.7, 5: 0.5})
+    assert epoch_values(trial, 2) == [(0.5, 0.2), (1.0, 0.6), (1.5, 0.9), (2.0, 0.7), (2.5, 0.5)]
+    assert best_epoch(trial, 2, maximize=True) == 2  # 0.9 came inside epoch 2: only epochs' ends are kept
+    assert best_epoch(trial, 2, maximize=False) == 1 and best_epoch(trial, 1, maximize=True) == 3
+    assert best_epoch(create_trial(value=0.1, intermediate_values={1: 0.1}), 2, True) is None

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from orchestrator.reporting.report._tracked import Tracked
 from orchestrator.search.progress import pretty
-from orchestrator.search.records import StudyRecord, Trial
+from orchestrator.search.records import StudyRecord, Trial, epoch_values
 
 # A trial's state as a line style: a pruned or failed curve must not pass for a finished one.
 DASH = {"COMPLETE": "solid", "PRUNED": "dash", "FAIL": "dot", "RUNNING": "dashdot", "WAITING": "dot"}
@@ -50,14 +50,18 @@ def optuna_figures(study: StudyRecord, trials: list[Trial]) -> dict[str, Figure]
     return figures
 
 
-def validation_curves(trials: list[Trial], tracked: Tracked, metric: str, best: int | None) -> Figure:
-    """The search metric after each epoch, per trial: Optuna's intermediate values, else the
-    trial run's history in MLflow."""
-    curves = {t.number: sorted(t.intermediate_values.items()) or tracked.val_curves.get(t.number, [])
+def validation_curves(trials: list[Trial], tracked: Tracked, metric: str, best: int | None,
+                      evals_per_epoch: int = 1) -> Figure:
+    """The search metric at each evaluation, by epoch (2.5: half way through the third), per
+    trial: Optuna's intermediate values, else the trial run's history in MLflow."""
+    curves = {t.number: epoch_values(t, evals_per_epoch) or tracked.val_curves.get(t.number, [])
               for t in trials}
     if not any(curves.values()):
         return "No trial has reported an epoch yet."
-    return _curves(trials, curves, best, "epoch", pretty(metric), "lines+markers")
+    figure = _curves(trials, curves, best, "epoch", pretty(metric), "lines+markers")
+    if evals_per_epoch > 1 and not isinstance(figure, str):
+        figure.update_xaxes(dtick=None)  # points inside epochs: let plotly place the ticks
+    return figure
 
 
 def loss_curves(trials: list[Trial], tracked: Tracked, best: int | None) -> Figure:

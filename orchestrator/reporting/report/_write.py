@@ -41,7 +41,8 @@ def write_report(cfg: ExperimentConfig, output: str | None = None) -> Path:
     best = study.best
     tracked = read_tracking(cfg, study)
     figures = {**optuna_figures(study, trials),
-               "validation": validation_curves(trials, tracked, cfg.search.metric, best and best.number),
+               "validation": validation_curves(trials, tracked, cfg.search.metric, best and best.number,
+                                               study.evals_per_epoch),
                "loss": loss_curves(trials, tracked, best and best.number)}
     html = page(cfg, study, trials, tracked, figures, best, len(every) - len(trials))
     _write(target, html)
