@@ -434,16 +434,17 @@ def main() -> None:
         target, ratios = compare(results)
         runs.append({"seed": seed, "common_target": target, "sides": {n: results[n] for n in sides},
                      "ratios": ratios})
-    result = {"benchmark": "compare_search", "data": args.data, "device": hf_trainer.device(),
-              "command": " ".join(["python benchmarks/compare_search.py", *sys.argv[1:]]),
-              "settings": {**{k: v for k, v in base.items() if k != "config"}, "seeds": seeds, "sides": sides,
-                           "model": MODEL, "data": data, "head": "pooler", "imbalance": "none"},
-              "runs": runs, "summary": summarize(runs),
-              "date_time": datetime.now().isoformat(timespec="minutes"), **machine}
-    out = Path(args.out) if args.out else (ROOT / "benchmarks" / "results" / "perf"
-                                           / f"compare_search-{args.data}-{result['device']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        # After every seed: a run stopped before its last seed keeps the seeds it finished.
+        result = {"benchmark": "compare_search", "data": args.data, "device": hf_trainer.device(),
+                  "command": " ".join(["python benchmarks/compare_search.py", *sys.argv[1:]]),
+                  "settings": {**{k: v for k, v in base.items() if k != "config"}, "seeds": seeds, "sides": sides,
+                               "model": MODEL, "data": data, "head": "pooler", "imbalance": "none"},
+                  "runs": runs, "summary": summarize(runs), "seeds_finished": [r["seed"] for r in runs],
+                  "date_time": datetime.now().isoformat(timespec="minutes"), **machine}
+        out = Path(args.out) if args.out else (ROOT / "benchmarks" / "results" / "perf"
+                                               / f"compare_search-{args.data}-{result['device']}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(json.dumps({"out": str(out), "summary": result["summary"],
                       "runs": [{"seed": r["seed"], "target": r["common_target"], "ratios": r["ratios"]} for r in runs]},
                      indent=2))

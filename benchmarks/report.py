@@ -215,7 +215,7 @@ def search_runs_table(r: dict) -> str:
              f"evaluations an epoch, pruning from {st['warmup_epochs']} epochs, reduction factor "
              f"{st['reduction_factor']}, {st['workers']} trial(s) at once; seeds {', '.join(map(str, st['seeds']))} "
              f"(sampler and model). Common target per seed: the lowest of the sides' best validation macro-F1; a "
-             f"trial counts when it ends.",
+             f"trial counts when it ends." + (f" Note: {r['note']}." if r.get("note") else ""),
              "",
              f"| seed | side | trials complete / pruned | best validation | reached the common target | wall time "
              f"| test macro-F1 of the model handed back | CPU-s |{' GPU-s |' if gpu else ''} notes |",
@@ -226,14 +226,14 @@ def search_runs_table(r: dict) -> str:
             lines.append(f"| {run['seed']} | {SEARCH_SIDES.get(name, name)} | {s['completed']} / {s['pruned']} "
                          f"| {s['best_validation']:.4f} | {secs(s['seconds_to_common_target'])} "
                          f"(target {run['common_target']:.4f}) | {secs(s['wall_seconds'])} "
-                         f"| {_fmt(s['test_macro_f1'])} | {s['cpu_seconds']:.0f} |{gpu_cell} {note(name, s)} |")
+                         f"| {_fmt(s['test_macro_f1'])} | {_whole(s['cpu_seconds'])} |{gpu_cell} {note(name, s)} |")
     lines.append("")
     for run in r["runs"]:
         for key, x in run["ratios"].items():
             peer = SEARCH_SIDES[key.rsplit("_vs_", 1)[1]]
             time_to = "" if x["to_common_target"] is None else f"{x['to_common_target']:.2f}x"
             lines.append(f"- seed {run['seed']}, orchestrator / {peer}: time to the common target {time_to}, "
-                         f"wall time {x['wall']:.2f}x, CPU-s {x['cpu_seconds']:.2f}x, test macro-F1 "
+                         f"wall time {x['wall']:.2f}x, CPU-s {_times(x['cpu_seconds'])}, test macro-F1 "
                          f"{x['test_macro_f1_difference']:+.4f}")
     for key, x in r.get("summary", {}).items():
         peer = SEARCH_SIDES[key.rsplit("_vs_", 1)[1]]
@@ -294,6 +294,14 @@ def perf_section() -> str:
     gpu = perf / "gpu.json"
     parts.append("GPU: " + gpu_section(json.loads(gpu.read_text()) if gpu.exists() else None))
     return "\n\n".join(parts)
+
+
+def _whole(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:.0f}"
+
+
+def _times(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:.2f}x"
 
 
 def _fmt_seconds(value: float | None) -> str:
