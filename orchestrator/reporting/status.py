@@ -19,7 +19,7 @@ from orchestrator.config import paths
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import redact
 from orchestrator.search.records import (TRIAL_STATES, Trial, as_studied, best_epoch, check_study, epoch_values,
-                                         read_study, serve_dashboard)
+                                         params_of, read_study, serve_dashboard)
 
 FINISHED = ("COMPLETE", "PRUNED")  # trial states
 PEAK_GPU = "peak_gpu_memory_share"  # a trial's user attr: its peak GPU memory as a share of the card (GPU only)
@@ -127,7 +127,7 @@ def trial_table(state: StudyState) -> Table:
     for t in state.trials:
         table.add_row(str(t.number), t.state.name, "" if t.value is None else f"{t.value:.4f}",
                       _best_epoch(t, state), _epochs(t, state),
-                      " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()),
+                      " ".join(f"{k}={_fmt(v)}" for k, v in params_of(t).items()),
                       *((_where(t) if t.state.name == "RUNNING" else "",) if where else ()),
                       _duration(state.elapsed(t)), *((_share(t.user_attrs.get(PEAK_GPU)),) if gpu else ()))
     return table

@@ -53,6 +53,11 @@ class StudyRecord:
         return getattr(optuna.visualization, FIGURES[kind])(self._study)
 
 
+def params_of(trial: Trial) -> dict:
+    """A trial's parameters; for one still queued (a warm start, a retry), those it was queued with."""
+    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
+
+
 def epoch_values(trial: Trial, evals_per_epoch: int) -> list[tuple[float, float]]:
     """A trial's reported evaluations as (epoch, value): evaluation n is epoch n / evals_per_epoch
     (2.5: half way through the third epoch)."""

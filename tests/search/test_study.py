@@ -95,3 +95,12 @@ def test_readers_see_evaluations_as_epochs():
     assert best_epoch(trial, 2, maximize=True) == 2  # 0.9 came inside epoch 2: only epochs' ends are kept
     assert best_epoch(trial, 2, maximize=False) == 1 and best_epoch(trial, 1, maximize=True) == 3
     assert best_epoch(create_trial(value=0.1, intermediate_values={1: 0.1}), 2, True) is None
+
+
+def test_readers_show_a_queued_trials_parameters():
+    from orchestrator.search.records import params_of
+
+    study = optuna.create_study()
+    study.enqueue_trial({"learning_rate": 1e-4})
+    waiting = study.get_trials(states=(TrialState.WAITING,))[0]
+    assert waiting.params == {} and params_of(waiting) == {"learning_rate": 1e-4}

@@ -18,7 +18,7 @@ from orchestrator.reporting.report._figures import Figure
 from orchestrator.reporting.report._tracked import Tracked
 from orchestrator.reporting.status import PEAK_GPU
 from orchestrator.search.progress import pretty
-from orchestrator.search.records import StudyRecord, Trial
+from orchestrator.search.records import StudyRecord, Trial, params_of
 from orchestrator.search.study import retried_from
 
 STATE_COLOURS = {"COMPLETE": "#1a7f37", "PRUNED": "#bc4c00", "FAIL": "#cf222e", "RUNNING": "#0969da",
@@ -157,7 +157,7 @@ def _trials(cfg: ExperimentConfig, trials: list[Trial], tracked: Tracked, best: 
         epoch = tracked.run_metrics.get(t.number, {}).get("best_epoch")
         cells = [f"{t.number}{' ★' if best is not None and t.number == best.number else ''}",
                  f'<span class="state" style="color:{STATE_COLOURS.get(state, "inherit")}">{state}</span>',
-                 None, escape(", ".join(f"{k}={_param(v)}" for k, v in t.params.items())),
+                 None, escape(", ".join(f"{k}={_param(v)}" for k, v in params_of(t).items())),
                  escape(_duration(t)), "" if epoch is None else str(int(epoch)), escape(_note(t)),
                  f'<a href="{escape(link)}">run</a>' if link else ""]
         rows.append([_number(t.value) if c is None else _td(c) for c in cells]
@@ -194,6 +194,8 @@ def _note(t: Trial) -> str:
     original = retried_from(t)
     if original is not None:
         return f"re-run of trial {original}, whose process died"
+    if "warm_start_from" in t.user_attrs:  # search.warm_start: a finished study's configuration, run first
+        return f"warm start from {t.user_attrs['warm_start_from']}"
     return ""
 
 
