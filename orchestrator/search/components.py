@@ -161,3 +161,19 @@ def make_pruner(s: SearchConfig, evals_per_epoch: int = 1) -> optuna.pruners.Bas
     store it, and `load_study` without one prunes by Optuna's defaults, not the experiment's."""
     warmup = warmup_evaluations(s.pruner_warmup_epochs, evals_per_epoch)
     return PRUNERS[s.pruner](dict(s.pruner_options), s, warmup)
+
+
+def idle_pruner(cfg) -> str | None:
+    """A line saying the pruner can never act, where its warm-up or start-up outlasts the search:
+    a setting that is valid but does nothing should not pass silently."""
+    s = cfg.search
+    if s.pruner == "none":
+        return None
+    longest = max(space.possible_values("epochs", cfg.space, cfg.training) or [cfg.training.epochs])
+    if s.pruner_warmup_epochs >= longest:
+        return (f"note: search.pruner {s.pruner} never acts: its warm-up of {s.pruner_warmup_epochs:g} epochs is not "
+                f"shorter than the longest trial ({longest} epochs); lower search.pruner_warmup_epochs")
+    if s.n_trials is not None and s.pruner_startup_trials >= s.n_trials:
+        return (f"note: search.pruner {s.pruner} never acts: it waits for {s.pruner_startup_trials} finished trials "
+                f"and the study has {s.n_trials}; lower search.pruner_startup_trials")
+    return None

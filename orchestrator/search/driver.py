@@ -45,6 +45,7 @@ from orchestrator.search.interrupts import Interrupt
 from orchestrator.search.launcher import TrialFailed, TrialLauncher
 from orchestrator.search.preflight import Checked, check_model, preflight
 from orchestrator.search import pretrain_stage, warm_start
+from orchestrator.search.components import idle_pruner
 from orchestrator.search.progress import StudyProgress, pretty
 from orchestrator.search.study import (
     DIED,
@@ -169,10 +170,10 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, 
     _phase(summary, progress, "checking the input")
     reason, work = pretrain_stage.pending(cfg)
     checked = preflight(cfg, gpus, workers, ray_address, model_pending=reason is not None)
-    unused = pretrain_stage.unused(cfg)
-    if unused:
-        progress.print(unused)
-        summary.notes.append(unused)
+    for unused in (pretrain_stage.unused(cfg), idle_pruner(cfg)):
+        if unused:
+            progress.print(unused)
+            summary.notes.append(unused)
     opened.executor = executor = checked.executor
     executor.warm_up(secret_environment(cfg))
     if reason:

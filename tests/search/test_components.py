@@ -95,3 +95,14 @@ def test_hyperband_stays_a_hyperband_for_the_samplers_and_warm_up_counts_evaluat
 @pytest.mark.parametrize("name", sorted(PRUNER_CLASSES))
 def test_every_pruner_builds_with_its_defaults(name):
     assert isinstance(make_pruner(_config({"pruner": name}).search), PRUNER_CLASSES[name])
+
+
+def test_a_pruner_that_can_never_act_is_said():
+    from orchestrator.search.components import idle_pruner
+
+    assert idle_pruner(_config({"pruner": "median"})) is None
+    assert "warm-up of 3 epochs is not shorter than the longest trial (3 epochs)" in \
+        idle_pruner(_config({"pruner": "median", "pruner_warmup_epochs": 3}))
+    assert "waits for 5 finished trials and the study has 5" in \
+        idle_pruner(_config({"pruner": "hyperband", "pruner_startup_trials": 5, "n_trials": 5}))
+    assert idle_pruner(_config({"pruner": "none", "pruner_warmup_epochs": 30})) is None
