@@ -18,6 +18,12 @@ import sys
 
 DEFAULT_CONFIG = "experiments/demo.yaml"
 DEFAULT_TRACKING = "sqlite:///mlruns/mlflow.db"
+# `training.export.FORMATS`, spelled out: importing it here would load torch before any command
+# parses its arguments (tests/test_cli.py checks the two agree).
+FORMATS = ("pytorch", "onnx", "int8")
+FORMAT_HELP = ("what computes the predictions: pytorch (default), or the version's ONNX export (onnx) or its "
+               "int8 quantisation (int8), both on ONNX Runtime; its registry tags give each one's latency and "
+               "test score")
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C"
 
@@ -70,10 +76,10 @@ def probe(config: str, overrides: list[str]) -> int:
     return 0
 
 
-def predict(model: str, input: str, output: str, text_column: str, tracking_uri: str) -> int:
+def predict(model: str, input: str, output: str, text_column: str, tracking_uri: str, format: str) -> int:
     from orchestrator.serving.predict import predict_file
 
-    out = predict_file(model, input, output, text_column=text_column, tracking_uri=tracking_uri)
+    out = predict_file(model, input, output, text_column=text_column, tracking_uri=tracking_uri, fmt=format)
     print(f"wrote {len(out)} predictions to {output}")
     return 0
 
@@ -96,11 +102,11 @@ def report(config: str, overrides: list[str], output: str | None) -> int:
     return 0
 
 
-def serve(model: str | None, config: str | None, tracking_uri: str | None, host: str, port: int) -> int:
+def serve(model: str | None, config: str | None, tracking_uri: str | None, host: str, port: int, format: str) -> int:
     from orchestrator.serving.scoring_server import serve_model
 
     uri = _tracking_uri(config, tracking_uri)
-    return serve_model(model or f"models:/{_model_name(config)}@champion", uri, host, port)
+    return serve_model(model or f"models:/{_model_name(config)}@champion", uri, host, port, format)
 
 
 def promote(model: str, version: str, reason: str | None, config: str | None, tracking_uri: str | None) -> int:
@@ -203,6 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="csv, tsv, json/jsonl or parquet file")
     p.add_argument("--output", required=True, help="csv, tsv, jsonl or parquet file to write (its folder must exist)")
     p.add_argument("--text-column", default="text")
+    p.add_argument("--format", default="pytorch", choices=FORMATS, help=FORMAT_HELP)
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING))
     p = sub.add_parser("status", help="a study's trials, best so far and champion, read from its stores "
                                       "(also while a search runs elsewhere)")
@@ -223,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default): this machine only; 0.0.0.0: every "
                                                        "interface")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--format", default="pytorch", choices=FORMATS, help=FORMAT_HELP)
     for name, text in (("promote", "move @champion to a version by hand, recorded with who, why and when"),
                        ("rollback", "move @champion back to the version it held before")):
         p = sub.add_parser(name, help=text)

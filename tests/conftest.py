@@ -131,7 +131,9 @@ def tiny_experiment(path: Path, model: Path, data: Path, name: str, **sections) 
         "training": {"epochs": 2, "learning_rate": 2e-3, "batch_size": 16},
         "space": {"learning_rate": {"low": 5e-4, "high": 5e-3, "log": True}},
         "search": {"pruner": "none"},
-        "registry": {"model_name": f"{name}-clf"},
+        # No ONNX exports unless a test asks (registry.export: true): they add seconds to every
+        # registering search, and tests/search/test_search_confirm.py covers them.
+        "registry": {"model_name": f"{name}-clf", "export": False},
     }
     for key, values in sections.items():
         if values is None:

@@ -35,3 +35,10 @@ def test_ui_serves_the_store(tmp_path, store):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_the_formats_the_cli_offers_are_the_exports():
+    from orchestrator import cli
+    from orchestrator.training.export import FORMATS
+
+    assert cli.FORMATS == FORMATS

@@ -156,6 +156,16 @@ class ParamSpace:
 
 
 @dataclass(frozen=True, config=SECTION)
+class ConfirmConfig:
+    """After the budget, the best configurations trained again on new seeds (`search/confirm.py`)."""
+
+    top_k: Int = Field(0, ge=0, le=20, description="configurations confirmed (the best completed trials); 0: none, "
+                                                    "the champion is the single best trial")
+    seeds: Int = Field(3, ge=1, le=20, description="new training seeds per confirmed configuration (training.seed "
+                                                    "+ 1, + 2, ...)")
+
+
+@dataclass(frozen=True, config=SECTION)
 class SearchConfig:
     n_trials: Int | None = Field(10, ge=1, description="finished (COMPLETE or PRUNED) trials the study ends with")
     timeout: Float | None = Field(None, gt=0, description="seconds for this invocation")
@@ -199,6 +209,7 @@ class SearchConfig:
                                                        "store at the end (the best ones)")
     memory_target: Float = Field(0.9, gt=0, le=1, description="batch-size probe: peak share of GPU memory a trial "
                                                               "may use (trials packed on one GPU share it)")
+    confirm: ConfirmConfig = dataclasses.field(default_factory=ConfirmConfig)
     trials_per_gpu: Int | Literal["auto"] = Field("auto", description="trials side by side on one GPU: N, or auto "
                                                                       "(as many as the probed memory needs fit "
                                                                       "under memory_target)")
@@ -233,6 +244,14 @@ class TrackingConfig:
 class RegistryConfig:
     model_name: str | None = Field(None, description="registered model name; default: the experiment's name")
     register: Bool = Field(True, description="register the best trial's model at the end")
+    min_confidence: Float = Field(0.95, gt=0.5, lt=1, description="@champion moves only when a paired bootstrap "
+                                                                  "over the test rows finds the new model better "
+                                                                  "this often")
+    min_improvement: Float | None = Field(None, gt=0, description="or when it is better on test by at least this "
+                                                                  "much (the metric's units); default: only "
+                                                                  "min_confidence decides")
+    export: Bool = Field(True, description="register an ONNX export and its int8 quantisation beside the PyTorch "
+                                           "model, with their latency and test score")
 
 
 @dataclass(frozen=True, config=SECTION)

@@ -56,6 +56,20 @@ class Splits:
                           ensure_ascii=False)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def datasets(self) -> list[dict]:
+        """Each split as a dataset record for tracking (`tracking.lineage`): its fingerprint, where
+        it was read from (a split carved from train names train's source) and its row count."""
+        sources = self.record.get("sources", {})
+        out = []
+        for split in self.data:
+            origin = sources.get(split) or sources.get("train") or {}
+            source = origin.get("location") or (f"hub:{origin['hub']}" if origin.get("hub") else "unknown")
+            if split not in sources:
+                source += f" (carved, seed {self.record.get('settings', {}).get('seed')})"
+            out.append({"split": split, "digest": self.split_digest(split), "source": source,
+                        "rows": len(self.data[split])})
+        return out
+
     def class_counts(self, split: str) -> dict[str, int]:
         counts = Counter(self.data[split]["label"])
         return {name: counts.get(i, 0) for i, name in enumerate(self.label_names)}

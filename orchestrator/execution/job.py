@@ -48,6 +48,7 @@ class TrialJob:
     memory_target: float = 0.9  # share of GPU memory the batch-size probe may plan for
     lineage: dict = field(default_factory=dict)  # tags naming the encoder (`search.lineage`), for the trial's run
     probes: dict = field(default_factory=dict)  # batch-size probes the study has cached, by key
+    datasets: list = field(default_factory=list)  # the study's splits as MLflow dataset inputs (`tracking.lineage`)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)

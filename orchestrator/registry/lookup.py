@@ -62,14 +62,47 @@ def check_model(model_uri: str, tracking_uri: str | None) -> None:
         raise
 
 
-def load_pyfunc(model_uri: str, tracking_uri: str | None = None):
+FORMATS_TAG = "export_formats"  # a version's formats, "pytorch onnx int8" (`search/serving_formats.py`)
+
+
+def check_format(model_uri: str, tracking_uri: str | None, fmt: str) -> None:
+    """The model carries format `fmt` (pytorch always does): a registered version by its tag
+    `export_formats`, a model folder by its files. Run after `check_model`."""
+    from orchestrator.training.export import FILES, FORMATS
+
+    if fmt not in FORMATS:
+        raise DataError(f"--format {fmt}: not a format; use one of {', '.join(FORMATS)}")
+    if fmt == "pytorch":
+        return
+    fix = "serve or predict it with --format pytorch, or register it again with registry.export: true"
+    if model_uri.startswith("models:/"):
+        uri = absolute_sqlite(tracking_uri, create=False) if tracking_uri else None
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        name, at, alias = model_uri[len("models:/"):].partition("@")
+        name, _, number = name.partition("/")
+        version = client.get_model_version_by_alias(name, alias) if at else (
+            client.get_model_version(name, number) if number.isdigit() else None)
+        if version is None:
+            return
+        formats = version.tags.get(FORMATS_TAG, "pytorch").split()
+        if fmt not in formats:
+            why = version.tags.get("export_error") or ("registered without exports (registry.export: false, or by "
+                                                       "a version of orchestrator without them)")
+            raise DataError(f"--format {fmt}: version {version.version} of {name} carries {', '.join(formats)} only "
+                            f"({why}); {fix}")
+    elif "://" not in model_uri and not (Path(model_uri) / "artifacts" / "classifier" / FILES[fmt]).is_file():
+        raise DataError(f"--format {fmt}: {model_uri} has no {FILES[fmt]} in artifacts/classifier; {fix}")
+
+
+def load_pyfunc(model_uri: str, tracking_uri: str | None = None, fmt: str = "pytorch"):
     """The model as deployment loads it (`mlflow.pyfunc.load_model`): `.predict(frame)` with a
-    `text` column. `tracking_uri` (an existing store) becomes this process's tracking and registry URI."""
+    `text` column, computed by `fmt` (pytorch, onnx, int8). `tracking_uri` (an existing store)
+    becomes this process's tracking and registry URI."""
     if tracking_uri:
         tracking_uri = absolute_sqlite(tracking_uri, create=False)
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
-    return mlflow.pyfunc.load_model(model_uri)
+    return mlflow.pyfunc.load_model(model_uri, model_config={"format": fmt})
 
 
 def load_classifier(model_uri: str) -> Classifier:

@@ -7,19 +7,26 @@ registered version holds no pickle of this class: only the saved model's files (
 
 from __future__ import annotations
 
+import os
+
 import mlflow.pyfunc
 import pandas as pd
 
 from orchestrator.training.saved_model import Classifier
 
 TEXT_COLUMN = "text"  # the model's one input column (its signature's)
+FORMAT_ENV = "ORCHESTRATOR_MODEL_FORMAT"  # pytorch (default), onnx or int8: what computes the predictions
 
 
 class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc: a DataFrame with a `text` column in, the task's predictions out."""
 
     def load_context(self, context):
-        self.classifier = Classifier(context.artifacts["classifier"])
+        # The format to run: `model_config={"format": ...}` at load (`predict --format`), else the
+        # environment (`serve --format`, whose child `mlflow models serve` takes no model config).
+        runtime = (getattr(context, "model_config", None) or {}).get("format") or os.environ.get(FORMAT_ENV) \
+            or "pytorch"
+        self.classifier = Classifier(context.artifacts["classifier"], runtime=runtime)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):

@@ -39,6 +39,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
+from orchestrator.registry.gate import COMPARISON_TAG
 from orchestrator.tracking.client import is_missing
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class Registration:
     uri: str
     reused: bool = False
     note: str | None = None  # why champion did not move although it might have (a score not read)
+    comparison: object = None  # `gate.Comparison` with the champion it met, when there was one to compare
+    reason: str | None = None  # why the alias is what it is, in a sentence
 
 
 class RegistryError(ValueError):
@@ -130,13 +133,18 @@ def _requirements() -> list[str]:
 def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Path, score: float,
              example_texts: list[str], example_output: pd.DataFrame, tags: dict[str, str],
              metric: str = SCORE_TAG, test_data: str | None = None, rescore=None,
-             description: str | None = None, maximize: bool = True) -> Registration:
+             description: str | None = None, maximize: bool = True, gate=None,
+             extra_tags: dict[str, str] | None = None) -> Registration:
     """Log `checkpoint` as a pyfunc model under `run_id`, register it under `name`, set an alias.
 
     `score` is `metric` on the test split whose fingerprint is `test_data`; `maximize`: whether a
     higher `metric` is better (recorded as tag `score_higher_is_better`). `rescore(version)`
     returns the current champion's `metric` on that split, or raises `ScoreUnreadable`.
-    `description` (markdown) becomes the version's description: what the model is and how it scored."""
+    `description` (markdown) becomes the version's description: what the model is and how it scored.
+    `gate(champion_version)` -> (moves, why, `gate.Comparison`): the paired test on the same rows
+    that decides, once the champion is known comparable (`registry/gate.py`); it raises
+    `ScoreUnreadable` when it cannot compare. Without it, the higher score decides. `extra_tags`:
+    more tags for a new version (its score's interval, its confirmation, its code and data)."""
     if not isinstance(maximize, bool):  # "minimize" is truthy: it would silently compare the wrong way
         raise TypeError(f"register(maximize={maximize!r}): expected True or False (whether a higher {metric} is "
                         f"better), e.g. maximize=task.maximize({metric!r})")
@@ -156,9 +164,10 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
             return Registration(name, str(existing.version), alias, score, None, f"models:/{name}@{alias}",
                                 reused=True)
         # Registered by a run that stopped before it set the alias: decide it now.
-        alias, previous, note = _set_alias(client, name, existing.version, score, read, why, maximize)
+        alias, previous, note, comparison, reason = _set_alias(client, name, existing.version, score, read, why,
+                                                               maximize, gate)
         return Registration(name, str(existing.version), alias, score, previous, f"models:/{name}@{alias}",
-                            reused=True, note=note)
+                            reused=True, note=note, comparison=comparison, reason=reason)
 
     example = pd.DataFrame({"text": example_texts})
     # `text` typed Any, not string: for a string column MLflow's scoring server turns a JSON null
@@ -174,15 +183,17 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
         )
     scores = {METRIC_TAG: metric, metric: f"{score:.6f}", DIRECTION_TAG: _tag(maximize),
               **({DATA_TAG: test_data} if test_data else {})}
-    version = mlflow.register_model(info.model_uri, name, tags={**tags, **scores})
+    version = mlflow.register_model(info.model_uri, name, tags={**tags, **scores, **(extra_tags or {})})
     if description:
         client.update_model_version(name, version.version, description=_fit(description, DESCRIPTION_LIMIT))
     if not client.get_registered_model(name).description:
         client.update_registered_model(name, description=MODEL_DESCRIPTION)
-    alias, previous, note = _set_alias(client, name, version.version, score, read, why, maximize)
+    alias, previous, note, comparison, reason = _set_alias(client, name, version.version, score, read, why,
+                                                           maximize, gate)
     log.info("registered %s version %s as @%s (%s %.4f, %s, previous champion %s)",
              name, version.version, alias, metric, score, _direction(maximize), previous)
-    return Registration(name, str(version.version), alias, score, previous, f"models:/{name}@{alias}", note=note)
+    return Registration(name, str(version.version), alias, score, previous, f"models:/{name}@{alias}", note=note,
+                        comparison=comparison, reason=reason)
 
 
 def _tag(maximize: bool) -> str:
@@ -190,16 +201,26 @@ def _tag(maximize: bool) -> str:
 
 
 def _set_alias(client: MlflowClient, name: str, version, score: float, read, why,
-               maximize: bool = True) -> tuple[str, float | None, str | None]:
+               maximize: bool = True, gate=None) -> tuple[str, float | None, str | None, object, str]:
     alias, previous, note = choose_alias(score, read, maximize)
+    comparison, reason = None, None
+    if gate is not None and previous is not None and note is None:
+        current = alias_version(client, name, CHAMPION)
+        try:
+            moves, reason, comparison = gate(current)
+        except ScoreUnreadable as e:
+            alias, note = CHALLENGER, f"@champion stays where it is: {e}; compare the two versions and move it by hand"
+        else:
+            alias = CHAMPION if moves else CHALLENGER
+            client.set_model_version_tag(name, version, COMPARISON_TAG, _fit(comparison.to_json(), REASON_LIMIT))
+    reason = reason or note or why(previous)
     if alias == CHAMPION:
-        move_champion(client, name, version, "search", why(previous))
+        move_champion(client, name, version, "search", reason)
     else:
         client.set_registered_model_alias(name, alias, version)
         # Why it did not take @champion, on its own page: lost the comparison, or could not be compared.
-        said = note or why(previous)
-        client.set_model_version_tag(name, version, CHALLENGER_TAG, _fit(said, REASON_LIMIT))
-    return alias, previous, note
+        client.set_model_version_tag(name, version, CHALLENGER_TAG, _fit(reason, REASON_LIMIT))
+    return alias, previous, note, comparison, reason
 
 
 def _search_reason(study: str | None, metric: str, score: float, previous: float | None,

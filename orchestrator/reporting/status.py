@@ -18,6 +18,7 @@ from rich.table import Table
 from orchestrator.config import paths
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.secrets import redact
+from orchestrator.search.confirm import CONFIRMS
 from orchestrator.search.records import (TRIAL_STATES, Trial, as_studied, best_epoch, check_study, epoch_values,
                                          params_of, read_study, serve_dashboard)
 
@@ -34,10 +35,16 @@ class StudyState:
     n_trials: int | None
     now: datetime
     evals_per_epoch: int = 1  # a trial's reports per epoch: its evaluation n is epoch n / evals_per_epoch
+    data: dict | None = None  # what the study's data came from (the study's record: sources and settings)
 
     @property
     def finished(self) -> list[Trial]:
-        return [t for t in self.trials if t.state.name in FINISHED]
+        """Finished trials of the search proper (confirmations have their own budget)."""
+        return [t for t in self.trials if t.state.name in FINISHED and CONFIRMS not in t.user_attrs]
+
+    @property
+    def confirmations(self) -> list[Trial]:
+        return [t for t in self.trials if CONFIRMS in t.user_attrs]
 
     @property
     def running(self) -> list[Trial]:
@@ -81,7 +88,7 @@ def load_state(cfg: ExperimentConfig) -> StudyState:
     cfg = as_studied(cfg, study)
     # Optuna records trial times as naive local time: `now` is compared with them.
     return StudyState(cfg.study_name, cfg.search.metric, study.direction, study.trials, cfg.search.n_trials,
-                      datetime.now(), study.evals_per_epoch)
+                      datetime.now(), study.evals_per_epoch, study.user_attrs.get("data"))
 
 
 def champion_line(cfg: ExperimentConfig) -> str:
@@ -112,8 +119,19 @@ def show_status(cfg: ExperimentConfig, console: Console) -> StudyState:
     state = load_state(cfg)
     console.print(trial_table(state))
     console.print(summary_line(state), highlight=False)
+    if state.data:
+        console.print(data_line(state.data), highlight=False)
     console.print(champion_line(cfg), highlight=False)
     return state
+
+
+def data_line(record: dict) -> str:
+    """The study's data: its fingerprint (the param data.fingerprint of its MLflow run) and sources."""
+    from orchestrator.data import fingerprint
+
+    sources = ", ".join(f"{split} {source.get('location') or 'hub ' + str(source.get('hub'))}"
+                        for split, source in record.get("sources", {}).items())
+    return f"data: fingerprint {fingerprint.digest(record)} ({sources})"
 
 
 def trial_table(state: StudyState) -> Table:
@@ -125,7 +143,8 @@ def trial_table(state: StudyState) -> Table:
         table.add_column(column, justify="right" if column in ("trial", "value", "elapsed", "peak GPU mem") else "left",
                          overflow="fold", no_wrap=column != "params")
     for t in state.trials:
-        table.add_row(str(t.number), t.state.name, "" if t.value is None else f"{t.value:.4f}",
+        confirms = t.user_attrs.get(CONFIRMS)
+        table.add_row(str(t.number) if confirms is None else f"{t.number} (confirms {confirms})", t.state.name, "" if t.value is None else f"{t.value:.4f}",
                       _best_epoch(t, state), _epochs(t, state),
                       " ".join(f"{k}={_fmt(v)}" for k, v in params_of(t).items()),
                       *((_where(t) if t.state.name == "RUNNING" else "",) if where else ()),
@@ -144,7 +163,10 @@ def summary_line(state: StudyState) -> str:
     eta = state.eta_seconds()
     eta_text = "" if eta is None else ("; done" if eta == 0 and not state.running else
                                        f"; about {_duration(eta)} left")
-    return f"{len(state.finished)}{budget} trials finished ({shown or 'no trials'}); {best_text}{eta_text}"
+    confirmed = state.confirmations
+    extra = "" if not confirmed else (f"; confirmation runs: {len([t for t in confirmed if t.state.name in FINISHED])} "
+                                      f"of {len(confirmed)} finished")
+    return f"{len(state.finished)}{budget} trials finished ({shown or 'no trials'}); {best_text}{eta_text}{extra}"
 
 
 def _best_epoch(trial: Trial, state: StudyState) -> str:

@@ -44,7 +44,7 @@ from orchestrator.models.heads import load_tokenizer
 from orchestrator.search.interrupts import Interrupt
 from orchestrator.search.launcher import TrialFailed, TrialLauncher
 from orchestrator.search.preflight import Checked, check_model, preflight
-from orchestrator.search import pretrain_stage, warm_start
+from orchestrator.search import confirm, evidence, pretrain_stage, warm_start
 from orchestrator.search.components import idle_pruner
 from orchestrator.search.progress import StudyProgress, pretty
 from orchestrator.search.study import (
@@ -66,6 +66,7 @@ from orchestrator.search.study import (
     trial_id,
 )
 from orchestrator.tracking.client import Tracker, TrackingStoreError, is_outage
+from orchestrator.tracking.lineage import code_version
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,10 @@ class Summary:
     discarded_samples: int = 0  # samples that repeated an earlier trial's parameters
     threshold_note: str | None = None  # the best trial's decision threshold(s) and any target missed
     notes: list[str] = field(default_factory=list)  # settings the search did not use and why; its warm start
+    confirmation: list[dict] = field(default_factory=list)  # per confirmed configuration (`confirm.Group.to_dict`)
+    confirmed_trial: int | None = None  # the champion's configuration (its search trial), when confirmed
+    confirm_budget: tuple[int, int] | None = None  # confirmations (finished, planned): their own budget
+    baseline_comparison: str | None = None  # whether the champion beats the baseline beyond noise, in a line
 
 
 @dataclass
@@ -152,7 +157,7 @@ def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int | st
         warmed = warm_start.record(opened.study)
         if warmed is not None:
             summary.notes.append(warm_start.note(warmed))
-        best = _best_trial(opened.study)
+        best = confirm.choose(opened.study)[0]
         if summary.interrupted and summary.best_trial is None and best is not None:  # stopped before the champion
             summary.best_trial, summary.best_params, summary.best_value = best.number, best.params, best.value
     summary.seconds = time.perf_counter() - started
@@ -201,7 +206,9 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, 
                       "model.fingerprint": checked.model.fingerprint}
             opened.parent = parent = tracker.study_run(cfg.study_name, study.user_attrs.get("mlflow_parent_run_id"),
                                                        params)
-            tracker.set_tags(parent, lineage(checked.model))
+            tracker.set_tags(parent, {**lineage(checked.model), **code_version(),
+                                      "data_fingerprint": checked.splits.digest})
+            tracker.log_datasets(parent, checked.splits.datasets())
             if changed is not None:  # the run's params are the first strategy's: its tags say what came after
                 when, _, what = changed.partition(": ")
                 tracker.set_tags(parent, {f"strategy {when}": what})  # "strategy from trial 5 on"
@@ -235,12 +242,38 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, 
     executor.open(study_dir, secret_environment(cfg), interrupt.children)
     launcher = TrialLauncher(cfg, study_dir, data_dir, checked.model.path, checked.model.fingerprint, parent,
                              executor, progress, len(splits.data["train"]), interrupt, lock, close_run,
-                             lineage(checked.model))
+                             {**lineage(checked.model), **code_version(), "data_fingerprint": splits.digest},
+                             splits.datasets())
     budget = _budget(cfg, progress)
     progress.total = budget
     progress.done = finished(study)
     interrupt.patient = True
-    halted = _optimize(study, storage, lock, launcher, cfg, budget, len(executor.slots), progress, interrupt)
+    deadline = None if cfg.search.timeout is None else time.monotonic() + cfg.search.timeout
+    halted = _optimize(study, storage, lock, launcher, cfg, budget, len(executor.slots), progress, interrupt,
+                       deadline=deadline)
+    timed_out = deadline is not None and time.monotonic() >= deadline
+    # The search proper is done: its budget finished (or, without one, its space used up).
+    done = not (interrupt.requested or timed_out) and (finished(study) >= budget if budget is not None
+                                                       else halted is not None)
+    if confirm.enabled(cfg) and not done:
+        summary.notes.append("search.confirm: the best configurations were not confirmed in this run (the trials "
+                             "did not finish their budget); the same command resumes the study and confirms them")
+    elif confirm.enabled(cfg):
+        _phase(summary, progress, "confirming the best configurations")
+        with lock():
+            queued, note = confirm.plan(study, cfg)
+        if note:
+            progress.print(note)
+            summary.notes.append(note)
+        if halted:
+            progress.print(halted)
+        outstanding = confirm.outstanding(study)
+        progress.print(f"confirming the {cfg.search.confirm.top_k} best configuration(s) on "
+                       f"{cfg.search.confirm.seeds} new seed(s) each: {outstanding} run(s) to go ({queued} queued now), "
+                       f"beside the {budget if budget is not None else 'unbounded'}-trial budget")
+        progress.total, progress.done = outstanding, 0
+        halted = _optimize(study, storage, lock, launcher, cfg, None, len(executor.slots), progress, interrupt,
+                           confirming=True, deadline=deadline)
     interrupt.patient = False
     if halted:
         progress.print(halted)
@@ -276,7 +309,16 @@ def _budget(cfg: ExperimentConfig, progress: StudyProgress) -> int | None:
 
 def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, checked: Checked, tracker: Tracker,
               parent: str, lock: StudyLock, interrupt: Interrupt, summary: Summary, progress: StudyProgress) -> None:
-    best = _best_trial(study)
+    best, group, groups = confirm.choose(study)
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    summary.confirmation = [g.to_dict(maximize) for g in groups]
+    if confirm.enabled(cfg) or groups:
+        runs = [t for t in study.get_trials(deepcopy=False) if confirm.is_confirmation(t)]
+        summary.confirm_budget = (len([t for t in runs if t.state in FINISHED]),
+                                  cfg.search.confirm.top_k * cfg.search.confirm.seeds)
+    if group is not None:
+        summary.confirmed_trial = group.trial.number
+        progress.print(confirm.describe(group, maximize, cfg.search.metric))
     champion.drop_other_checkpoints(study_dir, study, best)
     # The best-epoch model is on this disk, or in the artifact store where any process can fetch it.
     usable = best is not None and (Path(best.user_attrs.get("checkpoint", "/nonexistent")).exists()
@@ -292,20 +334,24 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
         champion.log_study_plots(study, tracker, parent)
         with lock():  # once, though every process on the study gets here
             run_ids = champion.reconcile_runs(study, tracker, parent, cfg)
+            if groups:
+                champion.log_confirmation(tracker, parent, summary.confirmation, group, cfg.search.metric)
             if usable and not interrupt.requested:  # an interrupted study is not done: nothing gets registered
                 _phase(summary, progress, "evaluating the champion on test")
                 checkpoint = champion.fetch_checkpoint(best, tracker, study_dir)
-                metrics = champion.evaluate(cfg, checked.splits, tracker, parent, best, run_ids[best.number],
-                                            checked.task, checkpoint)
+                metrics, evaluation = champion.evaluate(cfg, checked.splits, tracker, parent, best,
+                                                        run_ids[best.number], checked.task, checkpoint)
                 summary.champion_test = metrics
+                summary.baseline_comparison = champion.against_baseline(cfg, checked, tracker, parent, evaluation)
                 if cfg.registry.register:
                     _phase(summary, progress, "registering the champion")
+                    chosen = next((g for g in summary.confirmation if g["trial"] == summary.confirmed_trial), None)
                     with interrupt.critical():
                         summary.registration = champion.register(cfg, checked.splits, tracker, parent, best,
                                                                  run_ids[best.number], metrics, checked.task,
-                                                                 checkpoint)
+                                                                 checkpoint, evaluation, chosen, summary.notes)
             # Last: the registered model holds its own copy, and nothing above waits on this.
-            champion.drop_stored_checkpoints(study, tracker, cfg.search.keep_checkpoints)
+            champion.drop_stored_checkpoints(study, tracker, cfg.search.keep_checkpoints, best)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = None  # the interrupt's own cleanup closes the parent run
@@ -352,7 +398,8 @@ def _run_closer(tracker: Tracker):
 
 
 def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLauncher, cfg: ExperimentConfig,
-              budget: int | None, n_slots: int, progress: StudyProgress, interrupt: Interrupt) -> str | None:
+              budget: int | None, n_slots: int, progress: StudyProgress, interrupt: Interrupt,
+              confirming: bool = False, deadline: float | None = None) -> str | None:
     """Run trials on every slot until the study holds `budget` finished (COMPLETE or PRUNED)
     trials, time is up, or the user interrupts. Returns why it stopped early, if it did.
 
@@ -362,8 +409,9 @@ def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLaun
     processes' running trials fill the budget, the thread waits, because one of them may yet
     fail and need making up; a dead driver's trials are recovered meanwhile. `max(3, slots)`
     failures in a row stop this process: a config that fails every trial must not loop forever.
+    `confirming`: run the queued confirmations (`confirm.py`) instead, until none is queued or
+    running in any process. `deadline` (time.monotonic): when search.timeout ends this invocation.
     """
-    deadline = None if cfg.search.timeout is None else time.monotonic() + cfg.search.timeout
     limit = max(3, n_slots)
     halt, failures, guard = threading.Event(), [0], threading.Lock()
     why: list[str] = []
@@ -379,14 +427,18 @@ def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLaun
     def slot_loop() -> None:
         while not (interrupt.requested or halt.is_set() or (deadline and time.monotonic() >= deadline)):
             try:
-                trial = claim(study, budget, lock, sampling)
+                trial = claim(study, budget, lock, sampling, confirming)
             except SpaceExhausted as e:
                 return stop(f"stopped: {e}")
-            if budget is not None:  # the budget's last trial needs no spare process after it
-                taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+            if confirming:
+                launcher.executor.expect_more(confirm.waiting(study) > 0)
+            elif budget is not None:  # the budget's last trial needs no spare process after it
+                taken = confirm.searched(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
                 launcher.executor.expect_more(len(taken) < budget)
             if trial is None:
-                if budget is not None and finished(study) >= budget:
+                if confirming and not confirm.outstanding(study):
+                    return
+                if not confirming and budget is not None and finished(study) >= budget:
                     return
                 recover_dead_trials(study, storage, lock, launcher.close_run)
                 halt.wait(WAIT_S)
@@ -452,8 +504,11 @@ def _baseline(tracker: Tracker, parent: str, checked: Checked, cfg: ExperimentCo
     logged = tracker.run_metrics(parent)
     if f"baseline_test_{checked.task.main_metric}" in logged:  # resumed study: same data (fingerprint checked)
         return {k: v for k, v in logged.items() if k.startswith("baseline_")}
-    metrics = checked.task.baseline(checked.splits, cfg.data.seed)
-    tracker.log_metrics(parent, metrics)
+    metrics, test = checked.task.baseline_run(checked.splits, cfg.data.seed)
+    if test is not None:  # its test predictions: the champion is compared with them row by row
+        tracker.log_text(parent, evidence.predictions_text(test, checked.splits.split_digest("test")),
+                         evidence.BASELINE_PREDICTIONS)
+    tracker.log_metrics(parent, metrics)  # last: their presence says the baseline is complete
     return metrics
 
 
@@ -475,6 +530,8 @@ def _rows(study: optuna.Study) -> list[TrialRow]:
         if "duplicate_of" in t.user_attrs:  # a discarded sample, not a trial that ran
             continue
         note = t.user_attrs.get("fail_reason", DIED) if t.state == TrialState.FAIL else ""
+        if confirm.is_confirmation(t) and not note:
+            note = f"confirms trial {t.user_attrs[confirm.CONFIRMS]} (seed {t.user_attrs.get(confirm.SEED)})"
         if warm_start.FROM in t.user_attrs and not note:  # the summary's last lines name the source
             note = f"warm start (its trial {t.user_attrs[warm_start.FROM].rpartition('#')[2]})"
         rows.append(TrialRow(t.number, t.state.name, t.value, dict(t.params), note))

@@ -35,6 +35,7 @@ from orchestrator.execution.base import Executor
 from orchestrator.execution.job import TrialJob, TrialOutcome, config_for_job
 from orchestrator.search.interrupts import Interrupt
 from orchestrator.search.progress import StudyProgress
+from orchestrator.search.confirm import CONFIRMS, SEED, is_confirmation
 from orchestrator.search.study import PROBE_PREFIX, StudyLock, retry_once, trial_record
 
 
@@ -89,9 +90,10 @@ class TrialLauncher:
 
     def __init__(self, cfg: ExperimentConfig, study_dir: Path, data_dir: Path, model_path: str,
                  model_fingerprint: str, parent_run_id: str, executor: Executor, progress: StudyProgress,
-                 train_rows: int, interrupt: Interrupt, lock: StudyLock, close_run, lineage: dict | None = None):
+                 train_rows: int, interrupt: Interrupt, lock: StudyLock, close_run, lineage: dict | None = None,
+                 datasets: list[dict] | None = None):
         self.cfg, self.study_dir, self.data_dir = cfg, study_dir, data_dir
-        self.lineage = lineage or {}
+        self.lineage, self.datasets = lineage or {}, datasets or []
         self.model_path, self.model_fingerprint = model_path, model_fingerprint
         self.parent, self.progress, self.train_rows = parent_run_id, progress, train_rows
         self.interrupt, self.lock, self.close_run = interrupt, lock, close_run
@@ -102,14 +104,19 @@ class TrialLauncher:
 
     def job(self, trial: optuna.Trial) -> TrialJob:
         probes = {k: v for k, v in trial.study.user_attrs.items() if k.startswith(PROBE_PREFIX)}
+        params, tags = dict(trial.params), dict(self.lineage)
+        if is_confirmation(trial):  # the configuration of trial N, trained with another seed
+            params["seed"] = int(trial.user_attrs[SEED])
+            tags.update({"confirmation_of": str(trial.user_attrs[CONFIRMS]),
+                         "confirmation_seed": str(trial.user_attrs[SEED])})
         return TrialJob(
-            number=trial.number, params=dict(trial.params), probes=probes,
+            number=trial.number, params=params, probes=probes,
             config=config_for_job(public(self.cfg.to_dict())), source=self.cfg.source, model_path=self.model_path,
             model_fingerprint=self.model_fingerprint, parent_run_id=self.parent, data_dir=str(self.data_dir),
             checkpoint_dir=str(self.study_dir / "checkpoints"),
             keep_local_checkpoint=self.executor.keeps_local_checkpoints,
             keep_checkpoints=self.cfg.search.keep_checkpoints, memory_target=self.cfg.search.memory_target,
-            lineage=self.lineage)
+            lineage=tags, datasets=self.datasets)
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = dataclasses.replace(self.cfg.training, **trial.params)
@@ -175,9 +182,11 @@ class TrialLauncher:
         if kind == "eval":
             # The evaluation's number is the pruner's step (the epoch where each epoch has one).
             trial.report(float(event["value"]), int(event.get("evaluation", event["epoch"])))
+            if is_confirmation(trial):  # its score must be the whole training's: never cut short
+                return {"prune": False}
             return {"prune": bool(trial.should_prune())}  # numpy bool from the pruner: JSON wants a plain one
-        if kind == "keep":
-            return {"keep": self._ranks_among_kept(trial, float(event["value"]))}
+        if kind == "keep":  # a confirmation's weights may become the champion's: kept until it is chosen
+            return {"keep": is_confirmation(trial) or self._ranks_among_kept(trial, float(event["value"]))}
         if kind == "attrs":
             for key, value in dict(event["attrs"]).items():
                 trial.set_user_attr(str(key), value)

@@ -112,13 +112,16 @@ def print_summary(summary, console: Console, config_path: str) -> None:
         p("best hyperparameters: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.best_params.items()))
         if summary.threshold_note:
             p(summary.threshold_note)
+        _print_confirmation(summary, p)
         if summary.champion_elsewhere:
             p(f"the best trial's checkpoint is not on this machine but on {summary.champion_elsewhere!r}: "
               f"the search process there evaluates it on test and registers it (re-run it there if it has ended)")
         test = summary.champion_test
         if summary.test_metric in test:
             extra = f"  (accuracy {test['test_accuracy']:.4f})" if "test_accuracy" in test else ""
-            p(f"champion {pretty(summary.test_metric)}: {test[summary.test_metric]:.4f}{extra}")
+            low, high = test.get(f"{summary.test_metric}_ci_low"), test.get(f"{summary.test_metric}_ci_high")
+            ci = "" if low is None else f", 95% CI {low:.4f} to {high:.4f} (bootstrap over the test rows)"
+            p(f"champion {pretty(summary.test_metric)}: {test[summary.test_metric]:.4f}{ci}{extra}")
     baseline = summary.baseline.get(f"baseline_{summary.test_metric}")
     if baseline is not None:
         p(f"baseline ({summary.baseline_name}) {pretty(summary.test_metric)}: {baseline:.4f}")
@@ -129,6 +132,8 @@ def print_summary(summary, console: Console, config_path: str) -> None:
             by = f" by {abs(gap):.4f}" if gap else ""
             p(f"champion {verdict} the baseline{by} "
               f"({'higher' if summary.test_maximize else 'lower'} {pretty(summary.test_metric)} is better)")
+        if summary.baseline_comparison:
+            p(summary.baseline_comparison)
     r = summary.registration
     if r is not None:
         state = "already registered" if r.reused else f"registered as version {r.version}"
@@ -136,12 +141,35 @@ def print_summary(summary, console: Console, config_path: str) -> None:
         p(f"model {r.name!r} {state} -> alias @{r.alias}{prev}")
         if r.note:
             p(f"  {r.note}")
+        elif r.comparison is not None:
+            p(f"  {r.reason}")
         p(f"load it: mlflow.pyfunc.load_model('models:/{r.name}@{r.alias}') "
           f"with tracking URI {summary.tracking_uri}")
     for note in summary.notes:  # settings the search did not use, and why
         p(note)
     p(f"took {summary.seconds:.0f} s ({summary.seconds / 60:.1f} min)")
     p(f"open the MLflow UI: python -m orchestrator ui --config {config_path}")
+
+
+def _print_confirmation(summary, p) -> None:
+    """The confirmed configurations: mean ± sd of their runs, the champion's marked, and the
+    confirmations' own budget."""
+    if summary.confirm_budget is not None:
+        done, planned = summary.confirm_budget
+        p(f"confirmation budget (beside the trials'): {done} of {planned} run(s) finished")
+    if not summary.confirmation:
+        return
+    p(f"confirmed configurations ({summary.metric}, mean ± standard deviation over the trial and its new seeds):")
+    for g in summary.confirmation:
+        mark = "  <- champion" if g["trial"] == summary.confirmed_trial else ""
+        values = ", ".join(f"{r['value']:.4f}" for r in g["runs"])
+        p(f"  trial {g['trial']}: {g['mean']:.4f} ± {g['std']:.4f} ({g['completed']} of {g['planned']} runs: "
+          f"{values}){mark}")
+    chosen = next((g for g in summary.confirmation if g["trial"] == summary.confirmed_trial), None)
+    if chosen is not None:
+        spread = max(r["value"] for r in chosen["runs"]) - min(r["value"] for r in chosen["runs"])
+        p(f"champion: the configuration of trial {chosen['trial']} (best mean); its runs span {spread:.4f}; the "
+          f"registered weights are its best run's, trial {chosen['best_run']}")
 
 
 def pretty(metric: str) -> str:

@@ -42,6 +42,7 @@ from orchestrator.config import ExperimentConfig, ParamSpace, SearchConfig, Trai
 from orchestrator.config.secrets import redact, scrub
 from orchestrator.data import DataError, fingerprint
 from orchestrator.search.components import make_pruner, make_sampler
+from orchestrator.search.confirm import CONFIRMS, SEED, searched
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def retry_once(study: optuna.Study, trial: FrozenTrial) -> bool:
     if any(retried_from(t) == trial.number for t in study.get_trials(deepcopy=False)):
         return False
     fresh = copy.deepcopy(trial)
-    fresh.user_attrs = {}
+    # What the trial is stays: a confirmation's re-run confirms the same trial on the same seed.
+    fresh.user_attrs = {k: trial.user_attrs[k] for k in (CONFIRMS, SEED) if k in trial.user_attrs}
     _RETRY(study, fresh)
     return True
 
@@ -276,10 +278,11 @@ class Sampling:
         return random.Random(self.search.seed + trial_number).choice(left)
 
 
-def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: Sampling | None = None
-          ) -> optuna.Trial | None:
+def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: Sampling | None = None,
+          confirming: bool = False) -> optuna.Trial | None:
     """The next trial for this process (a re-queued one first), with its parameters sampled, or
-    None while finished plus running trials already fill `n_trials`.
+    None while finished plus running trials already fill `n_trials` (confirmations of the best
+    configurations, `confirm.py`, do not count). `confirming`: only a queued confirmation, or None.
 
     A sample that repeats the parameters of a waiting, running or finished trial is discarded
     (the trial is told FAIL with user attr `duplicate_of`) and replaced: by a configuration not
@@ -287,8 +290,12 @@ def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: 
     random draw.
     """
     with lock():
-        taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-        if n_trials is not None and len(taken) >= n_trials:
+        if confirming:
+            queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if not any(CONFIRMS in t.user_attrs for t in queued):
+                return None
+        taken = searched(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+        if not confirming and n_trials is not None and len(taken) >= n_trials:
             return None
         repeat = False
         for _ in range(SAMPLE_ATTEMPTS):
@@ -300,7 +307,9 @@ def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: 
             trial.set_user_attr("driver", DRIVER)
             if sampling is None:
                 return trial
-            retry = retried_from(trial_record(study, trial.number)) is not None
+            record = trial_record(study, trial.number)
+            # A re-run, or a confirmation: the same parameters again on purpose.
+            retry = retried_from(record) is not None or CONFIRMS in record.user_attrs
             try:
                 sampling.sample(trial)
             except ValueError as e:  # a retry's parameters from a space the experiment has changed since
@@ -351,7 +360,8 @@ def _twin(study: optuna.Study, trial: optuna.Trial) -> int | None:
 
 
 def finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    """Finished trials of the search proper: what `search.n_trials` counts."""
+    return len(searched(study.get_trials(deepcopy=False, states=FINISHED)))
 
 
 @contextmanager

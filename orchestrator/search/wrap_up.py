@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import pandas as pd
 from optuna.trial import TrialState
 
 from orchestrator.config import paths
@@ -22,10 +23,12 @@ from orchestrator.registry.lookup import load_classifier
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import Splits
 from orchestrator.training.saved_model import Classifier
+from orchestrator.search import evidence, serving_formats
 from orchestrator.search.study import DIED, FINISHED
 from orchestrator.search.warm_start import FROM
 from orchestrator.tasks import Task
 from orchestrator.tracking.client import CHECKPOINT_ARTIFACT, Tracker
+from orchestrator.tracking.lineage import code_version
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +45,17 @@ def drop_other_checkpoints(study_dir: Path, study: optuna.Study, best: optuna.tr
             shutil.rmtree(paths.inside(folder, path), ignore_errors=True)
 
 
-def drop_stored_checkpoints(study: optuna.Study, tracker: Tracker, keep: int) -> None:
+def drop_stored_checkpoints(study: optuna.Study, tracker: Tracker, keep: int,
+                            champion: optuna.trial.FrozenTrial | None = None) -> None:
     """Delete the stored checkpoints that are not needed, so a long study does not fill the
-    artifact store: those of finished trials ranked below the `keep` best (the best trial's is
-    always kept), and those of trials that uploaded one and then failed. Each trial uploaded its
-    own while it ranked among the best; running trials are left alone."""
+    artifact store: those of finished trials ranked below the `keep` best (the champion's run's,
+    by default the best trial's, is always kept), and those of trials that uploaded one and then
+    failed. Each trial uploaded its own while it ranked among the best (a confirmation always);
+    running trials are left alone."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     ranked = sorted(done, key=lambda t: (-t.value if maximize else t.value, t.number))
-    best = study.best_trial.number if done else None
+    best = champion.number if champion is not None else (study.best_trial.number if done else None)
     ended = study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED))
     for t in [*ranked[keep:], *ended]:
         run_id = t.user_attrs.get("checkpoint_run")
@@ -113,6 +118,20 @@ def reconcile_runs(study: optuna.Study, tracker: Tracker, parent: str, cfg: Expe
     return run_ids
 
 
+def log_confirmation(tracker: Tracker, parent: str, groups: list[dict], group, metric: str) -> None:
+    """On the study's run: the confirmed configurations (table `confirmation.json`: each one's
+    runs, mean and standard deviation), and the champion's mean, spread and run count as metrics."""
+    rows = [{"trial": g["trial"], "mean": g["mean"], "std": g["std"], "completed": g["completed"],
+             "planned": g["planned"], "best_run": g["best_run"],
+             "values": " ".join(f"{r['value']:.4f}" for r in g["runs"]),
+             "seeds": " ".join("search" if r["seed"] is None else str(r["seed"]) for r in g["runs"]),
+             **{f"param_{k}": v for k, v in g["params"].items()}} for g in groups]
+    tracker.log_table(parent, pd.DataFrame(rows), "confirmation.json")
+    tracker.log_metrics(parent, {f"confirmed_mean_{metric}": group.mean, f"confirmed_std_{metric}": group.std,
+                                 "confirmed_runs": len(group.runs)})
+    tracker.set_tags(parent, {"confirmed_trial": group.trial.number})
+
+
 def evaluate(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str,
              best: optuna.trial.FrozenTrial, run_id: str, task: Task, checkpoint: str) -> dict:
     """Test-split metrics of the best trial's saved model (with the post-processing validation
@@ -123,38 +142,81 @@ def evaluate(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: st
     """
     main = f"test_{task.main_metric}"
     logged = tracker.run_metrics(run_id)
-    if main in logged:  # evaluated by an earlier run or another process on the study
+    evaluation = evidence.saved_evaluation(tracker, run_id, splits.split_digest("test")) if main in logged else None
+    if evaluation is not None:  # evaluated by an earlier run or another process on the study
         metrics = {k: v for k, v in logged.items() if k.startswith("test_")}
     else:
         examples = splits.data["test"]
         evaluation, outputs = Classifier(checkpoint).evaluate(examples, "test")
-        metrics = evaluation.metrics
         for artifact in task.artifacts(evaluation, outputs, examples, splits.label_names, "test"):
             getattr(tracker, f"log_{artifact.kind}")(run_id, artifact.value, artifact.name)
+        tracker.log_text(run_id, evidence.predictions_text(evaluation, splits.split_digest("test")),
+                         evidence.PREDICTIONS)
+        metrics = {**evaluation.metrics, **evidence.intervals(task, evaluation, splits)}
         tracker.log_metrics(run_id, metrics)
-    shown = {f"champion_{k}": metrics[k] for k in (main, "test_accuracy", "test_micro_f1") if k in metrics}
+    shown = {f"champion_{k}": metrics[k] for k in (main, f"{main}_ci_low", f"{main}_ci_high", "test_accuracy",
+                                                     "test_micro_f1") if k in metrics}
     tracker.log_metrics(parent, {**shown, f"champion_{cfg.search.metric}": best.value})
     # The champion's decision threshold(s), and whether a target was missed, where the study is read.
     tracker.set_tags(parent, {"best_trial": best.number, "best_trial_run_id": run_id,
                               **best.user_attrs.get("threshold_tags", {})})
-    return metrics
+    return metrics, evaluation
+
+
+def against_baseline(cfg: ExperimentConfig, checked, tracker: Tracker, parent: str, evaluation) -> str | None:
+    """Whether the champion beats the baseline beyond noise (a paired bootstrap on the test rows,
+    with the baseline's predictions the study's run kept), in a line also set as the study run's
+    tag `baseline_comparison`; None where the task's metric or the baseline has no per-row form."""
+    splits, task = checked.splits, checked.task
+    main = f"test_{task.main_metric}"
+    baseline = evidence.saved_evaluation(tracker, parent, splits.split_digest("test"), evidence.BASELINE_PREDICTIONS)
+    comparison = evidence.Evidence(task, splits, tracker, main).against_baseline(evaluation, baseline)
+    if comparison is None:
+        return None
+    line = evidence.baseline_verdict(comparison, cfg.registry.min_confidence)
+    tracker.set_tags(parent, {"baseline_comparison": line[:500]})
+    return line
 
 
 def register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str, best: optuna.trial.FrozenTrial,
-             run_id: str, metrics: dict, task: Task, checkpoint: str) -> registry.Registration:
+             run_id: str, metrics: dict, task: Task, checkpoint: str, evaluation=None,
+             confirmed: dict | None = None, notes: list[str] | None = None) -> registry.Registration:
     """The best trial's model into the registry, with an alias (see `registry.register`): it
-    becomes champion if it beats the current one on this study's test split."""
+    becomes champion if it beats the current one on this study's test split beyond noise (a
+    paired bootstrap on the same rows, `registry/gate.py`). `confirmed`: the confirmation of its
+    configuration (`confirm.Group.to_dict`), recorded on the version. With `registry.export`, the
+    ONNX and int8 formats are made and measured first (`serving_formats.py`); the line saying how
+    they did is appended to `notes`."""
+    notes = notes if notes is not None else []
     main = f"test_{task.main_metric}"
     example = [_as_text(x) for x in splits.data["test"][:5][task.columns[0]]]
     baseline, test_data = tracker.run_metrics(parent).get(f"baseline_{main}"), splits.split_digest("test")
+    gate = None
+    if evaluation is not None:
+        gate = evidence.Evidence(task, splits, tracker, main).gate(
+            evaluation, run_id, cfg.registry.min_confidence, cfg.registry.min_improvement, cfg.study_name)
+    intervals = {f"{main}_ci": f"{metrics[f'{main}_ci_low']:.6f} {metrics[f'{main}_ci_high']:.6f}"} \
+        if f"{main}_ci_low" in metrics else {}
+    spread = {"confirmed_mean": f"{confirmed['mean']:.6f}", "confirmed_std": f"{confirmed['std']:.6f}",
+              "confirmed_runs": str(confirmed["completed"])} if confirmed else {}
+    formats = {}
+    if cfg.registry.export:  # ONNX and int8 beside PyTorch: files in the checkpoint the pyfunc carries
+        rows, error = serving_formats.measure(checkpoint, splits, task, main)
+        tracker.log_table(run_id, pd.DataFrame(rows), "serving_formats.json")
+        tracker.log_metrics(run_id, serving_formats.metrics(rows, main))
+        formats = serving_formats.tags(rows, error, main)
+        notes.append(serving_formats.said(rows, error, main))
     registration = registry.register(
         tracker.client, cfg.model_name, run_id, checkpoint, metrics[main], example,
         Classifier(checkpoint).predict_frame(example),
         tags={"orchestrator_study": cfg.study_name, "optuna_trial_number": str(best.number)},
         metric=main, test_data=test_data, rescore=_rescorer(splits, main), maximize=task.maximize(main),
-        description=describe(cfg, splits, best, run_id, metrics, task, baseline, test_data))
-    tracker.set_tags(parent, {"registered_model": f"{registration.name}/{registration.version}",
-                              "registered_alias": registration.alias})
+        description=describe(cfg, splits, best, run_id, metrics, task, baseline, test_data),
+        gate=gate, extra_tags={**intervals, **spread, **formats, **code_version(), "data_fingerprint": splits.digest})
+    tags = {"registered_model": f"{registration.name}/{registration.version}", "registered_alias": registration.alias}
+    if registration.comparison is not None:
+        tags["champion_comparison"] = registration.comparison.to_json()
+    tracker.set_tags(parent, tags)
     return registration
 
 
@@ -167,7 +229,7 @@ def describe(cfg: ExperimentConfig, splits: Splits, best: optuna.trial.FrozenTri
     main = f"test_{task.main_metric}"
     labels = ", ".join(splits.label_names[:20]) + (f" and {len(splits.label_names) - 20} more"
                                                    if len(splits.label_names) > 20 else "")
-    others = sorted(k for k in metrics if k != main)
+    others = sorted(k for k in metrics if k != main and not evidence.is_interval(k))
     shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in others[:most])
     if len(others) > most:
         shown += f" and {len(others) - most} more on run {run_id}"

@@ -21,7 +21,7 @@ import pandas as pd
 
 from orchestrator.data import DataError, read_table
 from orchestrator.data.read import as_text, check_scalars, missing_cells
-from orchestrator.registry.lookup import check_model, load_pyfunc
+from orchestrator.registry.lookup import check_format, check_model, load_pyfunc
 from orchestrator.registry.pyfunc import TEXT_COLUMN
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ OUTPUTS = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 
 
 def predict_file(model_uri: str, input_path: str, output_path: str, text_column: str = TEXT_COLUMN,
-                 tracking_uri: str | None = None) -> pd.DataFrame:
+                 tracking_uri: str | None = None, fmt: str = "pytorch") -> pd.DataFrame:
     """Predict every row of a table file with a registered (or logged) model; write a table.
 
     The output keeps the input's columns as they were written and adds the model's outputs, named
@@ -39,7 +39,8 @@ def predict_file(model_uri: str, input_path: str, output_path: str, text_column:
     text is missing gets empty prediction columns (the pyfunc decides, as for every caller). An
     input column that already has one of these names is refused, never overwritten. Lists (label
     sets, spans) are written as JSON.
-    Input and output formats: csv, tsv, json/jsonl, parquet (by extension).
+    Input and output formats: csv, tsv, json/jsonl, parquet (by extension). `fmt`: what computes
+    the predictions, the registered PyTorch model (default) or its ONNX / int8 export.
     """
     frame = read_table(input_path, "--input")
     if text_column not in frame.columns:
@@ -55,7 +56,8 @@ def predict_file(model_uri: str, input_path: str, output_path: str, text_column:
     check_scalars(frame[text_column], f"--input {input_path}", text_column)
     _check_output(input_path, output_path)
     check_model(model_uri, tracking_uri)
-    model = load_pyfunc(model_uri, tracking_uri)
+    check_format(model_uri, tracking_uri, fmt)
+    model = load_pyfunc(model_uri, tracking_uri, fmt)
     missing = sum(missing_cells(frame[text_column]))
     if missing:
         log.warning("%s: %d of %d rows have an empty %r; they get no prediction", input_path, missing,

@@ -27,7 +27,8 @@ from pathlib import Path
 from orchestrator.config.paths import absolute_sqlite
 from orchestrator.config.secrets import redact
 from orchestrator.data import DataError
-from orchestrator.registry.lookup import check_model
+from orchestrator.registry.lookup import check_format, check_model
+from orchestrator.registry.pyfunc import FORMAT_ENV
 from orchestrator.tracking.client import existing_store
 
 EXIT_INTERRUPTED = 130
@@ -35,7 +36,8 @@ EXAMPLE = '{"dataframe_split": {"columns": ["text"], "data": [["great product"],
 STOP_GRACE_S = 15  # uvicorn finishes the requests in flight, then exits; after this it is killed
 
 
-def serve_model(model_uri: str, tracking_uri: str, host: str = "127.0.0.1", port: int = 8000) -> int:
+def serve_model(model_uri: str, tracking_uri: str, host: str = "127.0.0.1", port: int = 8000,
+                fmt: str = "pytorch") -> int:
     """Serve `model_uri` over HTTP until Ctrl-C or SIGTERM (130), or until the server stops by
     itself (1, with its own messages above)."""
     if not 1 <= port <= 65535:
@@ -47,9 +49,11 @@ def serve_model(model_uri: str, tracking_uri: str, host: str = "127.0.0.1", port
     if model_uri.startswith(("models:/", "runs:/")):
         existing_store(tracking_uri)  # never a new store, nor MLflow's tables in a foreign database
     check_model(model_uri, tracking_uri)
+    check_format(model_uri, tracking_uri, fmt)
     _check_port(host, port)
     store = absolute_sqlite(tracking_uri, create=False) if tracking_uri else ""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store}
+    # The format reaches the model through the child's environment (`pyfunc.FORMAT_ENV`).
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store, FORMAT_ENV: fmt}
     if not store:
         env.pop("MLFLOW_TRACKING_URI")
         env.pop("MLFLOW_REGISTRY_URI")

@@ -8,6 +8,8 @@ the task; they call these methods. A task owns:
   the model (head) and its loss                   `build_model`, `loss`, `loss_weights`, `train_rows`
   from model outputs to predictions              `gather`, `evaluate` (post-processing fitted on
                                                   validation: thresholds), metrics
+  the metrics' per-row counts, for bootstrap      `row_stats` (`tasks/bootstrap.py`: confidence
+  intervals and paired comparisons                intervals, champion vs challenger)
   which metrics a search may optimise, and        `metric_names`, `metric_problem`, `main_metric`,
   whether higher is better                        `maximize`
   the settings it reads and the rules they obey   `splits_label_cells`, `config_problems`
@@ -33,12 +35,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from orchestrator.config.schema import DataConfig, ExperimentConfig
 from orchestrator.tasks.names import safe_name
+
+if TYPE_CHECKING:
+    from orchestrator.tasks.bootstrap import RowStats
 
 __all__ = ["Artifact", "Evaluation", "Task", "safe_name"]
 
@@ -201,15 +206,29 @@ class Task(ABC):
         """Metrics of `outputs` against `examples` (their true labels). post=None: fit the
         post-processing here (validation) and return it."""
 
+    def row_stats(self, evaluation: Evaluation, examples, label_names: list[str]) -> RowStats | None:
+        """The metrics of `evaluation` (an `evaluate` result on `examples`) as per-row counts and a
+        score of their sums, for bootstrap confidence intervals and the paired comparison of two
+        models on one test set (`tasks/bootstrap.py`). Reads `evaluation.predictions` (already
+        post-processed) and the examples' true labels; the score's names are `evaluate`'s without the
+        prefix, and `score(counts.sum(0))` reproduces them. Metrics that are no function of per-row
+        counts (losses, AUCs) are left out. None: this task's metrics have no per-row form."""
+        return None
+
     def artifacts(self, evaluation: Evaluation, outputs, examples, label_names: list[str],
                   split: str) -> list[Artifact]:
         """Error analysis for a run: figures and tables of `split`."""
         return []
 
     # ---- baseline
-    @abstractmethod
     def baseline(self, splits, seed: int) -> dict[str, float]:
         """A cheap non-neural model on the same splits: `baseline_val_<main>` and `baseline_test_<main>` at least."""
+        return self.baseline_run(splits, seed)[0]
+
+    @abstractmethod
+    def baseline_run(self, splits, seed: int) -> tuple[dict[str, float], Evaluation | None]:
+        """`baseline`'s metrics, and its test evaluation: its `predictions` in the task's own form
+        (as `evaluate` makes them), for the paired comparison with the champion on the test rows."""
 
     # ---- the registered model
     @abstractmethod

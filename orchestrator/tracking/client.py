@@ -310,6 +310,12 @@ class Tracker:
     def log_text(self, run_id: str, text: str, path: str) -> None:
         self.client.log_text(run_id, scrub(text), path)
 
+    def log_datasets(self, run_id: str, datasets: list[dict]) -> None:
+        """The run's data as MLflow dataset inputs (`lineage.dataset_inputs`)."""
+        from orchestrator.tracking.lineage import log_datasets
+
+        log_datasets(self.client, run_id, datasets)
+
     def log_table(self, run_id: str, frame, path: str) -> None:
         self.client.log_table(run_id, frame, path)
 
@@ -344,7 +350,13 @@ class Tracker:
             pass
 
     def has_artifacts(self, run_id: str, path: str) -> bool:
-        return bool(self.client.list_artifacts(run_id, path))
+        """Whether the run holds artifact `path`: a folder with files in it, or a file (which MLflow
+        lists only from its folder: listing a file's own path finds nothing)."""
+        if self.client.list_artifacts(run_id, path):
+            return True
+        folder, _, name = path.strip("/").rpartition("/")
+        return any(a.path == path.strip("/") and not a.is_dir
+                   for a in self.client.list_artifacts(run_id, folder or None))
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)

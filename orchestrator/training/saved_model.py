@@ -6,6 +6,11 @@ saved model's task decides the output: single_label a `label` column, multi_labe
 list, both with one `prob_<label>` column per class; token_classification `spans` (and `words`
 for segmentation). A row without a text is not given to the model and its prediction columns
 are empty (`missing_rows`), in every one of these paths.
+
+`runtime` picks what computes the logits: the torch model ("pytorch"), or its ONNX export run by
+ONNX Runtime ("onnx": `model.onnx`, "int8": `model.int8.onnx`, made by `training/export.py`).
+Only the model differs: tokenizer, collator, gather, post-processing and missing rows are the same
+code for every runtime, so every format follows the same prediction rules.
 """
 
 from __future__ import annotations
@@ -21,17 +26,25 @@ from torch.utils.data import DataLoader
 
 from orchestrator.data.missing_rows import predict_rows
 from orchestrator.tasks import Evaluation, get_task
+from orchestrator.training.export import FILES, FORMATS, OnnxModel, saved_tokenizer
 from orchestrator.training.loop import collect_logits, model_inputs
 
 
 class Classifier:
     """A saved model of any task (`orchestrator.tasks`), with the post-processing validation chose."""
 
-    def __init__(self, directory: str | Path, device: str | None = None):
+    def __init__(self, directory: str | Path, device: str | None = None, runtime: str = "pytorch"):
+        if runtime not in FORMATS:
+            raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(FORMATS)}")
+        self.runtime = runtime
         info = json.loads((Path(directory) / "classifier.json").read_text())
         self.task = get_task(info.get("task", "single_label"))
-        self.model, self.tokenizer, self.info = self.task.load_model(directory)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if runtime == "pytorch":
+            self.model, self.tokenizer, self.info = self.task.load_model(directory)
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        else:
+            self.model, self.device = self._onnx_model(Path(directory), runtime, device), torch.device("cpu")
+            self.tokenizer, self.info = saved_tokenizer(directory), info  # the torch weights are not loaded
         self.model.to(self.device)
         self.label_names: list[str] = self.info["label_names"]
         self.max_length: int = self.info["max_length"]
@@ -39,6 +52,19 @@ class Classifier:
         self.saved: dict = self.info.get("saved", {})
         self.task.restore(self.saved)
         self._collate = self.task.collator(self.tokenizer)
+
+    @staticmethod
+    def _onnx_model(directory: Path, runtime: str, device: str | None) -> OnnxModel:
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(f"runtime {runtime!r} runs on the CPU (ONNX Runtime's CPUExecutionProvider); "
+                             f"device {device!r} is for runtime 'pytorch'")
+        path = directory / FILES[runtime]
+        if not path.is_file():
+            how = {"onnx": f"export_onnx({str(directory)!r})",
+                   "int8": f"export_onnx({str(directory)!r}) then quantize_int8({str(directory)!r})"}[runtime]
+            raise FileNotFoundError(f"runtime {runtime!r} needs {path}, which does not exist: make it with "
+                                    f"orchestrator.training.export.{how}")
+        return OnnxModel(path)
 
     def outputs(self, examples, batch_size: int = 64):
         """The task's per-example outputs (probabilities) for a Dataset of its examples."""

@@ -179,6 +179,7 @@ class _TrialRun:
         self.attrs: dict = {}  # what the outcome carries for the study's records
         if self.run_id:
             self._track("set_tags", job.lineage)
+            self._track("log_datasets", job.datasets)
         # At once, not with the outcome: a trial whose process dies leaves its run for the driver to close.
         self.tell({"mlflow_run_id": self.run_id, "pid": os.getpid(),
                    "warm_start": os.environ.get(WARM_START) == "1"})  # ran in a spare

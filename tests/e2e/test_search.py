@@ -35,7 +35,7 @@ def experiment(tmp_path, tiny_model, data_dir, monkeypatch):
         "training": {"epochs": 2, "learning_rate": 2e-3, "batch_size": 16, "imbalance": "class_weights"},
         "space": {"learning_rate": {"low": 5e-4, "high": 5e-3, "log": True}, "head": ["cls", "mean"]},
         "search": {"n_trials": 3, "seed": 1},
-        "registry": {"model_name": "tiny-clf"},
+        "registry": {"model_name": "tiny-clf", "export": False},
     }
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -27,7 +27,7 @@ def workspace(tmp_path_factory, tiny_model):
     good = {"name": "good", "data": {"train": str(data / "train.csv"), "test": str(data / "test.csv")},
             "model": {"name_or_path": str(tiny_model)}, "training": {"epochs": 1},
             "space": {"learning_rate": {"low": 1e-4, "high": 1e-3}}, "search": {"n_trials": 1},
-            "registry": {"model_name": "good-clf"}}
+            "registry": {"model_name": "good-clf", "export": False}}
     (root / "good.yaml").write_text(yaml.safe_dump(good))
     return root, good
 

@@ -49,7 +49,7 @@ def _config(tmp_path, tiny_model, data_dir, uri):
            "model": {"name_or_path": str(tiny_model)}, "training": {"epochs": 6, "learning_rate": 2e-3},
            "space": {"learning_rate": {"low": 5e-4, "high": 5e-3, "log": True}},
            "search": {"n_trials": 2, "pruner": "none", "storage": f"sqlite:///{tmp_path / 'optuna.db'}"},
-           "tracking": {"uri": uri}, "registry": {"model_name": "down-clf"}}
+           "tracking": {"uri": uri}, "registry": {"model_name": "down-clf", "export": False}}
     path = tmp_path / "down.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

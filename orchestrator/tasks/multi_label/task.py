@@ -31,6 +31,7 @@ from orchestrator.data.read import DataError, as_text, check_scalars, is_missing
 from orchestrator.data.splits import Splits, carve, drop_empty, read_columns, sort_labels, warn_overlap, where
 from orchestrator.tasks import thresholds
 from orchestrator.tasks.base import Artifact, Evaluation, Task, safe_name
+from orchestrator.tasks.bootstrap import RowStats, f1_of_counts, ratio
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,36 @@ class MultiLabel(Task):
         decisions = thresholds.decide_all(probs, truth, objective, target)
         return {"thresholds": [d.threshold for d in decisions], "tuning": [d.to_dict() for d in decisions]}
 
+    def row_stats(self, evaluation: Evaluation, examples, label_names: list[str]) -> RowStats:
+        """Per row: its true positive, predicted and true labels (3 x labels columns), its own F1 (the
+        samples average's term), whether its label set is exact, and 1. Covers micro_f1, macro_f1,
+        samples_f1, exact_match and precision/recall/f1 per label; leaves out loss (a mean of log
+        probabilities, not of the predictions)."""
+        truth = multi_hot(column(examples, "labels"), len(label_names)).astype(bool)
+        preds = np.asarray(evaluation.predictions, dtype=bool).reshape(-1, len(label_names))
+        if truth.shape != preds.shape:
+            raise ValueError(f"{len(preds)} predictions for {len(truth)} examples")
+        tp = truth & preds
+        row_f1 = f1_of_counts(tp.sum(1), preds.sum(1), truth.sum(1))
+        exact = (truth == preds).all(1)
+        counts = np.column_stack([tp, preds, truth, row_f1, exact, np.ones(len(truth))]).astype(np.float64)
+        n, safe = len(label_names), [safe_name(name) for name in label_names]
+
+        def score(sums: np.ndarray) -> dict:
+            tp, pred, true = sums[..., :n], sums[..., n:2 * n], sums[..., 2 * n:3 * n]
+            f1_sum, exact_sum, rows = sums[..., 3 * n], sums[..., 3 * n + 1], sums[..., 3 * n + 2]
+            f1 = f1_of_counts(tp, pred, true)
+            out = {"micro_f1": f1_of_counts(tp.sum(-1), pred.sum(-1), true.sum(-1)), "macro_f1": f1.mean(-1),
+                   "samples_f1": ratio(f1_sum, rows), "exact_match": ratio(exact_sum, rows)}
+            precision, recall = ratio(tp, pred), ratio(tp, true)
+            for j, name in enumerate(safe):
+                out[f"precision_{name}"] = precision[..., j]
+                out[f"recall_{name}"] = recall[..., j]
+                out[f"f1_{name}"] = f1[..., j]
+            return out
+
+        return RowStats(counts, score)
+
     def artifacts(self, evaluation: Evaluation, outputs, examples, label_names: list[str],
                   split: str) -> list[Artifact]:
         truth = multi_hot(column(examples, "labels"), len(label_names)).astype(bool)
@@ -208,7 +239,7 @@ class MultiLabel(Task):
         return out
 
     # ---- baseline
-    def baseline(self, splits: Splits, seed: int) -> dict[str, float]:
+    def baseline_run(self, splits: Splits, seed: int) -> tuple[dict[str, float], Evaluation]:
         """TF-IDF + one-vs-rest class-balanced logistic regression, thresholds as the model's."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
@@ -252,7 +283,7 @@ class MultiLabel(Task):
             m = scores(truth, predict(probs, post), probs, splits.label_names, prefix)
             out[f"baseline_{prefix}_macro_f1"] = m[f"{prefix}_macro_f1"]
             out[f"baseline_{prefix}_micro_f1"] = m[f"{prefix}_micro_f1"]
-        return out
+        return out, Evaluation({}, post, predict(test_probs, post))
 
     # ---- the registered model
     def examples_from_texts(self, texts: list[str], saved: dict) -> Dataset:

@@ -13,7 +13,8 @@ from orchestrator.data import Splits
 from orchestrator.tasks.single_label.metrics import classification_metrics
 from orchestrator.tasks.text_features import vectorizer
 
-def fit_baseline(splits: Splits, seed: int = 42) -> dict[str, float]:
+def fit_baseline(splits: Splits, seed: int = 42) -> tuple[dict[str, float], np.ndarray]:
+    """Its validation and test scores, and its test predictions (class ids)."""
     train = list(splits.data["train"]["text"])
     pipe = make_pipeline(
         vectorizer(train),
@@ -29,4 +30,5 @@ def fit_baseline(splits: Splits, seed: int = 42) -> dict[str, float]:
         m = classification_metrics(np.asarray(splits.data[split]["label"]), full, splits.label_names, prefix)
         out[f"baseline_{prefix}_macro_f1"] = m[f"{prefix}_macro_f1"]
         out[f"baseline_{prefix}_accuracy"] = m[f"{prefix}_accuracy"]
-    return out
+        predictions = full.argmax(-1) if len(full) else np.zeros(0, dtype=int)
+    return out, predictions

@@ -25,7 +25,8 @@ from orchestrator.data import fingerprint
 from orchestrator.data.read import DataError, as_text, check_scalars, is_missing
 from orchestrator.data.splits import Splits, carve, drop_empty, read_columns, sort_labels, warn_overlap, where
 from orchestrator.tasks import thresholds
-from orchestrator.tasks.base import Artifact, Evaluation, Task
+from orchestrator.tasks.base import Artifact, Evaluation, Task, safe_name
+from orchestrator.tasks.bootstrap import RowStats, f1_of_counts, ratio
 
 
 class SingleLabel(Task):
@@ -196,6 +197,34 @@ class SingleLabel(Task):
             post["threshold"] = decision.threshold
         return post
 
+    def row_stats(self, evaluation: Evaluation, examples, label_names: list[str]) -> RowStats:
+        """Per row, one-hot: its true positive, predicted and true class (3 x classes columns).
+        Covers macro_f1, accuracy and precision/recall/f1 per class; leaves out loss, pr_auc and
+        roc_auc (no function of per-row counts)."""
+        labels = np.asarray(examples["label"], dtype=np.int64)
+        preds = np.asarray(evaluation.predictions, dtype=np.int64)
+        if labels.shape != preds.shape:
+            raise ValueError(f"{len(preds)} predictions for {len(labels)} examples")
+        n, rows = len(label_names), np.arange(len(labels))
+        counts = np.zeros((len(labels), 3 * n))
+        counts[rows, preds] = labels == preds  # true positives
+        counts[rows, n + preds] = 1.0  # predicted
+        counts[rows, 2 * n + labels] = 1.0  # true
+        safe = [safe_name(name) for name in label_names]
+
+        def score(sums: np.ndarray) -> dict:
+            tp, pred, true = sums[..., :n], sums[..., n:2 * n], sums[..., 2 * n:]
+            f1 = f1_of_counts(tp, pred, true)
+            out = {"macro_f1": f1.mean(-1), "accuracy": ratio(tp.sum(-1), true.sum(-1))}
+            precision, recall = ratio(tp, pred), ratio(tp, true)
+            for i, name in enumerate(safe):
+                out[f"precision_{name}"] = precision[..., i]
+                out[f"recall_{name}"] = recall[..., i]
+                out[f"f1_{name}"] = f1[..., i]
+            return out
+
+        return RowStats(counts, score)
+
     def artifacts(self, evaluation: Evaluation, outputs, examples, label_names: list[str],
                   split: str) -> list[Artifact]:
         labels = np.asarray(examples["label"])
@@ -210,8 +239,9 @@ class SingleLabel(Task):
         ]
 
     # ---- baseline
-    def baseline(self, splits: Splits, seed: int) -> dict[str, float]:
-        return fit_baseline(splits, seed)
+    def baseline_run(self, splits: Splits, seed: int) -> tuple[dict[str, float], Evaluation]:
+        metrics, test = fit_baseline(splits, seed)
+        return metrics, Evaluation({}, {}, test)
 
     # ---- the registered model
     def examples_from_texts(self, texts: list[str], saved: dict) -> Dataset:

@@ -27,6 +27,7 @@ from orchestrator.data.splits import SPLITS, Splits, carve, drop_empty, read_col
 from orchestrator.tasks import thresholds
 from orchestrator.tasks.token_classification import tagging, windows
 from orchestrator.tasks.base import Artifact, Evaluation, Task, safe_name
+from orchestrator.tasks.bootstrap import RowStats, f1_of_rates, ratio
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,43 @@ class TokenClassification(Task):
         metrics[f"{prefix}_loss"] = float(-np.log(np.clip(picked, 1e-12, None)).mean()) if truth.size else 0.0
         return Evaluation(metrics, {}, pred)
 
+    def row_stats(self, evaluation: Evaluation, examples, label_names: list[str]) -> RowStats:
+        """Per sentence: its correct, predicted and gold entities of each type, read as `scores` reads
+        them (seqeval's default mode for BIO, strict IOBES for BIOES), or its correct, predicted and
+        gold words for BMES; and its correctly tagged and all tokens. Covers precision, recall, f1
+        (micro; the SIGHAN word scores for BMES), f1_<type> and accuracy; leaves out loss (a mean of
+        log probabilities, not of the predicted tags)."""
+        gold = [[label_names[t] for t in row] for row in _column(examples, "tags")]
+        pred = [list(p) for p in evaluation.predictions]
+        if len(gold) != len(pred) or any(len(g) != len(p) for g, p in zip(gold, pred)):
+            raise ValueError(f"predictions ({len(pred)} sentences) do not match the examples' tags "
+                             f"({len(gold)} sentences) word for word")
+        scheme = tagging.scheme_of(label_names)
+        types = tagging.entity_types(label_names)
+        groups = types if scheme != "BMES" else ["word"]
+        column_of = {t: i for i, t in enumerate(groups)}
+        g_spans, p_spans = _spans(gold, scheme), _spans(pred, scheme)
+        n = len(groups)
+        counts = np.zeros((len(gold), 3 * n + 2))
+        for row, (g, p, gs, ps) in enumerate(zip(gold, pred, g_spans, p_spans)):
+            for spans, offset in ((gs & ps, 0), (ps, n), (gs, 2 * n)):
+                for span in spans:
+                    counts[row, offset + column_of[span[0]]] += 1
+            counts[row, 3 * n] = sum(a == b for a, b in zip(g, p))
+            counts[row, 3 * n + 1] = len(g)
+        safe = [safe_name(t) for t in types]
+
+        def score(sums: np.ndarray) -> dict:
+            tp, found, true = sums[..., :n], sums[..., n:2 * n], sums[..., 2 * n:3 * n]
+            precision, recall = ratio(tp.sum(-1), found.sum(-1)), ratio(tp.sum(-1), true.sum(-1))
+            out = {"precision": precision, "recall": recall, "f1": f1_of_rates(precision, recall)}
+            per_type = f1_of_rates(ratio(tp, found), ratio(tp, true))
+            out.update({f"f1_{name}": per_type[..., i] for i, name in enumerate(safe)})
+            out["accuracy"] = ratio(sums[..., 3 * n], sums[..., 3 * n + 1])
+            return out
+
+        return RowStats(counts, score)
+
     def artifacts(self, evaluation: Evaluation, outputs, examples, label_names: list[str],
                   split: str) -> list[Artifact]:
         scheme = tagging.scheme_of(label_names)
@@ -248,7 +286,7 @@ class TokenClassification(Task):
                                                                                         "predicted"]))]
 
     # ---- baseline
-    def baseline(self, splits, seed: int) -> dict[str, float]:
+    def baseline_run(self, splits, seed: int) -> tuple[dict[str, float], Evaluation]:
         """A CRF on the tokens and their neighbours (crfsuite's L-BFGS is deterministic: `seed` is unused)."""
         import sklearn_crfsuite
 
@@ -269,7 +307,7 @@ class TokenClassification(Task):
             m = scores(gold, pred, names, prefix)
             for key in ("f1", "precision", "recall"):
                 out[f"baseline_{prefix}_{key}"] = m[f"{prefix}_{key}"]
-        return out
+        return out, Evaluation({}, {}, [list(p) for p in pred])  # `pred` is the test split's, the last
 
     # ---- the registered model
     def saved_settings(self, splits) -> dict:
@@ -312,6 +350,18 @@ def scores(gold: list[list[str]], pred: list[list[str]], label_names: list[str],
     out = {f"{prefix}_{k}": float(report["micro"][k]) for k in ("precision", "recall", "f1")}
     out.update({f"{prefix}_f1_{safe_name(t)}": float(report[t]["f1"]) for t in types})
     return out
+
+
+def _spans(sentences: list[list[str]], scheme: str) -> list[set[tuple[str, int, int]]]:
+    """Per sentence, the set of (type, start, end) that `tagging.entity_report` scores: seqeval's
+    strict IOBES entities for BIOES, its default reading for BIO, words (type "word") for BMES."""
+    if scheme == "BIOES":
+        from seqeval.scheme import IOBES, Entities
+
+        return [{(e.tag, e.start, e.end) for e in found} for found in Entities(sentences, IOBES).entities]
+    if scheme == "BMES":
+        return [{("word", s, e) for s, e in tagging.words(tags)} for tags in sentences]
+    return [set(tagging.read_spans(tags)) for tags in sentences]
 
 
 def crf_features(tokens: list[str]) -> list[dict]:

@@ -1,0 +1,134 @@
+"""Seed confirmation (`search/confirm.py`) on a real SQLite study: what is queued, what counts
+against which budget, and which configuration and run become the champion. No training here:
+trials are told values directly; `test_search_confirm.py` runs the whole thing."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from orchestrator.config import from_dict
+from orchestrator.config.schema import ExperimentConfig
+from orchestrator.search import confirm
+from orchestrator.search.study import Sampling, StudyLock, claim, finished, retry_once, trial_record
+
+
+def _cfg(top_k: int, seeds: int, **search) -> ExperimentConfig:
+    return from_dict({"data": {"train": "t.csv"}, "training": {"seed": 42},
+                                        "space": {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}},
+                                        "search": {"confirm": {"top_k": top_k, "seeds": seeds}, "pruner": "none",
+                                                   "direction": "maximize", **search}})
+
+
+@pytest.fixture
+def study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    for value, lr in ((0.5, 1e-4), (0.9, 2e-4), (0.7, 3e-4), (0.8, 4e-4)):
+        study.enqueue_trial({"learning_rate": lr})
+        trial = study.ask()
+        trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
+        study.tell(trial, value)
+    study.lock = StudyLock(url, "s")
+    return study
+
+
+def _run(study, trial, value: float | None) -> None:
+    trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
+    study.tell(trial, value, state=TrialState.COMPLETE if value is not None else TrialState.FAIL)
+
+
+def test_the_top_configurations_are_queued_once_per_new_seed(study):
+    cfg = _cfg(2, 3)
+    queued, note = confirm.plan(study, cfg)
+    assert queued == 6 and note is None
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    # The two best: trial 1 (0.9) and trial 3 (0.8), on seeds 43, 44, 45.
+    assert sorted((t.user_attrs[confirm.CONFIRMS], t.user_attrs[confirm.SEED]) for t in waiting) == \
+        [(1, 43), (1, 44), (1, 45), (3, 43), (3, 44), (3, 45)]
+    assert confirm.plan(study, cfg)[0] == 0  # another process, or a resumed run: nothing twice
+    assert confirm.outstanding(study) == 6 and finished(study) == 4  # not counted against n_trials
+
+
+def test_fewer_completed_trials_than_top_k_confirms_what_exists_and_says_so(study):
+    queued, note = confirm.plan(study, _cfg(10, 1))
+    assert queued == 4 and "only 4 trial(s) completed" in note and "top_k=10" in note
+
+
+def test_claim_takes_only_confirmations_when_confirming_and_lets_their_repeats_through(study):
+    cfg = _cfg(1, 2)
+    confirm.plan(study, cfg)
+    sampling = Sampling(cfg.space, cfg.training, cfg.search)
+    # The search's budget (4) is full, but confirmations have their own.
+    assert claim(study, 4, study.lock, sampling) is None
+    first = claim(study, 4, study.lock, sampling, confirming=True)
+    assert first is not None and first.user_attrs[confirm.CONFIRMS] == 1
+    assert first.params == study.trials[1].params  # the same configuration: not refused as a repeat
+    _run(study, first, 0.6)
+    second = claim(study, 4, study.lock, sampling, confirming=True)
+    _run(study, second, 0.7)
+    assert claim(study, 4, study.lock, sampling, confirming=True) is None and confirm.outstanding(study) == 0
+    assert finished(study) == 4
+
+
+def test_a_confirmation_that_died_is_retried_as_the_same_confirmation(study):
+    confirm.plan(study, _cfg(1, 1))
+    cfg = _cfg(1, 1)
+    trial = claim(study, 4, study.lock, Sampling(cfg.space, cfg.training, cfg.search), confirming=True)
+    trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
+    study.tell(trial, state=TrialState.FAIL)
+    assert retry_once(study, trial_record(study, trial.number))
+    again = study.get_trials(states=(TrialState.WAITING,))
+    assert [(t.user_attrs[confirm.CONFIRMS], t.user_attrs[confirm.SEED]) for t in again] == [(1, 43)]
+
+
+def test_the_champion_is_the_best_mean_and_its_weights_the_best_single_run(study):
+    cfg = _cfg(2, 2)
+    confirm.plan(study, cfg)
+    sampling = Sampling(cfg.space, cfg.training, cfg.search)
+    # Trial 1 (0.9) was a lucky seed: its confirmations score 0.6 and 0.62; trial 3 (0.8) holds at
+    # 0.79 and 0.85. By mean trial 3's configuration wins, and its best run is a confirmation.
+    values = {(1, 43): 0.6, (1, 44): 0.62, (3, 43): 0.79, (3, 44): 0.85}
+    while (trial := claim(study, 4, study.lock, sampling, confirming=True)) is not None:
+        _run(study, trial, values[(trial.user_attrs[confirm.CONFIRMS], trial.user_attrs[confirm.SEED])])
+    best, group, groups = confirm.choose(study)
+    assert group.trial.number == 3 and [g.trial.number for g in groups] == [1, 3]
+    assert group.mean == pytest.approx((0.8 + 0.79 + 0.85) / 3)
+    assert best.value == 0.85 and best.user_attrs[confirm.CONFIRMS] == 3
+    assert study.best_trial.number == 1  # what a single-run choice would have registered
+    summary = group.to_dict(maximize=True)
+    assert summary["completed"] == 3 and summary["planned"] == 3 and summary["best_run"] == best.number
+    assert "mean 0.8133 ± 0.0321 over 3 run(s)" in confirm.describe(group, True, "val_macro_f1")
+
+
+def test_a_failed_confirmation_leaves_the_mean_of_the_runs_that_completed(study):
+    cfg = _cfg(1, 2)
+    confirm.plan(study, cfg)
+    sampling = Sampling(cfg.space, cfg.training, cfg.search)
+    _run(study, claim(study, 4, study.lock, sampling, confirming=True), 0.7)
+    _run(study, claim(study, 4, study.lock, sampling, confirming=True), None)  # failed
+    _, group, _ = confirm.choose(study)
+    assert group.values == [0.9, 0.7] and group.to_dict(True)["planned"] == 3
+
+
+def test_without_a_plan_the_champion_is_the_best_trial_of_the_search():
+    study = optuna.create_study(direction="minimize")
+    for value in (0.3, 0.1, 0.2):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    best, group, groups = confirm.choose(study)
+    assert best.value == 0.1 and group is None and groups == []
+
+
+def test_confirm_settings_are_checked():
+    from orchestrator.config import ConfigError
+
+    for bad, said in (({"top_k": -1}, "search.confirm.top_k"), ({"seeds": 0}, "search.confirm.seeds"),
+                      ({"tok": 2}, "search.confirm.tok: unknown key"),):
+        with pytest.raises(ConfigError, match=said.replace(".", r"\.")):
+            from_dict({"data": {"train": "t.csv"}, "search": {"confirm": bad}}, "x.yaml")
+    for bad, said in (({"min_confidence": 0.5}, "registry.min_confidence"),
+                      ({"min_confidence": 1.0}, "registry.min_confidence"),
+                      ({"min_improvement": -0.1}, "registry.min_improvement")):
+        with pytest.raises(ConfigError, match=said.replace(".", r"\.")):
+            from_dict({"data": {"train": "t.csv"}, "registry": bad}, "x.yaml")
