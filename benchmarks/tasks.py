@@ -104,7 +104,33 @@ def _read(folder: Path, config: Path) -> dict:
             "trial_seconds": [t.user_attrs.get("wall_seconds") for t in study.trials],
             "overhead_shares": [t.user_attrs.get("overhead_share") for t in study.trials],
             "warm_starts": [t.user_attrs.get("warm_start") for t in study.trials],
-            "other_metrics": {k: v for k, v in metrics.items() if k.startswith(("champion_", "baseline_"))}}
+            "other_metrics": {k: v for k, v in metrics.items() if k.startswith(("champion_", "baseline_"))},
+            **_evidence(client, parent, study, main)}
+
+
+def _evidence(client, parent, study, main: str) -> dict:
+    """What decided the champion and what it is worth: its test CI, its confirmation (mean and
+    spread per confirmed configuration), the baseline comparison, the registry's decision, and
+    each serving format's latency, size and score (from the registered version)."""
+    import json as _json
+    import tempfile as _tempfile
+
+    from orchestrator.search.confirm import groups
+
+    metrics, tags = parent.data.metrics, parent.data.tags
+    maximize = study.direction.name == "MAXIMIZE"
+    out = {"champion_ci": [metrics.get(f"champion_test_{main}_ci_low"), metrics.get(f"champion_test_{main}_ci_high")],
+           "confirmation": [g.to_dict(maximize) for g in groups(study)],
+           "confirmation_runs": len([t for t in study.trials if "confirms" in t.user_attrs]),
+           "confirmed_trial": tags.get("confirmed_trial"),
+           "baseline_comparison": tags.get("baseline_comparison"),
+           "registered": tags.get("registered_model"), "alias": tags.get("registered_alias")}
+    run_id = tags.get("best_trial_run_id")
+    if run_id and any(a.path == "serving_formats.json" for a in client.list_artifacts(run_id)):
+        with _tempfile.TemporaryDirectory() as tmp:
+            table = _json.loads(open(client.download_artifacts(run_id, "serving_formats.json", tmp)).read())
+        out["serving_formats"] = [dict(zip(table["columns"], row)) for row in table["data"]]
+    return out
 
 
 def _pretrain(client, run) -> dict:
