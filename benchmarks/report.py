@@ -41,6 +41,53 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def evidence_section(results: list[dict]) -> str:
+    """Per study that recorded it (issue 23): the champion's test CI, its confirmation on new seeds,
+    the paired comparison with the baseline, and each serving format's latency, size and score."""
+    runs = [r for r in results if "confirmation" in r or "serving_formats" in r]
+    if not runs:
+        return "No run has recorded its evidence yet (`benchmarks/tasks.py` from issue 23 on)."
+    lines = []
+    for r in runs:
+        command = " ".join(["python benchmarks/tasks.py", r["name"], *r["overrides"]])
+        low, high = (r.get("champion_ci") or [None, None])[:2]
+        ci = f" (95% CI {low:.4f} to {high:.4f})" if low is not None else ""
+        lines += [f"**`{command}`** ({r['machine']}, {r['date']}, {r['commit']}; {r['wall_seconds'] / 60:.1f} min, "
+                  f"{r.get('confirmation_runs', 0)} confirmation run(s) beside {len(r['trials']) - r.get('confirmation_runs', 0)} "
+                  f"trial(s)): champion {r['metric']} {_fmt(r['champion'])}{ci}, registered "
+                  f"{r.get('registered')} as @{r.get('alias')}.", ""]
+        if r.get("confirmation"):
+            lines += [f"| configuration (trial) | mean {r['search_metric']} | standard deviation | runs | values | "
+                      "champion |", "|---|---|---|---|---|---|"]
+            for g in r["confirmation"]:
+                chosen = "★" if str(g["trial"]) == str(r.get("confirmed_trial")) else ""
+                values = ", ".join(f"{x['value']:.4f}" for x in g["runs"])
+                lines.append(f"| {g['trial']} | {g['mean']:.4f} | {g['std']:.4f} | {g['completed']} of {g['planned']} "
+                             f"| {values} | {chosen} |")
+            lines.append("")
+        if r.get("baseline_comparison"):
+            lines += [f"Baseline: {r['baseline_comparison']}.", ""]
+        if r.get("serving_formats"):
+            metric = r["metric"]
+            lines += [f"| format | batch 1 p50 / p95 ms | batch 32 p50 / p95 ms | MiB | {metric} | vs PyTorch | "
+                      "threads |", "|---|---|---|---|---|---|---|"]
+            for f in r["serving_formats"]:
+                lines.append(f"| {f['format']} | {f['latency_b1_p50_ms']:.1f} / {f['latency_b1_p95_ms']:.1f} "
+                             f"| {f['latency_b32_p50_ms']:.1f} / {f['latency_b32_p95_ms']:.1f} | {f['mb']:.1f} "
+                             f"| {f[metric]:.4f} | {f[metric + '_vs_pytorch']:+.4f} | {f['threads']} |")
+            base = next((f for f in r["serving_formats"] if f["format"] == "pytorch"), None)
+            int8 = next((f for f in r["serving_formats"] if f["format"] == "int8"), None)
+            if base and int8:
+                ratio = int8["latency_b1_p50_ms"] / base["latency_b1_p50_ms"]
+                drop = -int8[metric + "_vs_pytorch"]
+                met = ratio <= 0.5 and drop <= 0.01
+                lines += ["", f"int8 against PyTorch fp32 at batch 1: {ratio:.2f}x the latency (goal ≤ 0.5x), "
+                              f"{metric} {'drop' if drop >= 0 else 'gain'} {abs(drop):.4f} (goal ≤ 0.01): "
+                              f"{'met' if met else 'MISSED'}."]
+            lines.append("")
+    return "\n".join(lines)
+
+
 def cluster_table(r: dict) -> str:
     d, u = r["dispatch"], r["upload"]
     n = len(d["local"]["trial_seconds"])
@@ -353,6 +400,7 @@ def _replace(text: str, name: str, body: str) -> str:
 def main() -> None:
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     text = _replace(DOC.read_text(), "tasks", table(results))
+    text = _replace(text, "evidence", evidence_section(results))
     cluster = RESULTS / "cluster" / "cluster.json"
     if cluster.exists():
         text = _replace(text, "cluster", cluster_table(json.loads(cluster.read_text())))

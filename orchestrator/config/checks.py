@@ -12,7 +12,7 @@ import math
 import re
 
 from orchestrator.config import space
-from orchestrator.config.schema import SCRATCH, ExperimentConfig, ParamSpace
+from orchestrator.config.schema import EXTRA_OBJECTIVES, SCRATCH, ExperimentConfig, ParamSpace
 from orchestrator.config.secrets import redact
 
 # Names that become folder names and MLflow entries: no separators, no `..`, nothing a shell,
@@ -37,6 +37,7 @@ def check(cfg: ExperimentConfig, problems: list[str]) -> None:
     _check_names(cfg, problems)
     _check_search(cfg, problems)
     _check_components(cfg, problems)
+    _check_objectives(cfg, problems)
     _check_tracking(cfg, problems)
     d = cfg.data
     if not d.hub and not d.train:
@@ -108,6 +109,48 @@ def _check_search(cfg: ExperimentConfig, problems: list[str]) -> None:
         problems.append(f"search.storage: {redact(s.storage)!r} is not supported; use sqlite:///path/optuna.db "
                         f"(one machine) or postgresql://user@host/db (several machines; the password in "
                         f"PGPASSWORD or ~/.pgpass, or the whole URL in $ORCHESTRATOR_STORAGE)")
+
+
+def _check_objectives(cfg: ExperimentConfig, problems: list[str]) -> None:
+    """`search.objectives`: the quality metric first, then what it trades against, each once; a
+    sampler that searches several objectives; `registry.latency_budget_ms` only with latency_ms."""
+    from orchestrator.config.components import MULTI_OBJECTIVE
+
+    s, wanted = cfg.search, cfg.search.objectives
+    if wanted is None:
+        if cfg.registry.latency_budget_ms is not None:
+            problems.append("registry.latency_budget_ms: needs search.objectives with latency_ms (e.g. "
+                            "[val_macro_f1, latency_ms]), which measures every trial's latency; remove it, or add that")
+        if s.sampler == "nsga2":
+            problems.append("search.sampler: nsga2 searches several objectives; set search.objectives (e.g. "
+                            "[val_macro_f1, latency_ms]), or use tpe")
+        return
+    extra = ", ".join(EXTRA_OBJECTIVES)
+    if len(wanted) < 2:
+        problems.append(f"search.objectives: {wanted} names one objective; give the quality metric and at least one "
+                        f"of {extra} (e.g. [{s.metric or 'val_macro_f1'}, latency_ms]), or remove it")
+    if wanted and wanted[0] in EXTRA_OBJECTIVES:
+        problems.append(f"search.objectives: the first is the quality metric the trials optimise (e.g. "
+                        f"val_macro_f1), not {wanted[0]}; put it first")
+    unknown = [o for o in wanted[1:] if o not in EXTRA_OBJECTIVES]
+    if unknown:
+        problems.append(f"search.objectives: {', '.join(map(repr, unknown))} unknown; after the quality metric, use "
+                        f"{extra}")
+    twice = sorted({o for o in wanted if wanted.count(o) > 1})
+    if twice:
+        problems.append(f"search.objectives: {', '.join(twice)} named twice; name each objective once")
+    if wanted and wanted[0] not in EXTRA_OBJECTIVES and not wanted[0].startswith("val_"):
+        problems.append(f"search.objectives: {wanted[0]!r} is no validation metric; the first objective is the "
+                        f"quality metric the trials report, e.g. val_macro_f1")
+    elif wanted and s.metric is not None and wanted[0] != s.metric and wanted[0] not in EXTRA_OBJECTIVES:
+        problems.append(f"search.objectives: its first, {wanted[0]}, is not search.metric ({s.metric}); make them "
+                        f"the same, or leave search.metric out")
+    if s.sampler not in MULTI_OBJECTIVE:
+        problems.append(f"search.sampler: {s.sampler} searches one objective; with search.objectives use one of "
+                        f"{', '.join(MULTI_OBJECTIVE)}")
+    if cfg.registry.latency_budget_ms is not None and "latency_ms" not in wanted:
+        problems.append("registry.latency_budget_ms: needs latency_ms in search.objectives, which measures every "
+                        "trial's latency; add it, or remove the budget")
 
 
 def _check_components(cfg: ExperimentConfig, problems: list[str]) -> None:

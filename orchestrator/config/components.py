@@ -98,8 +98,19 @@ class WilcoxonOptions:
                                                             "significance (paired by evaluation)")
 
 
+@dataclass(frozen=True, config=SECTION)
+class NSGAIIOptions:
+    population_size: Int = Field(50, ge=2, description="trials per generation (a small budget wants a small one)")
+    mutation_prob: Float | None = Field(None, ge=0, le=1, description="per-parameter mutation; default: 1 / the "
+                                                                      "number of parameters")
+    crossover_prob: Float = Field(0.9, ge=0, le=1, description="share of children made by crossover")
+    swapping_prob: Float = Field(0.5, ge=0, le=1, description="uniform crossover: chance a parameter comes from "
+                                                              "the other parent")
+
+
 SAMPLER_OPTIONS: dict[str, type] = {"tpe": TPEOptions, "gp": GPOptions, "cmaes": CmaEsOptions, "qmc": QMCOptions,
-                                    "random": NoOptions, "grid": NoOptions}
+                                    "random": NoOptions, "grid": NoOptions, "nsga2": NSGAIIOptions}
+MULTI_OBJECTIVE = ("tpe", "gp", "nsga2", "random", "qmc", "grid")  # samplers Optuna runs on several objectives
 PRUNER_OPTIONS: dict[str, type] = {"median": MedianOptions, "percentile": PercentileOptions,
                                    "successive_halving": SuccessiveHalvingOptions, "hyperband": HyperbandOptions,
                                    "wilcoxon": WilcoxonOptions, "none": NoOptions}

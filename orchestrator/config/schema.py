@@ -22,7 +22,10 @@ TokenHead = Literal["linear", "mlp"]  # one prediction per token
 Strategy = Literal["full", "partial", "frozen"]
 Imbalance = Literal["none", "class_weights", "oversample", "undersample"]
 Scheduler = Literal["linear", "cosine"]
-Sampler = Literal["tpe", "gp", "cmaes", "qmc", "random", "grid"]
+Sampler = Literal["tpe", "gp", "cmaes", "qmc", "random", "grid", "nsga2"]
+# What `search.objectives` may add to the quality metric (each minimised): a trial's latency on its
+# ONNX export (batch 1, one thread), its parameter count, its ONNX file's size.
+EXTRA_OBJECTIVES = ("latency_ms", "params", "model_mb")
 Pruner = Literal["median", "percentile", "successive_halving", "hyperband", "wilcoxon", "none"]
 Direction = Literal["maximize", "minimize"]
 HEADS, TOKEN_HEADS, STRATEGIES = get_args(Head), get_args(TokenHead), get_args(Strategy)
@@ -171,7 +174,7 @@ class SearchConfig:
     timeout: Float | None = Field(None, gt=0, description="seconds for this invocation")
     sampler: Sampler = Field("tpe", description="Optuna sampler: tpe, gp (Gaussian process; small budgets), cmaes, "
                                                 "qmc (quasi-random), random, grid (every configuration of a listed "
-                                                "space)")
+                                                "space), nsga2 (genetic; several objectives)")
     sampler_options: dict[str, Any] | None = Field(default_factory=dict, description="the sampler's settings "
                                                                               "(config/components.py)")
     pruner: Pruner = Field("median", description="Optuna pruner: median, percentile, successive_halving (ASHA), "
@@ -210,6 +213,10 @@ class SearchConfig:
     memory_target: Float = Field(0.9, gt=0, le=1, description="batch-size probe: peak share of GPU memory a trial "
                                                               "may use (trials packed on one GPU share it)")
     confirm: ConfirmConfig = dataclasses.field(default_factory=ConfirmConfig)
+    objectives: list[str] | None = Field(None, description="a quality metric and what it trades against: "
+                                                          "latency_ms, params, model_mb (e.g. [val_macro_f1, "
+                                                          "latency_ms]); the Pareto front is searched "
+                                                          "(search/objectives.py)")
     trials_per_gpu: Int | Literal["auto"] = Field("auto", description="trials side by side on one GPU: N, or auto "
                                                                       "(as many as the probed memory needs fit "
                                                                       "under memory_target)")
@@ -252,6 +259,8 @@ class RegistryConfig:
                                                                   "min_confidence decides")
     export: Bool = Field(True, description="register an ONNX export and its int8 quantisation beside the PyTorch "
                                            "model, with their latency and test score")
+    latency_budget_ms: Float | None = Field(None, gt=0, description="search.objectives with latency_ms: the best "
+                                                                    "model under this latency also gets @fast")
 
 
 @dataclass(frozen=True, config=SECTION)

@@ -134,7 +134,7 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
              example_texts: list[str], example_output: pd.DataFrame, tags: dict[str, str],
              metric: str = SCORE_TAG, test_data: str | None = None, rescore=None,
              description: str | None = None, maximize: bool = True, gate=None,
-             extra_tags: dict[str, str] | None = None) -> Registration:
+             extra_tags: dict[str, str] | None = None, fixed_alias: str | None = None) -> Registration:
     """Log `checkpoint` as a pyfunc model under `run_id`, register it under `name`, set an alias.
 
     `score` is `metric` on the test split whose fingerprint is `test_data`; `maximize`: whether a
@@ -144,13 +144,18 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
     `gate(champion_version)` -> (moves, why, `gate.Comparison`): the paired test on the same rows
     that decides, once the champion is known comparable (`registry/gate.py`); it raises
     `ScoreUnreadable` when it cannot compare. Without it, the higher score decides. `extra_tags`:
-    more tags for a new version (its score's interval, its confirmation, its code and data)."""
+    more tags for a new version (its score's interval, its confirmation, its code and data).
+    `fixed_alias` (e.g. "fast"): the version gets that alias, whatever @champion does; no comparison."""
     if not isinstance(maximize, bool):  # "minimize" is truthy: it would silently compare the wrong way
         raise TypeError(f"register(maximize={maximize!r}): expected True or False (whether a higher {metric} is "
                         f"better), e.g. maximize=task.maximize({metric!r})")
     read = functools.partial(champion_score, client, name, metric, test_data, rescore, maximize=maximize)
     why = functools.partial(_search_reason, tags.get("orchestrator_study"), metric, score, maximize=maximize)
     existing = _find_version(client, name, tags)
+    if existing is not None and fixed_alias:
+        client.set_registered_model_alias(name, fixed_alias, existing.version)
+        return Registration(name, str(existing.version), fixed_alias, score, None, f"models:/{name}@{fixed_alias}",
+                            reused=True)
     if existing is not None:
         if DIRECTION_TAG not in existing.tags and existing.tags.get(METRIC_TAG, SCORE_TAG) == metric:
             # Registered by a run of the code before the tag: record what its score means before
@@ -188,6 +193,9 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
         client.update_model_version(name, version.version, description=_fit(description, DESCRIPTION_LIMIT))
     if not client.get_registered_model(name).description:
         client.update_registered_model(name, description=MODEL_DESCRIPTION)
+    if fixed_alias:
+        client.set_registered_model_alias(name, fixed_alias, version.version)
+        return Registration(name, str(version.version), fixed_alias, score, None, f"models:/{name}@{fixed_alias}")
     alias, previous, note, comparison, reason = _set_alias(client, name, version.version, score, read, why,
                                                            maximize, gate)
     log.info("registered %s version %s as @%s (%s %.4f, %s, previous champion %s)",

@@ -56,8 +56,12 @@ def _grid(options: dict, seed: int, startup: int, grid: dict) -> optuna.samplers
     return optuna.samplers.GridSampler(grid, seed=seed)
 
 
+def _nsga2(options: dict, seed: int, startup: int, _: dict) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(seed=seed, **options)
+
+
 SAMPLERS: dict[str, SamplerFactory] = {"tpe": _tpe, "gp": _gp, "cmaes": _cmaes, "qmc": _qmc, "random": _random,
-                                       "grid": _grid}
+                                       "grid": _grid, "nsga2": _nsga2}
 # Samplers whose order is the study's: QMC's sequence, and grid's shuffled list of points (a
 # point is known by its place in the list, so every trial must shuffle it alike).
 PER_STUDY_SEED = {"qmc", "grid"}

@@ -44,8 +44,8 @@ from orchestrator.models.heads import load_tokenizer
 from orchestrator.search.interrupts import Interrupt
 from orchestrator.search.launcher import TrialFailed, TrialLauncher
 from orchestrator.search.preflight import Checked, check_model, preflight
-from orchestrator.search import confirm, evidence, pretrain_stage, warm_start
-from orchestrator.search.components import idle_pruner
+from orchestrator.search import confirm, evidence, objectives, pretrain_stage, warm_start
+from orchestrator.search.components import idle_pruner, make_sampler
 from orchestrator.search.progress import StudyProgress, pretty
 from orchestrator.search.study import (
     DIED,
@@ -64,6 +64,7 @@ from orchestrator.search.study import (
     make_storage,
     recover_dead_trials,
     trial_id,
+    trial_record,
 )
 from orchestrator.tracking.client import Tracker, TrackingStoreError, is_outage
 from orchestrator.tracking.lineage import code_version
@@ -123,6 +124,7 @@ class _Opened:
     storage: object = None
     study: optuna.Study | None = None
     tracker: Tracker | None = None
+    front: optuna.Study | None = None  # search.objectives: the Pareto front's study
     parent: str | None = None
     close_run: object = None
     executor: object = None
@@ -175,7 +177,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, 
     _phase(summary, progress, "checking the input")
     reason, work = pretrain_stage.pending(cfg)
     checked = preflight(cfg, gpus, workers, ray_address, model_pending=reason is not None)
-    for unused in (pretrain_stage.unused(cfg), idle_pruner(cfg)):
+    for unused in (pretrain_stage.unused(cfg), idle_pruner(cfg), objectives.note(cfg)):
         if unused:
             progress.print(unused)
             summary.notes.append(unused)
@@ -196,6 +198,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, 
             opened.tracker = tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
             opened.storage = storage = make_storage(cfg.search)
             study = create_study(cfg, storage)
+            opened.front = objectives.open_front(cfg, storage, make_sampler(cfg.search, params=cfg.space))
             check_identity(study, checked.splits.record, checked.model.record, redact(cfg.search.storage))
             check_objective(study, cfg.search.metric, cfg.search.direction)
             check_evaluations(study, cfg.training)
@@ -250,7 +253,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, 
     interrupt.patient = True
     deadline = None if cfg.search.timeout is None else time.monotonic() + cfg.search.timeout
     halted = _optimize(study, storage, lock, launcher, cfg, budget, len(executor.slots), progress, interrupt,
-                       deadline=deadline)
+                       deadline=deadline, front=opened.front)
     timed_out = deadline is not None and time.monotonic() >= deadline
     # The search proper is done: its budget finished (or, without one, its space used up).
     done = not (interrupt.requested or timed_out) and (finished(study) >= budget if budget is not None
@@ -273,7 +276,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, 
                        f"beside the {budget if budget is not None else 'unbounded'}-trial budget")
         progress.total, progress.done = outstanding, 0
         halted = _optimize(study, storage, lock, launcher, cfg, None, len(executor.slots), progress, interrupt,
-                           confirming=True, deadline=deadline)
+                           confirming=True, deadline=deadline, front=opened.front)
     interrupt.patient = False
     if halted:
         progress.print(halted)
@@ -282,7 +285,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, 
         summary.interrupted_in = summary.phase
 
     _phase(summary, progress, "choosing the champion")
-    _champion(cfg, study, study_dir, checked, tracker, parent, lock, interrupt, summary, progress)
+    _champion(cfg, study, study_dir, checked, tracker, parent, lock, interrupt, summary, progress, opened.front)
 
 
 def lineage(model) -> dict[str, str]:
@@ -308,7 +311,8 @@ def _budget(cfg: ExperimentConfig, progress: StudyProgress) -> int | None:
 
 
 def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, checked: Checked, tracker: Tracker,
-              parent: str, lock: StudyLock, interrupt: Interrupt, summary: Summary, progress: StudyProgress) -> None:
+              parent: str, lock: StudyLock, interrupt: Interrupt, summary: Summary, progress: StudyProgress,
+              opened_front: optuna.Study | None = None) -> None:
     best, group, groups = confirm.choose(study)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     summary.confirmation = [g.to_dict(maximize) for g in groups]
@@ -319,7 +323,8 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
     if group is not None:
         summary.confirmed_trial = group.trial.number
         progress.print(confirm.describe(group, maximize, cfg.search.metric))
-    champion.drop_other_checkpoints(study_dir, study, best)
+    budget = cfg.registry.latency_budget_ms
+    champion.drop_other_checkpoints(study_dir, study, best, objectives.fast(study, budget) if budget else None)
     # The best-epoch model is on this disk, or in the artifact store where any process can fetch it.
     usable = best is not None and (Path(best.user_attrs.get("checkpoint", "/nonexistent")).exists()
                                    or "checkpoint_run" in best.user_attrs)
@@ -350,8 +355,18 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
                         summary.registration = champion.register(cfg, checked.splits, tracker, parent, best,
                                                                  run_ids[best.number], metrics, checked.task,
                                                                  checkpoint, evaluation, chosen, summary.notes)
+            fast = None
+            if opened_front is not None:
+                objectives.reconcile(study, opened_front, objectives.extras(cfg))
+                champion.log_front(tracker, parent, study, opened_front, cfg)
+                if (usable and not interrupt.requested and cfg.registry.register
+                        and cfg.registry.latency_budget_ms is not None):
+                    registration, line = champion.register_fast(cfg, checked.splits, tracker, parent, study, study_dir,
+                                                                checked.task, run_ids)
+                    fast = objectives.fast(study, cfg.registry.latency_budget_ms)
+                    summary.notes.append(line)
             # Last: the registered model holds its own copy, and nothing above waits on this.
-            champion.drop_stored_checkpoints(study, tracker, cfg.search.keep_checkpoints, best)
+            champion.drop_stored_checkpoints(study, tracker, cfg.search.keep_checkpoints, best, fast)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = None  # the interrupt's own cleanup closes the parent run
@@ -399,7 +414,8 @@ def _run_closer(tracker: Tracker):
 
 def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLauncher, cfg: ExperimentConfig,
               budget: int | None, n_slots: int, progress: StudyProgress, interrupt: Interrupt,
-              confirming: bool = False, deadline: float | None = None) -> str | None:
+              confirming: bool = False, deadline: float | None = None, front: optuna.Study | None = None
+              ) -> str | None:
     """Run trials on every slot until the study holds `budget` finished (COMPLETE or PRUNED)
     trials, time is up, or the user interrupts. Returns why it stopped early, if it did.
 
@@ -416,7 +432,7 @@ def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLaun
     halt, failures, guard = threading.Event(), [0], threading.Lock()
     why: list[str] = []
 
-    sampling = Sampling(cfg.space, cfg.training, cfg.search)
+    sampling = Sampling(cfg.space, cfg.training, cfg.search, front)
 
     def stop(reason: str) -> None:
         with guard:
@@ -443,7 +459,7 @@ def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLaun
                 recover_dead_trials(study, storage, lock, launcher.close_run)
                 halt.wait(WAIT_S)
                 continue
-            state = _run_trial(study, storage, launcher, trial, progress)
+            state = _run_trial(study, storage, launcher, trial, progress, front)
             with guard:
                 failures[0] = 0 if state in FINISHED else failures[0] + 1
                 many = failures[0] >= limit
@@ -465,7 +481,7 @@ def _optimize(study: optuna.Study, storage, lock: StudyLock, launcher: TrialLaun
 
 
 def _run_trial(study: optuna.Study, storage, launcher: TrialLauncher, trial: optuna.Trial,
-               progress: StudyProgress) -> TrialState:
+               progress: StudyProgress, front: optuna.Study | None = None) -> TrialState:
     value, state = None, TrialState.FAIL
     with heartbeat(storage, trial_id(storage, study, trial.number)):
         try:
@@ -481,6 +497,8 @@ def _run_trial(study: optuna.Study, storage, launcher: TrialLauncher, trial: opt
             except optuna.exceptions.UpdateFinishedTrialError:  # failed meanwhile by another process's check
                 pass
     frozen = study.tell(trial, value, state=state, skip_if_finished=True)
+    if front is not None:  # its objectives, or its end, to the Pareto front's study
+        objectives.settle(front, trial_record(study, trial.number), objectives.extras(launcher.cfg))
     progress.end_trial(trial.number, frozen.state.name, frozen.value, _best_value(study))
     return frozen.state
 

@@ -36,6 +36,7 @@ from orchestrator.execution.job import TrialJob, TrialOutcome, config_for_job
 from orchestrator.search.interrupts import Interrupt
 from orchestrator.search.progress import StudyProgress
 from orchestrator.search.confirm import CONFIRMS, SEED, is_confirmation
+from orchestrator.search.objectives import MEASURED
 from orchestrator.search.study import PROBE_PREFIX, StudyLock, retry_once, trial_record
 
 
@@ -186,7 +187,8 @@ class TrialLauncher:
                 return {"prune": False}
             return {"prune": bool(trial.should_prune())}  # numpy bool from the pruner: JSON wants a plain one
         if kind == "keep":  # a confirmation's weights may become the champion's: kept until it is chosen
-            return {"keep": is_confirmation(trial) or self._ranks_among_kept(trial, float(event["value"]))}
+            return {"keep": is_confirmation(trial) or self._ranks_among_kept(trial, float(event["value"]))
+                    or self._ranks_among_fast(trial, float(event["value"]), event.get("objectives") or {})}
         if kind == "attrs":
             for key, value in dict(event["attrs"]).items():
                 trial.set_user_attr(str(key), value)
@@ -199,6 +201,18 @@ class TrialLauncher:
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         maximize = trial.study.direction == StudyDirection.MAXIMIZE  # the study's, which the config must match
         better = [t for t in done if (t.value > value if maximize else t.value < value)]
+        return len(better) < self.cfg.search.keep_checkpoints
+
+    def _ranks_among_fast(self, trial: optuna.Trial, value: float, measured: dict) -> bool:
+        """With registry.latency_budget_ms: whether the trial is within it and among the
+        `keep_checkpoints` best so far that are, one of which gets @fast at the end."""
+        budget = self.cfg.registry.latency_budget_ms
+        if budget is None or measured.get("latency_ms", float("inf")) > budget:
+            return False
+        done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        maximize = trial.study.direction == StudyDirection.MAXIMIZE
+        under = [t for t in done if (t.user_attrs.get(MEASURED) or {}).get("latency_ms", float("inf")) <= budget]
+        better = [t for t in under if (t.value > value if maximize else t.value < value)]
         return len(better) < self.cfg.search.keep_checkpoints
 
     def _record(self, trial: optuna.Trial, outcome: TrialOutcome, seconds: float) -> None:

@@ -9,6 +9,7 @@ Every problem of a kind is reported together; exit code 2, nothing created.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import tempfile
@@ -80,6 +81,8 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None
     model = None if model_pending else resolve_encoder(cfg.model, cfg.tracking.uri)
     if model is not None:
         problems = _model_problems(cfg, model) + problems
+        if not problems:
+            problems = _objective_problems(cfg, model, task, splits)
     elif cfg.pretrain is not None and cfg.pretrain.init == SCRATCH:
         # A scratch encoder's sizes are settings: checked now, not after its pre-training.
         problems = _scratch_problems(cfg) + problems
@@ -166,6 +169,31 @@ def _model_problems(cfg: ExperimentConfig, model: ModelSource) -> list[str]:
     heads = set(_values(cfg, "head"))
     problems += check_heads(model.path, heads, None, cfg.model.trust_remote_code)
     return problems
+
+
+def _objective_problems(cfg: ExperimentConfig, model: ModelSource, task: Task, splits: Splits) -> list[str]:
+    """search.objectives with latency_ms or model_mb: every trial measures its ONNX export, so the
+    model must export; tried once now on the untrained model (its head included), in a temporary folder."""
+    wanted = set((cfg.search.objectives or [])[1:]) & {"latency_ms", "model_mb"}
+    if not wanted:
+        return []
+    from orchestrator.models.heads import load_encoder
+    from orchestrator.training.export import ExportError, export_onnx
+
+    params = dataclasses.replace(cfg.training, head=_values(cfg, "head")[0])
+    with tempfile.TemporaryDirectory(prefix="orchestrator-export-check-") as tmp:
+        try:
+            built = task.build_model(load_encoder(model.path, trust_remote_code=cfg.model.trust_remote_code),
+                                     splits.num_labels, params)
+            built.save(Path(tmp) / "model", load_tokenizer(model.path, None, cfg.model.trust_remote_code),
+                       {"task": task.name, "label_names": splits.label_names, "max_length": cfg.training.max_length,
+                        "saved": task.saved_settings(splits)})
+            export_onnx(Path(tmp) / "model")
+        except (ExportError, RuntimeError, ValueError, TypeError) as e:
+            return [f"search.objectives: {', '.join(sorted(wanted))} are measured on each trial's ONNX export, but "
+                    f"{cfg.model.name_or_path} could not be exported ({type(e).__name__}: {str(e)[:300]}); remove "
+                    f"{' and '.join(sorted(wanted))} from search.objectives (params needs no export)"]
+    return []
 
 
 def _scratch_problems(cfg: ExperimentConfig) -> list[str]:

@@ -33,6 +33,7 @@ class StudyRecord:
     trials: list[Trial]  # every trial, by number
     user_attrs: dict  # the study's own (e.g. mlflow_parent_run_id)
     _study: optuna.Study = field(repr=False)
+    _storage: object = field(default=None, repr=False)  # the storage it was read from (its front is beside it)
 
     @cached_property
     def best(self) -> Trial | None:
@@ -46,6 +47,35 @@ class StudyRecord:
     def evals_per_epoch(self) -> int:
         """Evaluations a trial reports each epoch (`training.evals_per_epoch`, as the study recorded it)."""
         return int((self.user_attrs.get("evaluations") or {}).get("evals_per_epoch") or 1)
+
+    def confirmation(self) -> list[dict]:
+        """The confirmed configurations (`confirm.Group.to_dict`), [] when the study confirmed none."""
+        from orchestrator.search.confirm import groups
+
+        maximize = self.direction == "maximize"
+        return [g.to_dict(maximize) for g in groups(self._study)]
+
+    @cached_property
+    def front(self) -> optuna.Study | None:
+        """The study's Pareto front (`search.objectives`, `objectives.py`), None when it has none."""
+        from orchestrator.search.objectives import front_name
+
+        storage = self._storage
+        name = front_name(self.name)
+        if storage is None or name not in [s.study_name for s in optuna.get_all_study_summaries(storage)]:
+            return None
+        return optuna.load_study(study_name=name, storage=storage)
+
+    def pareto_figure(self):
+        """Optuna's Pareto-front plot of the front (quality against each measured objective)."""
+        front = self.front
+        return optuna.visualization.plot_pareto_front(front, target_names=front.user_attrs.get("objectives"))
+
+    def pareto_table(self) -> list[dict]:
+        from orchestrator.search.objectives import table
+
+        objectives = (self.front.user_attrs.get("objectives") or [])[1:] if self.front is not None else []
+        return table(self._study, self.front, objectives) if self.front is not None else []
 
     def figure(self, kind: str):
         """Optuna's plotly figure `kind` (a key of `FIGURES`) of the study. Raises what Optuna
@@ -85,9 +115,9 @@ def as_studied(cfg: ExperimentConfig, record: StudyRecord) -> ExperimentConfig:
 
 def read_study(cfg: ExperimentConfig) -> StudyRecord:
     """The study `cfg.study_name`, read as it is now; `StorageError` when it is not there."""
-    study = open_readonly(cfg)
+    study, storage = open_readonly(cfg, with_storage=True)
     return StudyRecord(cfg.study_name, study.direction.name.lower(), study.get_trials(deepcopy=False),
-                       dict(study.user_attrs), study)
+                       dict(study.user_attrs), study, storage)
 
 
 def check_study(cfg: ExperimentConfig) -> None:

@@ -43,6 +43,7 @@ from orchestrator.config.secrets import redact, scrub
 from orchestrator.data import DataError, fingerprint
 from orchestrator.search.components import make_pruner, make_sampler
 from orchestrator.search.confirm import CONFIRMS, SEED, searched
+from orchestrator.search.objectives import FRONT as FRONT_TRIAL, STUDY as STUDY_TRIAL
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,23 @@ class Sampling:
     space: dict[str, ParamSpace]
     defaults: TrainingConfig
     search: SearchConfig
+    front: optuna.Study | None = None  # search.objectives: the multi-objective study that proposes (`objectives.py`)
+
+    def propose(self, study: optuna.Study, repeat: bool) -> None:
+        """With a front: its sampler draws the next trial's parameters (on every objective), and
+        they are queued for the study, whose next `ask` takes them."""
+        self.front.sampler = self.sampler(_next_number(study), repeat)
+        proposed = self.front.ask()
+        self.sample(proposed)
+        proposed.set_user_attr(STUDY_TRIAL, len(study.get_trials(deepcopy=False)))
+        study.enqueue_trial(dict(proposed.params), user_attrs={FRONT_TRIAL: proposed.number})
+
+    def pair(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """A queued trial (a retry, a warm start) gets its own trial in the front, with its parameters."""
+        self.front.enqueue_trial(dict(trial.params), user_attrs={STUDY_TRIAL: trial.number})
+        paired = self.front.ask()
+        self.sample(paired)
+        trial.set_user_attr(FRONT_TRIAL, paired.number)
 
     def sampler(self, trial_number: int, repeat: bool) -> optuna.samplers.BaseSampler:
         if repeat:  # TPE would propose its favourite again: draw at random instead
@@ -299,6 +317,9 @@ def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: 
             return None
         repeat = False
         for _ in range(SAMPLE_ATTEMPTS):
+            front = sampling.front if sampling is not None and not confirming else None
+            if front is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                sampling.propose(study, repeat)  # the study's next `ask` takes the front's proposal
             if sampling is not None:
                 study.sampler = sampling.sampler(_next_number(study), repeat)
             with warnings.catch_warnings():  # "heartbeats are meant for optimize": `heartbeat` below beats
@@ -319,11 +340,15 @@ def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: 
                                                    f"holds ({e}); not run")
                 study.tell(trial, state=TrialState.FAIL)
                 continue
+            if front is not None and FRONT_TRIAL not in trial_record(study, trial.number).user_attrs:
+                sampling.pair(study, trial)
             twin = None if retry else _twin(study, trial)
             if twin is None:
                 return trial
             trial.set_user_attr("duplicate_of", twin)
             study.tell(trial, state=TrialState.FAIL)
+            if front is not None:  # the front's proposal repeated a trial: it did not run
+                front.tell(trial_record(study, trial.number).user_attrs[FRONT_TRIAL], state=TrialState.FAIL)
             repeat = True
             untried = sampling.untried(study, trial.number)
             if untried is not None:
@@ -466,9 +491,10 @@ def read_storage(url: str, key: str, fix: str, fix_missing: str | None = None) -
     return storage, names
 
 
-def open_readonly(cfg: ExperimentConfig) -> optuna.Study:
+def open_readonly(cfg: ExperimentConfig, with_storage: bool = False):
     """The study `cfg.study_name` in `search.storage`, read as it is (`status`, `report`,
-    `ui --optuna`): `StorageError` when it is not there, and nothing created (`read_storage`)."""
+    `ui --optuna`): `StorageError` when it is not there, and nothing created (`read_storage`).
+    `with_storage`: (study, the storage it was read from), where other studies beside it are read."""
     shown = redact(cfg.search.storage)
     first = f"run `python -m orchestrator search --config {cfg.source}` first"
     storage, names = read_storage(cfg.search.storage, "search.storage", first,
@@ -477,4 +503,5 @@ def open_readonly(cfg: ExperimentConfig) -> optuna.Study:
         held = ", ".join(repr(n) for n in names[:20]) or "none"
         raise StorageError(f"search.storage: {shown} holds no study named {cfg.study_name!r} (it holds {held}); "
                            f"set search.study_name to one of them, or {first}")
-    return optuna.load_study(study_name=cfg.study_name, storage=storage)
+    study = optuna.load_study(study_name=cfg.study_name, storage=storage)
+    return (study, storage) if with_storage else study

@@ -23,7 +23,7 @@ from orchestrator.registry.lookup import load_classifier
 from orchestrator.config import ExperimentConfig
 from orchestrator.data import Splits
 from orchestrator.training.saved_model import Classifier
-from orchestrator.search import evidence, serving_formats
+from orchestrator.search import evidence, objectives, serving_formats
 from orchestrator.search.study import DIED, FINISHED
 from orchestrator.search.warm_start import FROM
 from orchestrator.tasks import Task
@@ -33,12 +33,13 @@ from orchestrator.tracking.lineage import code_version
 log = logging.getLogger(__name__)
 
 
-def drop_other_checkpoints(study_dir: Path, study: optuna.Study, best: optuna.trial.FrozenTrial | None) -> None:
-    """Keep the best trial's checkpoint, and those of trials still running in other processes."""
+def drop_other_checkpoints(study_dir: Path, study: optuna.Study, best: optuna.trial.FrozenTrial | None,
+                           *others: optuna.trial.FrozenTrial | None) -> None:
+    """Keep the best trial's checkpoint (and `others`', e.g. @fast's), and those of trials still
+    running in other processes."""
     folder = paths.inside(study_dir, study_dir / "checkpoints")
     keep = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    if best is not None:
-        keep.add(best.number)
+    keep |= {t.number for t in (best, *others) if t is not None}
     for path in folder.glob("trial-*") if folder.exists() else ():
         number = path.name.split("-")[1]
         if number.isdigit() and int(number) not in keep:
@@ -46,7 +47,8 @@ def drop_other_checkpoints(study_dir: Path, study: optuna.Study, best: optuna.tr
 
 
 def drop_stored_checkpoints(study: optuna.Study, tracker: Tracker, keep: int,
-                            champion: optuna.trial.FrozenTrial | None = None) -> None:
+                            champion: optuna.trial.FrozenTrial | None = None,
+                            fast: optuna.trial.FrozenTrial | None = None) -> None:
     """Delete the stored checkpoints that are not needed, so a long study does not fill the
     artifact store: those of finished trials ranked below the `keep` best (the champion's run's,
     by default the best trial's, is always kept), and those of trials that uploaded one and then
@@ -59,7 +61,8 @@ def drop_stored_checkpoints(study: optuna.Study, tracker: Tracker, keep: int,
     ended = study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.PRUNED))
     for t in [*ranked[keep:], *ended]:
         run_id = t.user_attrs.get("checkpoint_run")
-        if run_id and t.number != best and tracker.has_artifacts(run_id, CHECKPOINT_ARTIFACT):
+        if run_id and t.number not in (best, fast.number if fast else None) \
+                and tracker.has_artifacts(run_id, CHECKPOINT_ARTIFACT):
             tracker.delete_artifacts(run_id, CHECKPOINT_ARTIFACT)
 
 
@@ -212,12 +215,67 @@ def register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: st
         tags={"orchestrator_study": cfg.study_name, "optuna_trial_number": str(best.number)},
         metric=main, test_data=test_data, rescore=_rescorer(splits, main), maximize=task.maximize(main),
         description=describe(cfg, splits, best, run_id, metrics, task, baseline, test_data),
-        gate=gate, extra_tags={**intervals, **spread, **formats, **code_version(), "data_fingerprint": splits.digest})
+        gate=gate, extra_tags={**intervals, **spread, **formats, **code_version(), "data_fingerprint": splits.digest,
+                               **objective_tags(cfg, best)})
     tags = {"registered_model": f"{registration.name}/{registration.version}", "registered_alias": registration.alias}
     if registration.comparison is not None:
         tags["champion_comparison"] = registration.comparison.to_json()
     tracker.set_tags(parent, tags)
     return registration
+
+
+def objective_tags(cfg: ExperimentConfig, trial: optuna.trial.FrozenTrial) -> dict[str, str]:
+    """A version's search objectives as tags: its validation quality and what it was measured at."""
+    if not cfg.search.objectives:
+        return {}
+    measured = trial.user_attrs.get(objectives.MEASURED) or {}
+    return {f"objective_{cfg.search.metric}": f"{trial.value:.6f}",
+            **{f"objective_{k}": f"{v:g}" for k, v in measured.items()}}
+
+
+def register_fast(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str, study: optuna.Study,
+                  study_dir: Path, task: Task, run_ids: dict[int, str]) -> tuple[registry.Registration | None, str]:
+    """@fast: the best trial (by validation quality) whose measured latency is within
+    `registry.latency_budget_ms`, evaluated on test and registered with that alias (the same
+    version as @champion's when the champion is within it). Returns it and a line for the summary."""
+    budget = cfg.registry.latency_budget_ms
+    fast = objectives.fast(study, budget)
+    if fast is None:
+        return None, (f"@fast: no completed trial's latency is within registry.latency_budget_ms {budget:g} ms "
+                      f"(batch 1, one thread); nothing got @fast")
+    if not (Path(fast.user_attrs.get("checkpoint") or "/nonexistent").exists() or "checkpoint_run" in fast.user_attrs):
+        return None, f"@fast: trial {fast.number} is within the budget, but its checkpoint was not kept"
+    main = f"test_{task.main_metric}"
+    run_id = run_ids[fast.number]
+    checkpoint = fetch_checkpoint(fast, tracker, study_dir)
+    logged = tracker.run_metrics(run_id)
+    if main not in logged:
+        evaluation, _ = Classifier(checkpoint).evaluate(splits.data["test"], "test")
+        logged = {**evaluation.metrics, **evidence.intervals(task, evaluation, splits)}
+        tracker.log_metrics(run_id, logged)
+    example = [_as_text(x) for x in splits.data["test"][:5][task.columns[0]]]
+    registration = registry.register(
+        tracker.client, cfg.model_name, run_id, checkpoint, logged[main], example,
+        Classifier(checkpoint).predict_frame(example),
+        tags={"orchestrator_study": cfg.study_name, "optuna_trial_number": str(fast.number)},
+        metric=main, test_data=splits.split_digest("test"), maximize=task.maximize(main),
+        extra_tags={**objective_tags(cfg, fast), **code_version(), "data_fingerprint": splits.digest},
+        fixed_alias=objectives.FAST)
+    latency = (fast.user_attrs.get(objectives.MEASURED) or {}).get("latency_ms")
+    tracker.set_tags(parent, {"fast_model": f"{registration.name}/{registration.version}", "fast_trial": fast.number})
+    return registration, (f"@fast: trial {fast.number}, {cfg.search.metric} {fast.value:.4f}, {main} "
+                          f"{logged[main]:.4f}, latency {latency:.2f} ms (batch 1, one thread; budget {budget:g} ms) "
+                          f"-> {registration.name} version {registration.version}")
+
+
+def log_front(tracker: Tracker, parent: str, study: optuna.Study, front: optuna.Study, cfg: ExperimentConfig) -> None:
+    """The study's run: every completed trial's objectives and whether it is on the Pareto front
+    (`pareto_front.json`), and the front's plot."""
+    rows = objectives.table(study, front, objectives.extras(cfg))
+    if not rows:
+        return
+    tracker.log_table(parent, pd.DataFrame(rows), "pareto_front.json")
+    tracker.set_tags(parent, {"pareto_trials": " ".join(str(r["trial"]) for r in rows if r["pareto"])})
 
 
 def describe(cfg: ExperimentConfig, splits: Splits, best: optuna.trial.FrozenTrial, run_id: str, metrics: dict,

@@ -27,7 +27,8 @@ class RegistryRules:
         if name not in REGISTRY:
             return cfg  # reported against `names()`
         task = get_task(name, cfg)
-        metric = cfg.search.metric or f"val_{task.main_metric}"
+        first = (cfg.search.objectives or [None])[0]  # search.objectives starts with the quality metric
+        metric = cfg.search.metric or (first if first and first.startswith("val_") else f"val_{task.main_metric}")
         direction = cfg.search.direction or ("maximize" if task.maximize(metric) else "minimize")
         return dataclasses.replace(cfg, task=name,
                                    training=dataclasses.replace(cfg.training, head=cfg.training.head or task.heads[0]),

@@ -94,6 +94,22 @@ class StudyRuns:
                 raise
             return None
 
+    def datasets(self, run_id: str) -> list[dict]:
+        """The run's dataset inputs (`tracking.lineage`): name, digest, context, source and profile."""
+        import json
+
+        out = []
+        for d in self._client.get_run(run_id).inputs.dataset_inputs:
+            context = next((t.value for t in d.tags if t.key == "mlflow.data.context"), "")
+            try:
+                source = json.loads(d.dataset.source).get("uri", d.dataset.source)
+                rows = json.loads(d.dataset.profile or "{}").get("num_rows")
+            except (ValueError, AttributeError):
+                source, rows = d.dataset.source, None
+            out.append({"name": d.dataset.name, "digest": d.dataset.digest, "context": context, "source": source,
+                        "rows": rows})
+        return out
+
     def log_text(self, run_id: str, text: str, path: str) -> None:
         self._client.log_text(run_id, text, path)
 

@@ -249,8 +249,9 @@ class _TrialRun:
             return self._outcome("FAIL", reason=reason, timings=timings)
         value = result.best_metrics[self.metric]
         self._log_validation(result)
+        measured = self._measure_objectives(result, params)
         checkpoint = checkpoint_run = None
-        if self._ranks_among_kept(value):
+        if self._ranks_among_kept(value, measured):
             checkpoint, checkpoint_run = self._keep_checkpoint(result, params)
         self.finish("COMPLETE")
         return self._outcome("COMPLETE", value, metrics=dict(result.best_metrics), timings=timings,
@@ -286,11 +287,35 @@ class _TrialRun:
                                             self.splits.label_names, "validation"):
             self._track(f"log_{artifact.kind}", artifact.value, artifact.name)
 
-    def _ranks_among_kept(self, value: float) -> bool:
-        """Whether this trial is among the `keep_checkpoints` best so far: only those save their
-        model (the driver deletes those that fall out of the ranking at the end). The driver knows
-        the study's scores; unanswered, the trial keeps its model rather than lose a champion."""
-        answer = ask({"type": "keep", "trial": self.number, "value": value})
+    def _measure_objectives(self, result: loop.TrainResult, params: TrainingConfig) -> dict:
+        """`search.objectives` beyond quality, on the best-epoch model (`training/objectives.py`):
+        on the run as `objective_<name>`, and for the study (user attr `objectives`). A model
+        that cannot be measured says why (`objectives_error`); its trial keeps its quality score."""
+        wanted = (self.cfg.search.objectives or [])[1:]
+        if not wanted or "confirmation_of" in self.job.lineage:  # a confirmation repeats a measured configuration
+            return {}
+        from orchestrator.training import objectives
+
+        texts = [t if isinstance(t, str) else " ".join(t)
+                 for t in self.splits.data["validation"][self.task.columns[0]][:1]]
+        meta = {"task": self.task.name, "label_names": self.splits.label_names, "max_length": params.max_length,
+                "post": result.val_evaluation.post, "saved": self.task.saved_settings(self.splits)}
+        try:
+            measured = objectives.measure(result.model, result.tokenizer, meta, texts, wanted)
+        except Exception as e:  # noqa: BLE001 - a measurement that fails costs the front this trial, not its score
+            traceback.print_exc()
+            self.attrs["objectives_error"] = scrub(f"{type(e).__name__}: {e}")[:500]
+            return {}
+        self.attrs["objectives"] = measured
+        self._track("log_metrics", {f"objective_{k}": v for k, v in measured.items()})
+        return measured
+
+    def _ranks_among_kept(self, value: float, measured: dict | None = None) -> bool:
+        """Whether this trial is among the `keep_checkpoints` best so far (or, with a latency
+        budget, among the best within it): only those save their model (the driver deletes those
+        that fall out of the ranking at the end). The driver knows the study's scores; unanswered,
+        the trial keeps its model rather than lose a champion."""
+        answer = ask({"type": "keep", "trial": self.number, "value": value, "objectives": measured or {}})
         return (answer or {}).get("keep", True)
 
     def _keep_checkpoint(self, result: loop.TrainResult, params: TrainingConfig) -> tuple[str | None, str | None]:

@@ -132,3 +132,26 @@ def test_confirm_settings_are_checked():
                       ({"min_improvement": -0.1}, "registry.min_improvement")):
         with pytest.raises(ConfigError, match=said.replace(".", r"\.")):
             from_dict({"data": {"train": "t.csv"}, "registry": bad}, "x.yaml")
+
+
+def test_objectives_settings_are_checked():
+    from orchestrator.config import ConfigError
+
+    def problems(search: dict, registry: dict | None = None) -> str:
+        with pytest.raises(ConfigError) as e:
+            from_dict({"data": {"train": "t.csv"}, "search": search, "registry": registry or {}}, "x.yaml")
+        return str(e.value)
+
+    assert "names one objective" in problems({"objectives": ["val_macro_f1"]})
+    assert "'speed' unknown" in problems({"objectives": ["val_macro_f1", "speed"]})
+    assert "latency_ms named twice" in problems({"objectives": ["val_macro_f1", "latency_ms", "latency_ms"]})
+    assert "not latency_ms; put it first" in problems({"objectives": ["latency_ms", "val_macro_f1"]})
+    assert "no validation metric" in problems({"objectives": ["accuracy", "latency_ms"]})
+    assert "cmaes searches one objective" in problems({"objectives": ["val_macro_f1", "params"], "sampler": "cmaes"})
+    assert "nsga2 searches several objectives" in problems({"sampler": "nsga2"})
+    assert "needs latency_ms in search.objectives" in problems({"objectives": ["val_macro_f1", "params"]},
+                                                               {"latency_budget_ms": 20})
+    assert "registry.latency_budget_ms: must be > 0" in problems({}, {"latency_budget_ms": 0})
+    cfg = from_dict({"data": {"train": "t.csv"}, "search": {"objectives": ["val_macro_f1", "latency_ms"],
+                                                            "sampler": "nsga2", "direction": "maximize"}})
+    assert cfg.search.objectives == ["val_macro_f1", "latency_ms"]

@@ -40,6 +40,9 @@ def page(cfg: ExperimentConfig, study: StudyRecord, trials: list[Trial], tracked
     sections = [
         ("summary", "Study", _summary(cfg, study, trials, tracked, best, discarded)),
         ("champion", "Champion", _champion(cfg, tracked, best)),
+        ("evidence", "Evidence: seeds and noise", _evidence(cfg, study, tracked)),
+        *([("front", "Quality against cost: the Pareto front", _front(study, tracked))] if study.front else []),
+        ("lineage", "Lineage", _lineage(tracked)),
         ("trials", "Trials", _trials(cfg, trials, tracked, best)),
         ("curves", "Learning curves", _figure(figures["validation"], "validation")
          + _figure(figures["loss"], "loss")),
@@ -110,8 +113,11 @@ def _champion(cfg: ExperimentConfig, tracked: Tracked, best: Trial | None) -> st
     if champion is not None:
         link = tracked.run_link(champion.run_id)
         if champion.metrics:
-            rows = [[_td(escape(pretty(k))), _number(v)] for k, v in sorted(champion.metrics.items())]
-            parts.append("<h3>Test metrics</h3>" + _table(["metric", "value"], rows))
+            m = champion.metrics
+            rows = [[_td(escape(pretty(k))), _number(v, k), _interval(m.get(f"{k}_ci_low"), m.get(f"{k}_ci_high"))]
+                    for k, v in sorted(m.items()) if not k.endswith(("_ci_low", "_ci_high"))]
+            parts.append("<h3>Test metrics</h3>" + _table(["metric", "value", "95% CI (bootstrap over the test rows)"],
+                                                          rows, table_id="test-metrics"))
         for name, png in champion.images:
             parts.append(f"<h3>{escape(name)}</h3><img alt=\"{escape(name)}\" style=\"max-width:100%\" "
                          f"src=\"data:image/png;base64,{base64.b64encode(png).decode()}\">")
@@ -128,9 +134,79 @@ def _champion(cfg: ExperimentConfig, tracked: Tracked, best: Trial | None) -> st
     return "\n".join(parts)
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    return '<td class="num"></td>' if low is None or high is None else \
+        f'<td class="num" data-low="{low!r}" data-high="{high!r}">{low:.4f} – {high:.4f}</td>'
+
+
+def _evidence(cfg: ExperimentConfig, study: StudyRecord, tracked: Tracked) -> str:
+    """Why this champion: its configuration's runs on other seeds (search.confirm), whether it
+    beats the baseline beyond noise, and the paired test that decided @champion."""
+    parts = []
+    confirmed = study.confirmation()
+    if confirmed:
+        chosen = tracked.parent_tags.get("confirmed_trial")
+        rows = [[_td(f"{g['trial']}{' ★' if str(g['trial']) == chosen else ''}"), _number(g["mean"]),
+                 _number(g["std"]), _td(f"{g['completed']} of {g['planned']}"),
+                 _td(escape(", ".join(f"{r['value']:.4f}" + (f" (seed {r['seed']})" if r["seed"] is not None else "")
+                                      for r in g["runs"]))),
+                 _td(str(g["best_run"])), _td(escape(", ".join(f"{k}={_param(v)}" for k, v in g["params"].items())))]
+                for g in confirmed]
+        parts.append(f"<p>The best configurations were trained again on new seeds; the champion is the "
+                     f"configuration of best mean {escape(pretty(cfg.search.metric))} (★), its weights its best "
+                     f"run's.</p>" + _table(["trial", "mean", "standard deviation", "runs", "values", "best run",
+                                             "parameters"], rows, table_id="confirmation"))
+    else:
+        parts.append('<p class="missing">No configuration was confirmed on other seeds (search.confirm.top_k is 0, '
+                     "or the trials have not finished): the champion is the single best trial.</p>")
+    for tag, what in (("baseline_comparison", "Against the baseline"),
+                      ("champion_comparison", "Against the champion it met (paired bootstrap on the same test rows)")):
+        if tag in tracked.parent_tags:
+            parts.append(f"<h3>{escape(what)}</h3><p>{escape(tracked.parent_tags[tag])}</p>")
+    return "\n".join(parts)
+
+
+def _front(study: StudyRecord, tracked: Tracked) -> str:
+    """search.objectives: every completed trial's objectives, those on the front marked, Optuna's
+    Pareto-front plot, and which trial got @fast."""
+    rows = study.pareto_table()
+    if not rows:
+        return '<p class="missing">No trial has completed with its objectives measured yet.</p>'
+    names = [k for k in rows[0] if k not in ("trial", "quality", "pareto")]
+    table = _table(["trial", "quality", *map(escape, names), "on the front"],
+                   [[_td(str(r["trial"])), _number(r["quality"]), *(_number(r[k]) for k in names),
+                     _td("yes" if r["pareto"] else "")] for r in rows], table_id="pareto")
+    fast = tracked.parent_tags.get("fast_trial")
+    said = f"<p>@fast: trial {escape(fast)} ({escape(tracked.parent_tags.get('fast_model', ''))}).</p>" if fast else ""
+    try:
+        figure = _figure(study.pareto_figure(), "pareto")
+    except (ValueError, RuntimeError) as e:  # e.g. no completed trial in the front yet
+        figure = f'<p class="missing">No Pareto plot: {escape(str(e))}</p>'
+    return ("<p>Latency: median of one text (batch 1) on the trial's ONNX export, one ONNX Runtime thread; "
+            "params: parameter count; model_mb: the ONNX file's size.</p>" + table + said + figure)
+
+
+def _lineage(tracked: Tracked) -> str:
+    """What the study was made from: its data (MLflow dataset inputs), code and encoder."""
+    tags = tracked.parent_tags
+    rows = [[f"<th>{escape(k)}</th>", _td(escape(tags[key]))]
+            for k, key in (("code", "code_version"), ("data fingerprint", "data_fingerprint"),
+                           ("encoder", "encoder"), ("encoder fingerprint", "encoder_fingerprint"),
+                           ("encoder version", "encoder_version"), ("encoder's pre-training run", "encoder_run_id"))
+            if key in tags]
+    parts = [_table(None, rows)] if rows else []
+    if tracked.datasets:
+        parts.append(_table(["split", "context", "rows", "digest", "source"],
+                            [[_td(escape(d["name"])), _td(escape(d["context"])), _td(str(d["rows"] or "")),
+                              _td(f"<code>{escape(d['digest'])}</code>"), _td(escape(str(d["source"])))]
+                             for d in tracked.datasets], table_id="datasets"))
+    return "\n".join(parts) or '<p class="missing">No lineage recorded on the study\'s MLflow run.</p>'
+
+
 def _versus(cfg: ExperimentConfig, metrics: dict[str, float]) -> str:
     """The parent run's `baseline_<m>` and `champion_<m>` metrics side by side, by `<m>`."""
-    names = sorted({k.split("_", 1)[1] for k in metrics if k.startswith(("baseline_", "champion_"))},
+    names = sorted({k.split("_", 1)[1] for k in metrics if k.startswith(("baseline_", "champion_"))
+                    and not k.endswith(("_ci_low", "_ci_high"))},  # the test metrics' table shows those
                    key=lambda m: (not m.startswith("val"), m))
     if not names:
         return '<p class="missing">No champion or baseline metrics on the study\'s MLflow run.</p>'
@@ -194,6 +270,8 @@ def _note(t: Trial) -> str:
     original = retried_from(t)
     if original is not None:
         return f"re-run of trial {original}, whose process died"
+    if "confirms" in t.user_attrs:  # search.confirm: a top configuration trained again on another seed
+        return f"confirms trial {t.user_attrs['confirms']} (seed {t.user_attrs.get('confirm_seed')})"
     if "warm_start_from" in t.user_attrs:  # search.warm_start: a finished study's configuration, run first
         return f"warm start from {t.user_attrs['warm_start_from']}"
     return ""

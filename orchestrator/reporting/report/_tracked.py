@@ -55,6 +55,7 @@ class Tracked:
     val_curves: dict[int, list[tuple[int, float]]] = field(default_factory=dict)  # (epoch, value), when Optuna has none
     champion: Champion | None = None
     alias_holder: str | None = None  # the version that holds @champion now
+    datasets: list[dict] = field(default_factory=list)  # the study run's dataset inputs (lineage)
     problems: list[str] = field(default_factory=list)
     store: StudyRuns | None = None  # the store, once it opened
     down: bool = False  # the store did not answer: nothing more is asked of it
@@ -107,6 +108,7 @@ def _read(store: StudyRuns, cfg: ExperimentConfig, study: StudyRecord, tracked: 
     if parent is not None:
         tracked.parent_run_id, tracked.experiment_id = parent.run_id, parent.experiment_id
         tracked.parent_metrics, tracked.parent_tags = dict(parent.metrics), dict(parent.tags)
+        tracked.datasets = store.datasets(parent.run_id)
     if tracked.experiment_id is None:
         tracked.problems.append(f"MLflow holds no experiment {cfg.experiment_name!r} with this study's runs "
                                 f"(tracking.experiment); no run links, train loss or champion.")
@@ -159,6 +161,9 @@ def _trial_runs(store: StudyRuns, cfg: ExperimentConfig, study: StudyRecord, tra
             tracked.val_curves[number] = store.metric_history(run_id, cfg.search.metric)
 
 
+SHOWN_TABLES = ("serving_formats.json",)  # the champion's tables besides its `_test` ones
+
+
 def _champion(store: StudyRuns, run_id: str, tracked: Tracked) -> Champion | None:
     """The test metrics and test-split artifacts (`champion.evaluate` logs them, named
     `<what>_test.<ext>` by the task) of the best trial's run, whatever the task."""
@@ -167,7 +172,7 @@ def _champion(store: StudyRuns, run_id: str, tracked: Tracked) -> Champion | Non
         tracked.problems.append(f"The champion's MLflow run {run_id} is gone (deleted?).")
         return None
     champion = Champion(run_id, {k: v for k, v in run.metrics.items() if k.startswith("test_")})
-    files = [a for a in store.files(run_id) if Path(a.path).stem.endswith("_test")]
+    files = [a for a in store.files(run_id) if Path(a.path).stem.endswith("_test") or a.path in SHOWN_TABLES]
     with tempfile.TemporaryDirectory(prefix="orchestrator-report-") as tmp:
         for a in sorted(files, key=lambda a: ({".png": 0, ".txt": 1}.get(Path(a.path).suffix, 2), a.path)):
             if (a.size or 0) > LARGEST_ARTIFACT or Path(a.path).suffix not in (".png", ".txt", ".json"):
