@@ -57,7 +57,14 @@ def test_report_of_a_finished_search(finished_search, report):
     shown = {k: v for k, v in parent.data.metrics.items() if k.startswith(("baseline_", "champion_"))}
     assert {"baseline_test_macro_f1", "baseline_val_macro_f1", "champion_test_macro_f1"} <= set(shown)
     for key, value in shown.items():
+        if key.endswith(("_ci_low", "_ci_high")):  # beside its metric in the test metrics' table
+            side = "low" if key.endswith("_low") else "high"
+            assert f'data-{side}="{value!r}"' in versus, key
+            continue
         assert f'data-metric="{key}" data-value="{value!r}">{value:.4f}<' in versus, key
+    lineage = _section(html, "lineage")
+    assert 'id="datasets"' in lineage and parent.data.tags["code_version"] in lineage
+    assert "No configuration was confirmed" in _section(html, "evidence")
     assert parent.data.tags["registered_model"] in versus  # done-clf/<version>
     assert "data:image/png;base64," in versus  # the champion's confusion matrix on test
     assert "classification_report_test.txt" in versus

@@ -10,7 +10,8 @@ from orchestrator.search.components import PRUNERS, SAMPLERS, make_pruner, make_
 
 SAMPLER_CLASSES = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
                    "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
-                   "random": optuna.samplers.RandomSampler, "grid": optuna.samplers.GridSampler}
+                   "random": optuna.samplers.RandomSampler, "grid": optuna.samplers.GridSampler,
+                   "nsga2": optuna.samplers.NSGAIISampler}
 PRUNER_CLASSES = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
                   "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
                   "hyperband": optuna.pruners.HyperbandPruner, "wilcoxon": optuna.pruners.WilcoxonPruner,
@@ -21,6 +22,8 @@ GRID_SPACE = {"learning_rate": [1e-5, 1e-4], "epochs": {"low": 1, "high": 2}, "h
 
 
 def _config(search: dict, space: dict = SPACE, training: dict | None = None):
+    if search.get("sampler") == "nsga2":  # a sampler of several objectives: the front's (search/objectives.py)
+        search = {"objectives": ["val_macro_f1", "latency_ms"], **search}
     return from_dict({"data": {"train": "t.csv"}, "space": space, "search": search, "training": training or {}})
 
 
