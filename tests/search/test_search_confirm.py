@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def searched(tmp_path, tiny_model, data_dir, migrated_store, monkeypatch):
+def searched(tmp_path, tiny_model, data_dir, migrated_store, monkeypatch, capsys):
     """Study "first": 2 trials of 1 epoch proposed by a Pareto front of quality, latency and
     parameters, its best 2 configurations confirmed on 1 new seed each, registered with its ONNX
     and int8 formats, and @fast under a latency budget every trial meets."""
@@ -35,12 +35,11 @@ def searched(tmp_path, tiny_model, data_dir, migrated_store, monkeypatch):
                              registry={"model_name": "ev-clf", "export": True, "latency_budget_ms": 10000})
     assert main(["search", "--config", str(config)]) == 0
     client = MlflowClient(tracking, registry_uri=tracking)
-    return config, tracking, client
+    return config, tracking, client, capsys.readouterr().out
 
 
-def test_a_confirmed_champion_with_its_evidence_formats_and_lineage(searched, tmp_path, data_dir, capsys):
-    config, tracking, client = searched
-    out = capsys.readouterr().out
+def test_a_confirmed_champion_with_its_evidence_formats_and_lineage(searched, tmp_path, data_dir):
+    config, tracking, client, out = searched
     study = optuna.load_study(study_name="first", storage="sqlite:///mlruns/optuna.db")
     confirmations = [t for t in study.trials if CONFIRMS in t.user_attrs]
     searched_trials = [t for t in study.trials if CONFIRMS not in t.user_attrs]
@@ -117,7 +116,7 @@ def test_a_confirmed_champion_with_its_evidence_formats_and_lineage(searched, tm
             assert paired.values[0] == t.value and paired.values[1] == t.user_attrs["objectives"]["latency_ms"] > 0
             assert paired.values[2] == t.user_attrs["objectives"]["params"] > 1000
     assert "pareto_front.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert "Optuna cannot prune a multi-objective study" in out
+    assert "search.objectives: a Pareto front of val_macro_f1, latency_ms, params (study first.objectives" in out
     # @fast: the best trial within the budget (every one here), with its latency as a tag.
     fast = client.get_model_version_by_alias("ev-clf", "fast")
     assert float(fast.tags["objective_latency_ms"]) > 0 and "objective_val_macro_f1" in fast.tags
@@ -130,7 +129,7 @@ def test_a_confirmed_champion_with_its_evidence_formats_and_lineage(searched, tm
 
 
 def test_a_second_study_meets_the_champion_through_the_paired_gate(searched, tmp_path, tiny_model, data_dir, capsys):
-    config, tracking, client = searched
+    config, tracking, client, _ = searched
     before = client.get_model_version_by_alias("ev-clf", "champion").version
     second = tiny_experiment(tmp_path / "second.yaml", tiny_model, data_dir, "second",
                              training={"epochs": 1}, search={"n_trials": 1, "seed": 9},
