@@ -153,9 +153,11 @@ class Task(ABC):
 
     # ---- encoding
     @abstractmethod
-    def encode(self, examples, tokenizer, max_length: int, with_labels: bool = True):
+    def encode(self, examples, tokenizer, max_length: int, with_labels: bool = True, fingerprint: str | None = None):
         """A `datasets.Dataset` of encoded rows: model inputs, `labels` (when `with_labels`) and any
-        metadata `gather` needs (listed in `meta_columns`). May hold more rows than examples (windows)."""
+        metadata `gather` needs (listed in `meta_columns`). May hold more rows than examples (windows).
+        `fingerprint`: the result's datasets fingerprint, given where hashing the tokenizer to make
+        one would cost more than the encoding (a prediction of a few texts, `saved_model.Classifier`)."""
 
     meta_columns: tuple[str, ...] = ()  # encoded columns that are not model inputs
 

@@ -51,8 +51,12 @@ def code_version() -> dict[str, str]:
     and MLflow's `mlflow.source.git.commit` when the package runs from a git checkout."""
     root = Path(__file__).resolve().parents[2]
     try:
+        # This package's own checkout only: an installed copy inside another repository (a project's
+        # .venv) must not report that project's commit as this code's.
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip()
+                                timeout=10).stdout.strip() if top and Path(top).resolve() == root else ""
         dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                     capture_output=True, text=True, timeout=10).stdout.strip()) if commit else False
     except (OSError, subprocess.SubprocessError):  # no git here: the package's version says what runs

@@ -24,6 +24,7 @@ traces our own `forward`, heads included.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -71,9 +72,11 @@ def export_onnx(directory: str | Path) -> Path:
     kwargs = {n: trace[n] for n in names}
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
             # One Dim for every input's axis: the exporter says so for each input, harmlessly.
             warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
+            # torch.export's own deprecations (pytree's LeafSpec), not ours to act on.
+            warnings.filterwarnings("ignore", category=FutureWarning)
             # The dynamo exporter (torch.export + onnxscript) handles every head here on torch 2.13,
             # so there is no fallback to the legacy TorchScript exporter.
             program = torch.onnx.export(model, (), kwargs=kwargs, dynamo=True, input_names=names,
@@ -103,6 +106,19 @@ def export_onnx(directory: str | Path) -> Path:
                                   f"not used")
 
     return _write(directory / ONNX_FILE, lambda path: _save(proto, path), check)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter's registry notes that torchvision's operators are skipped (no torchvision
+    here, and our models use none): a warning per operator on every export, in the user's terminal."""
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
+    registry.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        registry.setLevel(level)
 
 
 def quantize_int8(directory: str | Path) -> Path:

@@ -129,7 +129,8 @@ class MultiLabel(Task):
         return f"{super().describe(splits)}; {share:.0%} of training texts have 2 or more"
 
     # ---- encoding
-    def encode(self, examples: Dataset, tokenizer, max_length: int, with_labels: bool = True) -> Dataset:
+    def encode(self, examples: Dataset, tokenizer, max_length: int, with_labels: bool = True,
+               fingerprint: str | None = None) -> Dataset:
         num_labels = _num_labels(examples) if with_labels else 0
 
         def encode(batch):
@@ -139,7 +140,7 @@ class MultiLabel(Task):
             return enc
 
         encoded = examples.map(encode, batched=True, remove_columns=examples.column_names,
-                               desc=f"tokenizing (max_length={max_length})")
+                               desc=f"tokenizing (max_length={max_length})", new_fingerprint=fingerprint)
         # Written under another name: `map` would otherwise keep the input's `labels` feature (a list
         # of class ids) and cast the float vectors back to ints.
         return encoded.rename_column("multi_hot", "labels") if with_labels else encoded

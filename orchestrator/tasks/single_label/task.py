@@ -125,7 +125,8 @@ class SingleLabel(Task):
         return {name: counts.get(i, 0) for i, name in enumerate(splits.label_names)}
 
     # ---- encoding
-    def encode(self, examples: Dataset, tokenizer, max_length: int, with_labels: bool = True) -> Dataset:
+    def encode(self, examples: Dataset, tokenizer, max_length: int, with_labels: bool = True,
+               fingerprint: str | None = None) -> Dataset:
         def encode(batch):
             enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
             if with_labels:
@@ -133,7 +134,7 @@ class SingleLabel(Task):
             return enc
 
         return examples.map(encode, batched=True, remove_columns=examples.column_names,
-                            desc=f"tokenizing (max_length={max_length})")
+                            desc=f"tokenizing (max_length={max_length})", new_fingerprint=fingerprint)
 
     def collator(self, tokenizer):
         from transformers import DataCollatorWithPadding

@@ -148,7 +148,7 @@ class TokenClassification(Task):
         return f"{tagging.scheme_of(names)} tags {shown}"
 
     # ---- encoding
-    def encode(self, examples, tokenizer, max_length: int, with_labels: bool = True):
+    def encode(self, examples, tokenizer, max_length: int, with_labels: bool = True, fingerprint: str | None = None):
         overlap = self.window_overlap
         if overlap is None:  # no experiment: a window still moves on by at least half its length
             overlap = min(DEFAULT_OVERLAP, max(0, (max_length - 2) // 2))
