@@ -98,6 +98,9 @@ def _check_search(cfg: ExperimentConfig, problems: list[str]) -> None:
     s = cfg.search
     if s.n_trials is None and s.timeout is None:
         problems.append("search: set n_trials, timeout, or both, so the study ends")
+    elif s.n_trials is None and s.confirm.top_k:
+        problems.append("search.confirm: confirmation starts once search.n_trials trials have finished, and with "
+                        "search.timeout alone that never happens; set search.n_trials, or search.confirm.top_k: 0")
     if s.heartbeat_interval >= s.heartbeat_grace_period:
         problems.append(f"search.heartbeat_interval ({s.heartbeat_interval}) must be below "
                         f"search.heartbeat_grace_period ({s.heartbeat_grace_period})")
@@ -127,7 +130,8 @@ def _check_objectives(cfg: ExperimentConfig, problems: list[str]) -> None:
         return
     extra = ", ".join(EXTRA_OBJECTIVES)
     if len(wanted) < 2:
-        problems.append(f"search.objectives: {wanted} names one objective; give the quality metric and at least one "
+        problems.append(f"search.objectives: {wanted} names {len(wanted)} objective(s); give the quality metric and "
+                        f"at least one "
                         f"of {extra} (e.g. [{s.metric or 'val_macro_f1'}, latency_ms]), or remove it")
     if wanted and wanted[0] in EXTRA_OBJECTIVES:
         problems.append(f"search.objectives: the first is the quality metric the trials optimise (e.g. "

@@ -8,6 +8,7 @@ deployment does; `load_classifier` gives the `Classifier` inside a registered ve
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mlflow
@@ -67,7 +68,9 @@ FORMATS_TAG = "export_formats"  # a version's formats, "pytorch onnx int8" (`sea
 
 def check_format(model_uri: str, tracking_uri: str | None, fmt: str) -> None:
     """The model carries format `fmt` (pytorch always does): a registered version by its tag
-    `export_formats`, a model folder by its files. Run after `check_model`."""
+    `export_formats`, a model folder by its files. Other URIs (`runs:/`, a logged model's
+    `models:/m-...`) name no version whose tags say, so ONNX formats need one of those two. Run
+    after `check_model`."""
     from orchestrator.training.export import FILES, FORMATS
 
     if fmt not in FORMATS:
@@ -75,23 +78,31 @@ def check_format(model_uri: str, tracking_uri: str | None, fmt: str) -> None:
     if fmt == "pytorch":
         return
     fix = "serve or predict it with --format pytorch, or register it again with registry.export: true"
-    if model_uri.startswith("models:/"):
-        uri = absolute_sqlite(tracking_uri, create=False) if tracking_uri else None
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        name, at, alias = model_uri[len("models:/"):].partition("@")
-        name, _, number = name.partition("/")
-        version = client.get_model_version_by_alias(name, alias) if at else (
-            client.get_model_version(name, number) if number.isdigit() else None)
-        if version is None:
-            return
-        formats = version.tags.get(FORMATS_TAG, "pytorch").split()
-        if fmt not in formats:
-            why = version.tags.get("export_error") or ("registered without exports (registry.export: false, or by "
-                                                       "a version of orchestrator without them)")
-            raise DataError(f"--format {fmt}: version {version.version} of {name} carries {', '.join(formats)} only "
-                            f"({why}); {fix}")
-    elif "://" not in model_uri and not (Path(model_uri) / "artifacts" / "classifier" / FILES[fmt]).is_file():
-        raise DataError(f"--format {fmt}: {model_uri} has no {FILES[fmt]} in artifacts/classifier; {fix}")
+    if "://" not in model_uri and not model_uri.startswith(("models:/", "runs:/")):  # a model folder
+        if not (Path(model_uri) / "artifacts" / "classifier" / FILES[fmt]).is_file():
+            raise DataError(f"--format {fmt}: {model_uri} has no {FILES[fmt]} in artifacts/classifier; {fix}")
+        return
+    rest = model_uri.removeprefix("models:/")
+    name, at, alias = rest.partition("@")
+    name, _, number = name.partition("/")
+    if rest == model_uri or (not at and not number) or name.startswith("m-"):
+        raise DataError(f"--format {fmt}: {model_uri} names no registered version, whose tags say which formats it "
+                        f"carries; give one, e.g. --model models:/NAME@champion or models:/NAME/3")
+    uri = absolute_sqlite(tracking_uri, create=False) if tracking_uri else None
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if at:
+        version = client.get_model_version_by_alias(name, alias)
+    elif number.isdigit():
+        version = client.get_model_version(name, number)
+    else:
+        raise DataError(f"--format {fmt}: {model_uri}: {number!r} is no version number; give one, e.g. "
+                        f"models:/{name}/3, or an alias, e.g. models:/{name}@champion")
+    formats = version.tags.get(FORMATS_TAG, "pytorch").split()
+    if fmt not in formats:
+        why = version.tags.get("export_error") or ("registered without exports (registry.export: false, or by "
+                                                   "a version of orchestrator without them)")
+        raise DataError(f"--format {fmt}: version {version.version} of {name} carries {', '.join(formats)} only "
+                        f"({why}); {fix}")
 
 
 def load_pyfunc(model_uri: str, tracking_uri: str | None = None, fmt: str = "pytorch"):
@@ -102,7 +113,19 @@ def load_pyfunc(model_uri: str, tracking_uri: str | None = None, fmt: str = "pyt
         tracking_uri = absolute_sqlite(tracking_uri, create=False)
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
-    return mlflow.pyfunc.load_model(model_uri, model_config={"format": fmt})
+    # Through the environment the pyfunc reads at load (as `serve` passes it): a model_config given
+    # at load is ignored by MLflow unless the model was logged with one, which earlier versions were not.
+    from orchestrator.registry.pyfunc import FORMAT_ENV
+
+    before = os.environ.get(FORMAT_ENV)
+    os.environ[FORMAT_ENV] = fmt
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    finally:
+        if before is None:
+            os.environ.pop(FORMAT_ENV, None)
+        else:
+            os.environ[FORMAT_ENV] = before
 
 
 def load_classifier(model_uri: str) -> Classifier:

@@ -22,10 +22,9 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc: a DataFrame with a `text` column in, the task's predictions out."""
 
     def load_context(self, context):
-        # The format to run: `model_config={"format": ...}` at load (`predict --format`), else the
-        # environment (`serve --format`, whose child `mlflow models serve` takes no model config).
-        runtime = (getattr(context, "model_config", None) or {}).get("format") or os.environ.get(FORMAT_ENV) \
-            or "pytorch"
+        # The format to run, from the environment: `serve --format` sets it for its child (`mlflow models
+        # serve` takes no model config), `predict --format` around its load (`lookup.load_pyfunc`).
+        runtime = os.environ.get(FORMAT_ENV) or "pytorch"
         self.classifier = Classifier(context.artifacts["classifier"], runtime=runtime)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

@@ -131,7 +131,8 @@ def data_line(record: dict) -> str:
 
     sources = ", ".join(f"{split} {source.get('location') or 'hub ' + str(source.get('hub'))}"
                         for split, source in record.get("sources", {}).items())
-    return f"data: fingerprint {fingerprint.digest(record)} ({sources})"
+    return (f"data: fingerprint {fingerprint.digest(record)} of the files and settings ({sources}); each split's "
+            f"rows have their own digest in the runs' MLflow dataset inputs")
 
 
 def trial_table(state: StudyState) -> Table:

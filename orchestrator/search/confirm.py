@@ -80,6 +80,16 @@ def plan(study: optuna.Study, cfg: ExperimentConfig) -> tuple[int, str | None]:
     return queued, note
 
 
+def budget(study: optuna.Study) -> tuple[int, int]:
+    """(confirmations finished, confirmations planned) of the current plan's configurations."""
+    recorded = study.user_attrs.get(PLAN) or {}
+    planned = set(recorded.get("trials", []))
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(CONFIRMS) in planned]
+    done = {(t.user_attrs[CONFIRMS], t.user_attrs.get(SEED)) for t in mine
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    return len(done), len(planned) * len(recorded.get("seeds", []))
+
+
 def outstanding(study: optuna.Study) -> int:
     """Confirmations queued or running (by any process)."""
     return len([t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
@@ -141,12 +151,14 @@ def groups(study: optuna.Study) -> list[Group]:
     return out
 
 
-def choose(study: optuna.Study) -> tuple[FrozenTrial | None, Group | None, list[Group]]:
-    """(the run whose weights become the champion, its configuration's group, every group).
-    With confirmations: the group of best mean, and its best run. Without (none planned): the
+def choose(study: optuna.Study, confirming: bool = True) -> tuple[FrozenTrial | None, Group | None, list[Group]]:
+    """(the run whose weights become the champion, its configuration's group, every group, by
+    mean, best first). With confirmations (`confirming`: search.confirm is on): the group of best
+    mean, and its best run. Without (none planned, or search.confirm turned off since): the
     study's best trial of the search proper, and no group."""
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    found = groups(study)
+    found = groups(study) if confirming else []
+    found.sort(key=lambda g: (-g.mean if maximize else g.mean, g.trial.number))
     if found:
         best = (max if maximize else min)(found, key=lambda g: (g.mean if maximize else -g.mean, -g.trial.number))
         return best.best_run(maximize), best, found

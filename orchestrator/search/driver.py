@@ -159,7 +159,7 @@ def run_search(cfg: ExperimentConfig, gpus: str | None = None, workers: int | st
         warmed = warm_start.record(opened.study)
         if warmed is not None:
             summary.notes.append(warm_start.note(warmed))
-        best = confirm.choose(opened.study)[0]
+        best = confirm.choose(opened.study, confirm.enabled(cfg))[0]
         if summary.interrupted and summary.best_trial is None and best is not None:  # stopped before the champion
             summary.best_trial, summary.best_params, summary.best_value = best.number, best.params, best.value
     summary.seconds = time.perf_counter() - started
@@ -198,6 +198,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, 
             opened.tracker = tracker = Tracker(cfg.tracking.uri, cfg.experiment_name, cfg.tracking.artifact_location)
             opened.storage = storage = make_storage(cfg.search)
             study = create_study(cfg, storage)
+            objectives.check(study, cfg)
             opened.front = objectives.open_front(cfg, storage, make_sampler(cfg.search, params=cfg.space))
             check_identity(study, checked.splits.record, checked.model.record, redact(cfg.search.storage))
             check_objective(study, cfg.search.metric, cfg.search.direction)
@@ -259,8 +260,11 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, 
     done = not (interrupt.requested or timed_out) and (finished(study) >= budget if budget is not None
                                                        else halted is not None)
     if confirm.enabled(cfg) and not done:
-        summary.notes.append("search.confirm: the best configurations were not confirmed in this run (the trials "
-                             "did not finish their budget); the same command resumes the study and confirms them")
+        why = ("search.timeout ended this run first" if timed_out else "it was interrupted" if interrupt.requested
+               else "the trials did not finish their budget")
+        summary.notes.append(f"search.confirm: the best configurations were not confirmed in this run ({why}), so "
+                             f"the champion is the single best trial; the same command resumes the study, finishes "
+                             f"the trial budget and confirms them")
     elif confirm.enabled(cfg):
         _phase(summary, progress, "confirming the best configurations")
         with lock():
@@ -313,13 +317,11 @@ def _budget(cfg: ExperimentConfig, progress: StudyProgress) -> int | None:
 def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, checked: Checked, tracker: Tracker,
               parent: str, lock: StudyLock, interrupt: Interrupt, summary: Summary, progress: StudyProgress,
               opened_front: optuna.Study | None = None) -> None:
-    best, group, groups = confirm.choose(study)
+    best, group, groups = confirm.choose(study, confirm.enabled(cfg))
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     summary.confirmation = [g.to_dict(maximize) for g in groups]
-    if confirm.enabled(cfg) or groups:
-        runs = [t for t in study.get_trials(deepcopy=False) if confirm.is_confirmation(t)]
-        summary.confirm_budget = (len([t for t in runs if t.state in FINISHED]),
-                                  cfg.search.confirm.top_k * cfg.search.confirm.seeds)
+    if confirm.enabled(cfg):
+        summary.confirm_budget = confirm.budget(study)
     if group is not None:
         summary.confirmed_trial = group.trial.number
         progress.print(confirm.describe(group, maximize, cfg.search.metric))
@@ -362,7 +364,7 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
                 if (usable and not interrupt.requested and cfg.registry.register
                         and cfg.registry.latency_budget_ms is not None):
                     registration, line = champion.register_fast(cfg, checked.splits, tracker, parent, study, study_dir,
-                                                                checked.task, run_ids)
+                                                                checked.task, run_ids, best.number)
                     fast = objectives.fast(study, cfg.registry.latency_budget_ms)
                     summary.notes.append(line)
             # Last: the registered model holds its own copy, and nothing above waits on this.

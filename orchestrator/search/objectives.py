@@ -48,6 +48,23 @@ def front_name(study_name: str) -> str:
     return f"{study_name}.objectives"
 
 
+def check(study: optuna.Study, cfg: ExperimentConfig) -> None:
+    """Record what the study searches (its objectives, or none), or refuse a run that adds, drops
+    or changes them: a front missing some trials' measurements is no front. A study from before
+    objectives had none."""
+    now = list(cfg.search.objectives) if cfg.search.objectives else None
+    if "objectives" not in study.user_attrs:
+        study.set_user_attr("objectives", None if study.get_trials(deepcopy=False) else now)
+    recorded = study.user_attrs["objectives"]
+    if recorded != now:
+        name = cfg.study_name
+        was = f"searches {recorded}" if recorded else "has one objective (no search.objectives)"
+        keep = f"search.objectives={recorded}" if recorded else "search.objectives out"
+        raise DataError(f"search.objectives: study {name!r} {was}, this config "
+                        f"{'searches ' + str(now) if now else 'has none'}: its trials would not all be on one front. "
+                        f"Keep {keep} for this study, or start a new one (search.study_name={name}-2)")
+
+
 def open_front(cfg: ExperimentConfig, storage, sampler) -> optuna.Study | None:
     """The study's front (made once, joined after), or None without `search.objectives`. A front
     made for other objectives is refused: their values would not compare."""

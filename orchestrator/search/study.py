@@ -263,7 +263,9 @@ class Sampling:
         """With a front: its sampler draws the next trial's parameters (on every objective), and
         they are queued for the study, whose next `ask` takes them."""
         self.front.sampler = self.sampler(_next_number(study), repeat)
-        proposed = self.front.ask()
+        with warnings.catch_warnings():  # "heartbeats are meant for optimize": the front's trials are never run
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            proposed = self.front.ask()
         self.sample(proposed)
         proposed.set_user_attr(STUDY_TRIAL, len(study.get_trials(deepcopy=False)))
         study.enqueue_trial(dict(proposed.params), user_attrs={FRONT_TRIAL: proposed.number})
@@ -271,7 +273,9 @@ class Sampling:
     def pair(self, study: optuna.Study, trial: optuna.Trial) -> None:
         """A queued trial (a retry, a warm start) gets its own trial in the front, with its parameters."""
         self.front.enqueue_trial(dict(trial.params), user_attrs={STUDY_TRIAL: trial.number})
-        paired = self.front.ask()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            paired = self.front.ask()
         self.sample(paired)
         trial.set_user_attr(FRONT_TRIAL, paired.number)
 
@@ -329,6 +333,12 @@ def claim(study: optuna.Study, n_trials: int | None, lock: StudyLock, sampling: 
             if sampling is None:
                 return trial
             record = trial_record(study, trial.number)
+            if CONFIRMS in record.user_attrs and not confirming and not sampling.search.confirm.top_k:
+                # Queued by an earlier run whose search.confirm was on: not this run's to train.
+                trial.set_user_attr("fail_reason", "a confirmation queued by an earlier run; search.confirm.top_k is "
+                                                   "0 now, so it is not run")
+                study.tell(trial, state=TrialState.FAIL)
+                continue
             # A re-run, or a confirmation: the same parameters again on purpose.
             retry = retried_from(record) is not None or CONFIRMS in record.user_attrs
             try:

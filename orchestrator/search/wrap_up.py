@@ -202,13 +202,7 @@ def register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: st
         if f"{main}_ci_low" in metrics else {}
     spread = {"confirmed_mean": f"{confirmed['mean']:.6f}", "confirmed_std": f"{confirmed['std']:.6f}",
               "confirmed_runs": str(confirmed["completed"])} if confirmed else {}
-    formats = {}
-    if cfg.registry.export:  # ONNX and int8 beside PyTorch: files in the checkpoint the pyfunc carries
-        rows, error = serving_formats.measure(checkpoint, splits, task, main)
-        tracker.log_table(run_id, pd.DataFrame(rows), "serving_formats.json")
-        tracker.log_metrics(run_id, serving_formats.metrics(rows, main))
-        formats = serving_formats.tags(rows, error, main)
-        notes.append(serving_formats.said(rows, error, main))
+    formats = _serving_formats(cfg, tracker, run_id, checkpoint, splits, task, main, notes)
     registration = registry.register(
         tracker.client, cfg.model_name, run_id, checkpoint, metrics[main], example,
         Classifier(checkpoint).predict_frame(example),
@@ -224,6 +218,19 @@ def register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: st
     return registration
 
 
+def _serving_formats(cfg: ExperimentConfig, tracker: Tracker, run_id: str, checkpoint: str, splits: Splits,
+                     task: Task, metric: str, notes: list[str]) -> dict[str, str]:
+    """With registry.export: ONNX and int8 beside PyTorch (files in the checkpoint the pyfunc
+    carries), measured; the run gets the table, the version the tags returned, `notes` a line."""
+    if not cfg.registry.export:
+        return {}
+    rows, error = serving_formats.measure(checkpoint, splits, task, metric)
+    tracker.log_table(run_id, pd.DataFrame(rows), "serving_formats.json")
+    tracker.log_metrics(run_id, serving_formats.metrics(rows, metric))
+    notes.append(serving_formats.said(rows, error, metric))
+    return serving_formats.tags(rows, error, metric)
+
+
 def objective_tags(cfg: ExperimentConfig, trial: optuna.trial.FrozenTrial) -> dict[str, str]:
     """A version's search objectives as tags: its validation quality and what it was measured at."""
     if not cfg.search.objectives:
@@ -234,7 +241,8 @@ def objective_tags(cfg: ExperimentConfig, trial: optuna.trial.FrozenTrial) -> di
 
 
 def register_fast(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: str, study: optuna.Study,
-                  study_dir: Path, task: Task, run_ids: dict[int, str]) -> tuple[registry.Registration | None, str]:
+                  study_dir: Path, task: Task, run_ids: dict[int, str],
+                  champion: int | None = None) -> tuple[registry.Registration | None, str]:
     """@fast: the best trial (by validation quality) whose measured latency is within
     `registry.latency_budget_ms`, evaluated on test and registered with that alias (the same
     version as @champion's when the champion is within it). Returns it and a line for the summary."""
@@ -254,12 +262,15 @@ def register_fast(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, paren
         logged = {**evaluation.metrics, **evidence.intervals(task, evaluation, splits)}
         tracker.log_metrics(run_id, logged)
     example = [_as_text(x) for x in splits.data["test"][:5][task.columns[0]]]
+    # The champion's own trial: its version exists, formats and all; @fast is added to it.
+    formats = {} if fast.number == champion else _serving_formats(cfg, tracker, run_id, checkpoint, splits, task,
+                                                                   main, [])
     registration = registry.register(
         tracker.client, cfg.model_name, run_id, checkpoint, logged[main], example,
         Classifier(checkpoint).predict_frame(example),
         tags={"orchestrator_study": cfg.study_name, "optuna_trial_number": str(fast.number)},
         metric=main, test_data=splits.split_digest("test"), maximize=task.maximize(main),
-        extra_tags={**objective_tags(cfg, fast), **code_version(), "data_fingerprint": splits.digest},
+        extra_tags={**objective_tags(cfg, fast), **formats, **code_version(), "data_fingerprint": splits.digest},
         fixed_alias=objectives.FAST)
     latency = (fast.user_attrs.get(objectives.MEASURED) or {}).get("latency_ms")
     tracker.set_tags(parent, {"fast_model": f"{registration.name}/{registration.version}", "fast_trial": fast.number})

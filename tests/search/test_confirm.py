@@ -93,7 +93,7 @@ def test_the_champion_is_the_best_mean_and_its_weights_the_best_single_run(study
     while (trial := claim(study, 4, study.lock, sampling, confirming=True)) is not None:
         _run(study, trial, values[(trial.user_attrs[confirm.CONFIRMS], trial.user_attrs[confirm.SEED])])
     best, group, groups = confirm.choose(study)
-    assert group.trial.number == 3 and [g.trial.number for g in groups] == [1, 3]
+    assert group.trial.number == 3 and [g.trial.number for g in groups] == [3, 1]  # by mean, best first
     assert group.mean == pytest.approx((0.8 + 0.79 + 0.85) / 3)
     assert best.value == 0.85 and best.user_attrs[confirm.CONFIRMS] == 3
     assert study.best_trial.number == 1  # what a single-run choice would have registered
@@ -142,7 +142,7 @@ def test_objectives_settings_are_checked():
             from_dict({"data": {"train": "t.csv"}, "search": search, "registry": registry or {}}, "x.yaml")
         return str(e.value)
 
-    assert "names one objective" in problems({"objectives": ["val_macro_f1"]})
+    assert "names 1 objective(s)" in problems({"objectives": ["val_macro_f1"]})
     assert "'speed' unknown" in problems({"objectives": ["val_macro_f1", "speed"]})
     assert "latency_ms named twice" in problems({"objectives": ["val_macro_f1", "latency_ms", "latency_ms"]})
     assert "not latency_ms; put it first" in problems({"objectives": ["latency_ms", "val_macro_f1"]})
@@ -155,3 +155,43 @@ def test_objectives_settings_are_checked():
     cfg = from_dict({"data": {"train": "t.csv"}, "search": {"objectives": ["val_macro_f1", "latency_ms"],
                                                             "sampler": "nsga2", "direction": "maximize"}})
     assert cfg.search.objectives == ["val_macro_f1", "latency_ms"]
+
+
+def test_confirmation_turned_off_on_resume_leaves_the_plan_unused(study):
+    cfg = _cfg(2, 2)
+    confirm.plan(study, cfg)
+    off = _cfg(0, 2)
+    sampling = Sampling(off.space, off.training, off.search)
+    # A resumed run with search.confirm off: the queued confirmations are failed, not run ...
+    trial = claim(study, 5, study.lock, sampling)
+    assert trial is not None and confirm.CONFIRMS not in trial.user_attrs
+    skipped = [t for t in study.get_trials(states=(TrialState.FAIL,)) if confirm.CONFIRMS in t.user_attrs]
+    assert len(skipped) == 4 and "search.confirm.top_k is 0 now" in skipped[0].user_attrs["fail_reason"]
+    _run(study, trial, 0.99)
+    # ... and the champion is the best trial of the search, not the old plan's best mean.
+    best, group, groups = confirm.choose(study, confirming=False)
+    assert best.value == 0.99 and group is None and groups == []
+
+
+def test_confirmation_needs_a_trial_budget():
+    from orchestrator.config import ConfigError
+
+    with pytest.raises(ConfigError, match="set search.n_trials, or search.confirm.top_k: 0"):
+        from_dict({"data": {"train": "t.csv"}, "search": {"n_trials": None, "timeout": 60, "confirm": {"top_k": 2}}})
+
+
+def test_a_study_keeps_its_objectives(tmp_path):
+    from orchestrator.data import DataError
+    from orchestrator.search import objectives
+
+    study = optuna.create_study(study_name="o", storage=f"sqlite:///{tmp_path / 'o.db'}", direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5))  # a trial from before objectives: one objective
+    two = from_dict({"data": {"train": "t.csv"}, "search": {"objectives": ["val_macro_f1", "latency_ms"],
+                                                            "direction": "maximize", "study_name": "o"}})
+    with pytest.raises(DataError, match="has one objective"):
+        objectives.check(study, two)
+    fresh = optuna.create_study(study_name="p", storage=f"sqlite:///{tmp_path / 'o.db'}", direction="maximize")
+    objectives.check(fresh, two)
+    one = from_dict({"data": {"train": "t.csv"}, "search": {"direction": "maximize", "study_name": "p"}})
+    with pytest.raises(DataError, match=r"searches \['val_macro_f1', 'latency_ms'\]"):
+        objectives.check(fresh, one)

@@ -105,6 +105,8 @@ def test_a_confirmed_champion_with_its_evidence_formats_and_lineage(searched, tm
         written[fmt] = pd.read_csv(out_file)
     assert (written["onnx"]["predicted_label"] == written["pytorch"]["predicted_label"]).all()
     assert (written["onnx"]["prob_positive"] - written["pytorch"]["prob_positive"]).abs().max() < 1e-4
+    # int8 is what ran, not PyTorch under its name: quantised weights move the probabilities a little.
+    assert (written["int8"]["prob_positive"] - written["pytorch"]["prob_positive"]).abs().max() > 0
 
     # search.objectives: the front's study proposed both trials and holds their three objectives.
     front = optuna.load_study(study_name="first.objectives", storage="sqlite:///mlruns/optuna.db")
