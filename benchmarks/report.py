@@ -88,6 +88,37 @@ def evidence_section(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def serving_section() -> str:
+    """benchmarks/serving_formats.py: each registered champion's formats re-measured on a quiet machine."""
+    files = sorted((RESULTS / "serving").glob("*.json"))
+    if not files:
+        return "Not measured yet: `python benchmarks/serving_formats.py <tasks.py folder> <experiment>`."
+    lines = []
+    for path in files:
+        r = json.loads(path.read_text())
+        metric = r["metric"]
+        lines += [f"**{r['study']}** (`python benchmarks/serving_formats.py <folder> {r['config']}`, model {r['model']}; "
+                  f"{r['machine']}, {r['date']}, {r['commit']}; best of {r['formats'][0]['rounds']} rounds):", "",
+                  f"| format | batch 1 p50 / p95 ms | batch 32 p50 / p95 ms | MiB | {metric} | vs PyTorch | threads |",
+                  "|---|---|---|---|---|---|---|"]
+        for f in r["formats"]:
+            lines.append(f"| {f['format']} | {f['latency_b1_p50_ms']:.1f} / {f['latency_b1_p95_ms']:.1f} "
+                         f"| {f['latency_b32_p50_ms']:.0f} / {f['latency_b32_p95_ms']:.0f} | {f['mb']:.1f} "
+                         f"| {f[metric]:.4f} | {f[metric + '_vs_pytorch']:+.4f} | {f['threads']} |")
+        base = next(f for f in r["formats"] if f["format"] == "pytorch")
+        int8 = next((f for f in r["formats"] if f["format"] == "int8"), None)
+        if int8:
+            ratio = int8["latency_b1_p50_ms"] / base["latency_b1_p50_ms"]
+            drop = -int8[metric + "_vs_pytorch"]
+            lines += ["", f"int8 against PyTorch fp32: {ratio:.2f}x the latency at batch 1 (goal ≤ 0.5x: "
+                          f"{'met' if ratio <= 0.5 else 'MISSED'}), "
+                          f"{int8['latency_b32_p50_ms'] / base['latency_b32_p50_ms']:.2f}x at batch 32; {metric} "
+                          f"{'drop' if drop >= 0 else 'gain'} {abs(drop):.4f} (goal ≤ 0.01: "
+                          f"{'met' if drop <= 0.01 else 'MISSED'})."]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def cluster_table(r: dict) -> str:
     d, u = r["dispatch"], r["upload"]
     n = len(d["local"]["trial_seconds"])
@@ -401,6 +432,7 @@ def main() -> None:
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     text = _replace(DOC.read_text(), "tasks", table(results))
     text = _replace(text, "evidence", evidence_section(results))
+    text = _replace(text, "serving", serving_section())
     cluster = RESULTS / "cluster" / "cluster.json"
     if cluster.exists():
         text = _replace(text, "cluster", cluster_table(json.loads(cluster.read_text())))

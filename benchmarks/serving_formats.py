@@ -42,7 +42,8 @@ def main() -> None:
     mlflow.set_registry_uri(uri)
     local = mlflow.artifacts.download_artifacts(f"models:/{cfg.model_name}/{version.version}",
                                                 dst_path=tempfile.mkdtemp(prefix="serving-"))
-    checkpoint = str(Path(local) / "artifacts" / "classifier")
+    # The pyfunc keeps the checkpoint under its folder's own name (artifacts/trial-N/).
+    checkpoint = str(next((Path(local) / "artifacts").rglob("classifier.json")).parent)
     task = get_task(cfg.task, cfg)
     splits = load_splits(cfg.data, task)
     metric = f"test_{task.main_metric}"

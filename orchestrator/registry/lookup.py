@@ -79,8 +79,10 @@ def check_format(model_uri: str, tracking_uri: str | None, fmt: str) -> None:
         return
     fix = "serve or predict it with --format pytorch, or register it again with registry.export: true"
     if "://" not in model_uri and not model_uri.startswith(("models:/", "runs:/")):  # a model folder
-        if not (Path(model_uri) / "artifacts" / "classifier" / FILES[fmt]).is_file():
-            raise DataError(f"--format {fmt}: {model_uri} has no {FILES[fmt]} in artifacts/classifier; {fix}")
+        # The pyfunc keeps the checkpoint under the folder's own name: artifacts/<checkpoint>/.
+        if not any((Path(model_uri) / "artifacts").glob(f"*/{FILES[fmt]}")):
+            raise DataError(f"--format {fmt}: {model_uri} has no {FILES[fmt]} beside its checkpoint in artifacts/; "
+                            f"{fix}")
         return
     rest = model_uri.removeprefix("models:/")
     name, at, alias = rest.partition("@")
