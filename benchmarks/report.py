@@ -97,7 +97,7 @@ def serving_section() -> str:
     for path in files:
         r = json.loads(path.read_text())
         metric = r["metric"]
-        lines += [f"**{r['study']}** (`python benchmarks/serving_formats.py <folder> {r['config']}`, model {r['model']}; "
+        lines += [f"**{r['study']}** (`python benchmarks/serving_formats.py <folder> {Path(r['config']).name}`, model {r['model']}; "
                   f"{r['machine']}, {r['date']}, {r['commit']}; best of {r['formats'][0]['rounds']} rounds):", "",
                   f"| format | batch 1 p50 / p95 ms | batch 32 p50 / p95 ms | MiB | {metric} | vs PyTorch | threads |",
                   "|---|---|---|---|---|---|---|"]
