@@ -30,6 +30,7 @@ SHARED_FIXTURE_GROUPS = {
     "ray_cluster": "cluster", "mlflow_server": "cluster", "s3": "cluster",  # tests/cluster's servers
     "server": "scoring-server",  # test_scoring: a `serve` process
     "two_versions": "promotion",  # test_promotion: a registry with two versions
+    "evidence_search": "evidence-search",  # test_search_confirm: a confirmed, multi-objective search
 }
 
 

@@ -5,14 +5,17 @@ the data and code recorded on every run."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 
 import optuna
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import seed_store, tiny_experiment
+from conftest import make_rows, seed_store, tiny_experiment, write_csv
 from orchestrator.cli import main
 from orchestrator.registry.gate import COMPARISON_TAG
 from orchestrator.search.confirm import CONFIRMS, SEED
@@ -20,26 +23,39 @@ from orchestrator.search.confirm import CONFIRMS, SEED
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def searched(tmp_path, tiny_model, data_dir, migrated_store, monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def evidence_search(tmp_path_factory, tiny_model, migrated_store):
     """Study "first": 2 trials of 1 epoch proposed by a Pareto front of quality, latency and
     parameters, its best 2 configurations confirmed on 1 new seed each, registered with its ONNX
-    and int8 formats, and @fast under a latency budget every trial meets."""
-    monkeypatch.chdir(tmp_path)
-    tracking = seed_store(tmp_path, migrated_store)
-    config = tiny_experiment(tmp_path / "exp.yaml", tiny_model, data_dir, "first",
+    and int8 formats, and @fast under a latency budget every trial meets. Built once for this
+    module (its tests run in this order on one worker: the second adds a study to the registry)."""
+    folder = tmp_path_factory.mktemp("evidence")
+    data = folder / "data"
+    write_csv(data / "train.csv", make_rows(120, seed=2))
+    write_csv(data / "validation.csv", make_rows(45, seed=3))
+    write_csv(data / "test.csv", make_rows(45, seed=4))
+    tracking = seed_store(folder, migrated_store)
+    config = tiny_experiment(folder / "exp.yaml", tiny_model, data, "first",
                              training={"epochs": 1}, space={"head": ["cls", "mean"]},
                              search={"n_trials": 2, "seed": 3, "confirm": {"top_k": 2, "seeds": 1},
                                      "objectives": ["val_macro_f1", "latency_ms", "params"]},
                              tracking={"uri": tracking},
                              registry={"model_name": "ev-clf", "export": True, "latency_budget_ms": 10000})
-    assert main(["search", "--config", str(config)]) == 0
+    previous, out = os.getcwd(), io.StringIO()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stdout(out):
+            assert main(["search", "--config", str(config)]) == 0
+    finally:
+        os.chdir(previous)
     client = MlflowClient(tracking, registry_uri=tracking)
-    return config, tracking, client, capsys.readouterr().out
+    return folder, config, tracking, client, out.getvalue()
 
 
-def test_a_confirmed_champion_with_its_evidence_formats_and_lineage(searched, tmp_path, data_dir):
-    config, tracking, client, out = searched
+def test_a_confirmed_champion_with_its_evidence_formats_and_lineage(evidence_search, tmp_path, monkeypatch):
+    folder, config, tracking, client, out = evidence_search
+    data_dir = folder / "data"
+    monkeypatch.chdir(folder)
     study = optuna.load_study(study_name="first", storage="sqlite:///mlruns/optuna.db")
     confirmations = [t for t in study.trials if CONFIRMS in t.user_attrs]
     searched_trials = [t for t in study.trials if CONFIRMS not in t.user_attrs]
@@ -130,8 +146,11 @@ def test_a_confirmed_champion_with_its_evidence_formats_and_lineage(searched, tm
     assert 'id="datasets"' in page and "95% CI" in page
 
 
-def test_a_second_study_meets_the_champion_through_the_paired_gate(searched, tmp_path, tiny_model, data_dir, capsys):
-    config, tracking, client, _ = searched
+def test_a_second_study_meets_the_champion_through_the_paired_gate(evidence_search, tmp_path, tiny_model, capsys,
+                                                                 monkeypatch):
+    folder, config, tracking, client, _ = evidence_search
+    data_dir = folder / "data"
+    monkeypatch.chdir(folder)
     before = client.get_model_version_by_alias("ev-clf", "champion").version
     second = tiny_experiment(tmp_path / "second.yaml", tiny_model, data_dir, "second",
                              training={"epochs": 1}, search={"n_trials": 1, "seed": 9},
