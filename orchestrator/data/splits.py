@@ -39,6 +39,7 @@ class Splits:
     data: DatasetDict  # train / validation / test, with the task's columns (e.g. `text`, `label`)
     label_names: list[str]
     record: dict = field(default_factory=dict)  # where the data came from (fingerprint.describe)
+    _digests: dict = field(default_factory=dict, repr=False, compare=False)  # split_digest's, once made
 
     @property
     def num_labels(self) -> int:
@@ -49,12 +50,17 @@ class Splits:
         return fingerprint.digest(self.record)
 
     def split_digest(self, split: str) -> str:
-        """16 hex digits over one split's examples and the label names: what a score was measured on."""
+        """16 hex digits over one split's examples and the label names: what a score was measured on.
+        Kept once made: the lineage, the kept predictions and the registry all ask for the test
+        split's, and each would otherwise serialise all its rows again."""
         import hashlib
 
-        text = json.dumps({"labels": self.label_names, "rows": self.data[split].to_dict()}, sort_keys=True,
-                          ensure_ascii=False)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        key = (split, len(self.data[split]), tuple(self.label_names))
+        if key not in self._digests:
+            text = json.dumps({"labels": self.label_names, "rows": self.data[split].to_dict()}, sort_keys=True,
+                              ensure_ascii=False)
+            self._digests[key] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._digests[key]
 
     def datasets(self) -> list[dict]:
         """Each split as a dataset record for tracking (`tracking.lineage`): its fingerprint, where

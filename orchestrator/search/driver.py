@@ -212,7 +212,8 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, 
                                                        params)
             tracker.set_tags(parent, {**lineage(checked.model), **code_version(),
                                       "data_fingerprint": checked.splits.digest})
-            tracker.log_datasets(parent, checked.splits.datasets())
+            datasets = checked.splits.datasets()  # the parent run's, and every trial run's
+            tracker.log_datasets(parent, datasets)
             if changed is not None:  # the run's params are the first strategy's: its tags say what came after
                 when, _, what = changed.partition(": ")
                 tracker.set_tags(parent, {f"strategy {when}": what})  # "strategy from trial 5 on"
@@ -247,7 +248,7 @@ def _search(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None, 
     launcher = TrialLauncher(cfg, study_dir, data_dir, checked.model.path, checked.model.fingerprint, parent,
                              executor, progress, len(splits.data["train"]), interrupt, lock, close_run,
                              {**lineage(checked.model), **code_version(), "data_fingerprint": splits.digest},
-                             splits.datasets())
+                             datasets)
     budget = _budget(cfg, progress)
     progress.total = budget
     progress.done = finished(study)
@@ -326,7 +327,8 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
         summary.confirmed_trial = group.trial.number
         progress.print(confirm.describe(group, maximize, cfg.search.metric))
     budget = cfg.registry.latency_budget_ms
-    champion.drop_other_checkpoints(study_dir, study, best, objectives.fast(study, budget) if budget else None)
+    fast = objectives.fast(study, budget) if budget else None  # @fast's trial: its checkpoint stays too
+    champion.drop_other_checkpoints(study_dir, study, best, fast)
     # The best-epoch model is on this disk, or in the artifact store where any process can fetch it.
     usable = best is not None and (Path(best.user_attrs.get("checkpoint", "/nonexistent")).exists()
                                    or "checkpoint_run" in best.user_attrs)
@@ -357,15 +359,13 @@ def _champion(cfg: ExperimentConfig, study: optuna.Study, study_dir: Path, check
                         summary.registration = champion.register(cfg, checked.splits, tracker, parent, best,
                                                                  run_ids[best.number], metrics, checked.task,
                                                                  checkpoint, evaluation, chosen, summary.notes)
-            fast = None
             if opened_front is not None:
                 objectives.reconcile(study, opened_front, objectives.extras(cfg))
                 champion.log_front(tracker, parent, study, opened_front, cfg)
                 if (usable and not interrupt.requested and cfg.registry.register
                         and cfg.registry.latency_budget_ms is not None):
-                    registration, line = champion.register_fast(cfg, checked.splits, tracker, parent, study, study_dir,
-                                                                checked.task, run_ids, best.number)
-                    fast = objectives.fast(study, cfg.registry.latency_budget_ms)
+                    _, line = champion.register_fast(cfg, checked.splits, tracker, parent, study, study_dir,
+                                                     checked.task, run_ids, best.number)
                     summary.notes.append(line)
             # Last: the registered model holds its own copy, and nothing above waits on this.
             champion.drop_stored_checkpoints(study, tracker, cfg.search.keep_checkpoints, best, fast)
