@@ -1,7 +1,8 @@
 """Write the result tables of docs/benchmarks.md: tasks from benchmarks/results/*.json
 (`benchmarks/tasks.py`), Ray dispatch and checkpoint upload from benchmarks/results/cluster/
 cluster.json (`benchmarks/cluster.py`), pre-training from benchmarks/results/pretrain/demo.json
-(`benchmarks/pretrain.py`) and the pre-training part of chnsenticorp.json, speed from
+(`benchmarks/pretrain.py`) and the pre-training part of chnsenticorp.json, the pre-training
+objectives from benchmarks/results/pretrain/objectives-*.json (`pretrain_objectives.py`), speed from
 benchmarks/results/perf/ (`compare_trainer.py`, `compare_search.py`: compare_search-<data>-<device>.json
 with its three sides; compare_search-<device>.json, the earlier two-sided demo run, `gpu.sh`).
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pretrain_objectives  # the masked-LM-or-ELECTRA table (benchmarks/ is on the path when run as a script)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -38,7 +41,28 @@ def table(results: list[dict]) -> str:
                      f"| {states} | {r['wall_seconds'] / 60:.1f} min{'*' if r.get('note') else ''} "
                      f"| {r['machine']}, {r['date']}, {r['commit']} |")
     lines += ["", *(f"\\* {r['name']}: {r['note']}" for r in results if r.get("note"))]
-    return "\n".join(lines)
+    return "\n".join(lines + _references(results))
+
+
+def _references(results: list[dict]) -> list[str]:
+    """The published figure beside each run that has one (`tasks.py` REFERENCES), with the
+    encoder that ran: a small CPU encoder on a few thousand rows is not expected to reach them."""
+    rows = [r for r in results if r.get("reference")]
+    if not rows:
+        return []
+    lines = ["", "Published references beside these runs (a different, larger encoder trained on the full "
+                 "training set; not a target for a small CPU encoder on a slice):", "",
+             "| study | encoder that ran | champion | published | published model | source |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ref = r["reference"]
+        scale = 100 if ref["value"] > 1 else 1  # SQuAD-style figures are published in percent
+        # The champion's figure in the reference's metric (SNLI is published as accuracy, our main metric is macro-F1).
+        metric = ref["metric"] if f"champion_{ref['metric']}" in r.get("other_metrics", {}) else r["metric"]
+        value = r.get("other_metrics", {}).get(f"champion_{metric}", r["champion"])
+        ours = "" if value is None else f"{value * scale:.2f}" if scale == 100 else _fmt(value)
+        lines.append(f"| {r['name']} | `{r.get('encoder', '')}` | {ours} ({metric}) | {ref['value']} "
+                     f"({ref['metric']}) | {ref['model']} | {ref['source']} |")
+    return lines
 
 
 def evidence_section(results: list[dict]) -> str:
@@ -439,6 +463,8 @@ def main() -> None:
     demo, chinese = RESULTS / "pretrain" / "demo.json", RESULTS / "chnsenticorp.json"
     text = _replace(text, "pretrain", pretrain_table(json.loads(demo.read_text()) if demo.exists() else None,
                                                      json.loads(chinese.read_text()) if chinese.exists() else None))
+    objectives = [json.loads(p.read_text()) for p in sorted((RESULTS / "pretrain").glob("objectives-*.json"))]
+    text = _replace(text, "pretrain-objectives", pretrain_objectives.table(objectives))
     text = _replace(text, "perf", perf_section())
     suite = RESULTS / "perf" / "test_suite.json"
     text = _replace(text, "suite", suite_section(json.loads(suite.read_text()) if suite.exists() else None))

@@ -76,10 +76,19 @@ def probe(config: str, overrides: list[str]) -> int:
     return 0
 
 
-def predict(model: str, input: str, output: str, text_column: str, tracking_uri: str, format: str) -> int:
+def predict(model: str, input: str, output: str, text_column: str, tracking_uri: str, format: str,
+            column: list[str] | None = None) -> int:
+    from orchestrator.data import DataError
     from orchestrator.serving.predict import predict_file
 
-    out = predict_file(model, input, output, text_column=text_column, tracking_uri=tracking_uri, fmt=format)
+    columns = {}
+    for item in column or []:
+        name, eq, found = item.partition("=")
+        if not eq or not name or not found:
+            raise DataError(f"--column {item}: expected INPUT=COLUMN, e.g. --column text_pair=hypothesis")
+        columns[name] = found
+    out = predict_file(model, input, output, text_column=text_column, tracking_uri=tracking_uri, fmt=format,
+                       columns=columns)
     print(f"wrote {len(out)} predictions to {output}")
     return 0
 
@@ -208,7 +217,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="e.g. models:/drug-review-classifier@champion")
     p.add_argument("--input", required=True, help="csv, tsv, json/jsonl or parquet file")
     p.add_argument("--output", required=True, help="csv, tsv, jsonl or parquet file to write (its folder must exist)")
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--text-column", default="text", help="the input file's column for the model's `text` input")
+    p.add_argument("--column", action="append", metavar="INPUT=COLUMN",
+                   help="the input file's column for another model input, e.g. text_pair=hypothesis (sentence "
+                        "pairs) or context=passage (question answering); default: the column of that name")
     p.add_argument("--format", default="pytorch", choices=FORMATS, help=FORMAT_HELP)
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING))
     p = sub.add_parser("status", help="a study's trials, best so far and champion, read from its stores "

@@ -90,18 +90,21 @@ def tiny_model(tmp_path_factory) -> Path:
     return out
 
 
-def save_tiny_bert(tok, out: Path) -> Path:
+def save_tiny_bert(tok, out: Path, segments: bool = False) -> Path:
     """A BERT-style fast tokenizer around `tok` and a 2-layer, 32-wide BertModel over its vocabulary,
-    both saved into `out` like a real local model."""
+    both saved into `out` like a real local model. `segments`: the tokenizer also returns
+    `token_type_ids` (segment 1 for a pair's second text), as BERT's own does."""
     from tokenizers import processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                   model_max_length=128)
+                                   model_max_length=128,
+                                   **({"model_input_names": ["input_ids", "token_type_ids", "attention_mask"]}
+                                      if segments else {}))
     fast.save_pretrained(out)
     config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)

@@ -47,6 +47,17 @@ def check(cfg: ExperimentConfig, problems: list[str]) -> None:
                         "character between labels (e.g. ';'), or leave it out for JSON-list cells")
     if d.text_column == d.label_column:
         problems.append(f"data.text_column and data.label_column are both {d.text_column!r}; name two columns")
+    if d.text_pair_column is not None and d.text_pair_column in (d.text_column, d.label_column):
+        other = "data.text_column" if d.text_pair_column == d.text_column else "data.label_column"
+        problems.append(f"data.text_pair_column and {other} are both {d.text_pair_column!r}; the second text of a "
+                        f"pair needs its own column")
+    if "truncation" in cfg.space:  # the encoding is made once per study, not per trial
+        problems.append("space.truncation: how pairs are cut is decided once for the study's encoding, not per trial; "
+                        "set training.truncation instead")
+    if d.text_pair_column is None and cfg.training.truncation != "longest_first":
+        problems.append(f"training.truncation: {cfg.training.truncation} says which text of a pair is cut, but "
+                        f"there are no pairs (data.text_pair_column is not set); remove it, or set "
+                        f"data.text_pair_column")
     if not d.hub and not d.validation and not d.test and d.validation_size + d.test_size >= 1:
         problems.append(f"data.validation_size ({d.validation_size}) + data.test_size ({d.test_size}) must be "
                         f"below 1, so that rows are left to train on")
@@ -212,6 +223,14 @@ def _check_pretrain(cfg: ExperimentConfig, problems: list[str]) -> None:
     if p.init == SCRATCH and p.hidden_size % p.num_heads:
         problems.append(f"pretrain.hidden_size ({p.hidden_size}) must be a multiple of pretrain.num_heads "
                         f"({p.num_heads})")
+    if p.objective == "mlm" and p.generator_layers is not None:
+        problems.append(f"pretrain.generator_layers: {p.generator_layers} sizes ELECTRA's generator, but "
+                        f"pretrain.objective is mlm; set pretrain.objective=electra, or drop generator_layers")
+    if p.objective == "electra" and p.init == SCRATCH and (p.generator_layers or 0) > p.num_layers:
+        # A continued encoder's layers are known only from its files: `pretrain_stage.plan` checks those.
+        problems.append(f"pretrain.generator_layers ({p.generator_layers}) must be at most pretrain.num_layers "
+                        f"({p.num_layers}): ELECTRA's generator is the smaller model; lower it or leave it unset "
+                        f"(default: a third of num_layers)")
     if not NAME.fullmatch(p.alias) or p.alias.isdigit() or p.alias.lower().startswith("v") and p.alias[1:].isdigit():
         problems.append(f"pretrain.alias: {p.alias!r} is not a usable alias: letters, digits, '.', '_' and '-', "
                         f"not a version number like 3 or v3")

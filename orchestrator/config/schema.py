@@ -26,6 +26,7 @@ Sampler = Literal["tpe", "gp", "cmaes", "qmc", "random", "grid", "nsga2"]
 # What `search.objectives` may add to the quality metric (each minimised): a trial's latency on its
 # ONNX export (batch 1, one thread), its parameter count, its ONNX file's size.
 EXTRA_OBJECTIVES = ("latency_ms", "params", "model_mb")
+PretrainObjective = Literal["mlm", "electra"]
 Pruner = Literal["median", "percentile", "successive_halving", "hyperband", "wilcoxon", "none"]
 Direction = Literal["maximize", "minimize"]
 HEADS, TOKEN_HEADS, STRATEGIES = get_args(Head), get_args(TokenHead), get_args(Strategy)
@@ -77,6 +78,9 @@ class DataConfig:
     hub_config: str | None = Field(None, description="the hub dataset's configuration name")
     delimiter: str | None = Field(None, description="csv delimiter; default: tab for .tsv, comma otherwise")
     text_column: str = Field("text", description="column holding the text")
+    text_pair_column: str | None = Field(None, min_length=1, description="sentence pairs (NLI, paraphrase, similarity): column "
+                                                           "holding each row's second text, given to the tokenizer "
+                                                           "as its text_pair")
     label_column: str = Field("label", description="column holding the label (or the labels, where a text has "
                                                    "several)")
     label_separator: str | None = Field(None, description="where a text has several labels: separator of the "
@@ -85,6 +89,15 @@ class DataConfig:
     tags_column: str = Field("tags", description="token tagging: column holding the list of tags")
     tag_scheme: Literal["auto", "BIO", "BIOES", "BMES"] = Field(
         "auto", description="token tagging: BIO, BIOES, BMES (segmentation) or auto")
+    question_column: str = Field("question", description="question answering (flat files): column holding the "
+                                                         "question")
+    context_column: str = Field("context", description="question answering (flat files): column holding the "
+                                                       "passage the answer is cut from")
+    answers_column: str = Field("answers", description="question answering (flat files): column holding the answers, "
+                                                       "{text: [...], answer_start: [...]} or a list of {text, "
+                                                       "answer_start}; empty: unanswerable")
+    id_column: str = Field("id", description="question answering (flat files): column holding the question id "
+                                             "(optional; messages name it)")
     validation_size: Float = Field(0.15, gt=0, lt=1, description="share of train carved as validation (when no file)")
     test_size: Float = Field(0.2, gt=0, lt=1, description="share of train carved as test (when no file)")
     max_train_rows: Int | None = Field(None, ge=1, description="stratified subsample of train, for quick runs")
@@ -113,6 +126,9 @@ class TrainingConfig:
                                                   "processes)")
     eval_batch_size: Int = Field(64, ge=1, description="evaluation batch size")
     max_length: Int = Field(128, ge=2, description="tokens per text; checked against the model's position limit")
+    truncation: Literal["longest_first", "only_first", "only_second"] = Field(
+        "longest_first", description="sentence pairs: which text is cut when a pair exceeds max_length (longest_first: "
+                                     "the longer, token by token)")
     dropout: Float = Field(0.1, ge=0, lt=1, description="dropout before the classification layer")
     head: Literal[Head, TokenHead] | None = Field(None, description="head; default: the task's first (cls for "
                                                                       "texts, linear for tokens)")
@@ -120,9 +136,20 @@ class TrainingConfig:
     strategy: Strategy = Field("full", description="fine-tuning strategy")
     freeze_layers: Int = Field(0, ge=0, description="bottom encoder layers frozen by strategy partial")
     imbalance: Imbalance = Field("none", description="class-imbalance handling (training split only)")
+    loss: Literal["mse", "huber"] | None = Field(None, description="a numeric target: the training loss, mse or "
+                                                                 "huber (less pulled by outliers); default: mse")
+    standardize_target: Bool | None = Field(None, description="a numeric target: standardised for training by the "
+                                                              "training split's mean and standard deviation (kept "
+                                                              "with the model, undone on its outputs); default: "
+                                                              "true")
     scheduler: Scheduler = Field("linear", description="learning-rate schedule after warm-up")
     window_overlap: Int = Field(32, ge=0, description="token tagging: tokens shared by the windows a long sequence "
                                                       "is cut into")
+    doc_stride: Int = Field(128, ge=1, description="question answering: context tokens shared by the windows a "
+                                                   "long context is cut into (Hugging Face's doc_stride); below "
+                                                   "max_length less the question")
+    max_answer_length: Int = Field(30, ge=1, description="question answering: the longest answer predicted, in "
+                                                          "tokens")
     grad_clip: Float = Field(1.0, ge=0, description="max gradient norm; 0 turns clipping off")
     log_every: Int = Field(5, ge=1, description="optimizer steps between train_loss / learning_rate points")
     group_by_length: Bool | None = Field(None, description="training batches of texts of similar length (less "
@@ -265,8 +292,12 @@ class RegistryConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class PretrainConfig:
-    """Masked-language-model training of the encoder on unlabeled text, before the search."""
+    """Pre-training of the encoder on unlabeled text, before the search: masked-LM or ELECTRA."""
 
+    objective: PretrainObjective = Field("mlm", description="mlm: predict the masked tokens; electra: a small "
+                                                          "generator fills the masked tokens and the encoder learns "
+                                                          "to tell, for every token, whether it was replaced (Clark "
+                                                          "et al. 2020); more costly per step, more signal per text")
     init: str | None = Field(None, description="where pre-training starts: scratch (a new BERT of the sizes below "
                                                "and a WordPiece tokenizer trained on the corpus) or a model (hub "
                                                "name, folder, pkg://) to continue from; default: model.name_or_path")
@@ -295,6 +326,12 @@ class PretrainConfig:
                                                  "(models:/<model_name>-encoder@<alias>)")
     work_dir: str = Field("mlruns/pretrain", description="checkpoints and the trained encoder, per corpus and "
                                                          "settings")
+    # objective: electra only.
+    electra_weight: Float = Field(50.0, gt=0, description="electra: weight of the replaced-token-detection loss "
+                                                          "against the generator's masked-LM loss (the paper's 50)")
+    generator_layers: Int | None = Field(None, ge=1, description="electra: the generator's transformer layers (its "
+                                                                 "hidden size is the encoder's); default: a third of "
+                                                                 "the encoder's, at least 1")
     # init: scratch only: the encoder's size.
     vocab_size: Int = Field(8000, ge=100, description="scratch: WordPiece vocabulary size")
     hidden_size: Int = Field(256, ge=8, description="scratch: hidden size")

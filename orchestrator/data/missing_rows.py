@@ -14,7 +14,7 @@ a float column, and a NaN probability cannot be mistaken for a confident 0).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,13 +24,23 @@ from orchestrator.data.read import as_text, check_scalars, missing_cells
 PROBABILITY = "prob_"  # the prefix of a probability column: blanked with NaN, every other column with None
 
 
-def predict_rows(values: Sequence, predict: Callable[[list[str]], pd.DataFrame]) -> pd.DataFrame:
-    """`predict`'s frame for the texts of `values` that are present, spread over every row of
-    `values` (index 0..n-1); the model never sees a missing row."""
-    check_scalars(values, "the input", "text")  # a list is no text: refused, not predicted as its repr
-    missing = missing_cells(values)
-    present = [as_text(v) for v, gone in zip(values, missing) if not gone]
-    return blank_missing(predict(present), missing)
+def predict_rows(values: Sequence | Mapping[str, Sequence], predict: Callable[[list], pd.DataFrame]) -> pd.DataFrame:
+    """`predict`'s frame for the inputs of `values` that are present, spread over every row of
+    `values` (index 0..n-1); the model never sees a missing row.
+
+    `values`: one column of texts, or {column: cells} for a model of several inputs (a sentence
+    pair's `text` and `text_pair`, a question and its context), whose rows reach `predict` as
+    tuples in the mapping's order; a row missing any of its inputs is missing."""
+    columns = dict(values) if isinstance(values, Mapping) else {"text": values}
+    for name, cells in columns.items():
+        check_scalars(cells, "the input", name)  # a list is no text: refused, not predicted as its repr
+    flags = [missing_cells(cells) for cells in columns.values()]
+    if len({len(f) for f in flags}) > 1:
+        raise ValueError(f"input columns of different lengths: { {k: len(v) for k, v in columns.items()} }")
+    missing = [any(row) for row in zip(*flags)]
+    texts = [[as_text(v) for v in cells] for cells in columns.values()]
+    rows = [row[0] if len(row) == 1 else row for row in zip(*texts)]
+    return blank_missing(predict([r for r, gone in zip(rows, missing) if not gone]), missing)
 
 
 def blank_missing(frame: pd.DataFrame, missing: Sequence[bool]) -> pd.DataFrame:

@@ -161,16 +161,17 @@ def _names(feature, values: list) -> list:
     return values
 
 
-def drop_empty(split: str, cfg: DataConfig, n: int, keep: list[int], what: str) -> None:
-    """Rows without `what` are dropped: a few with a warning, many (likely a broken file) an error."""
+def drop_empty(split: str, cfg: DataConfig, n: int, keep: list[int], what: str, keys: str | None = None) -> None:
+    """Rows without `what` are dropped: a few with a warning, many (likely a broken file) an error
+    naming the settings to check (`keys`; default: the text, label, tokens and tags columns)."""
     dropped = n - len(keep)
     if not dropped:
         return
     share = dropped / n
     msg = f"{where(cfg, split)}: {dropped} of {n} rows have {what}"
     if share > MAX_EMPTY_SHARE:
-        raise DataError(f"{msg} ({share:.0%}, above {MAX_EMPTY_SHARE:.0%}); check the data columns "
-                        f"(data.text_column / data.label_column / data.tokens_column / data.tags_column) and "
+        keys = keys or "data.text_column / data.label_column / data.tokens_column / data.tags_column"
+        raise DataError(f"{msg} ({share:.0%}, above {MAX_EMPTY_SHARE:.0%}); check the data columns ({keys}) and "
                         f"the file's encoding/delimiter")
     log.warning("%s; dropped them", msg)
 

@@ -107,6 +107,21 @@ def check_format(model_uri: str, tracking_uri: str | None, fmt: str) -> None:
                         f"({why}); {fix}")
 
 
+def input_columns(model_uri: str, tracking_uri: str | None = None) -> list[str]:
+    """The model's input columns, from its signature (its MLmodel file only: the weights are not
+    fetched): ["text"]; ["text", "text_pair"] for sentence pairs; ["question", "context"]. A model
+    logged without a signature takes ["text"]. Run after `check_model`."""
+    from mlflow.models import get_model_info
+
+    if tracking_uri and model_uri.startswith(("models:/", "runs:/")):
+        uri = absolute_sqlite(tracking_uri, create=False)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    signature = get_model_info(model_uri).signature
+    names = signature.inputs.input_names() if signature is not None and signature.inputs is not None else []
+    return [str(n) for n in names] or ["text"]
+
+
 def load_pyfunc(model_uri: str, tracking_uri: str | None = None, fmt: str = "pytorch"):
     """The model as deployment loads it (`mlflow.pyfunc.load_model`): `.predict(frame)` with a
     `text` column, computed by `fmt` (pytorch, onnx, int8). `tracking_uri` (an existing store)

@@ -14,12 +14,13 @@ import pandas as pd
 
 from orchestrator.training.saved_model import Classifier
 
-TEXT_COLUMN = "text"  # the model's one input column (its signature's)
+TEXT_COLUMN = "text"  # the model's (first) input column; a pair model's second is `text_pair`
 FORMAT_ENV = "ORCHESTRATOR_MODEL_FORMAT"  # pytorch (default), onnx or int8: what computes the predictions
 
 
 class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc: a DataFrame with a `text` column in, the task's predictions out."""
+    """MLflow pyfunc: a DataFrame with the model's input columns in (`text`; `text` and `text_pair`;
+    `question` and `context`), the task's predictions out."""
 
     def load_context(self, context):
         # The format to run, from the environment: `serve --format` sets it for its child (`mlflow models
@@ -28,14 +29,20 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
         self.classifier = Classifier(context.artifacts["classifier"], runtime=runtime)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        # ("text",); ("text", "text_pair") for pairs; ("question", "context").
+        columns = self.classifier.input_columns if hasattr(self, "classifier") else (TEXT_COLUMN,)
         if isinstance(model_input, pd.DataFrame):
             # No stand-in column: the first column of a frame without `text` is as likely an id as a
             # text, and predicting ids is a guess. (MLflow's schema check refuses such a frame first
             # wherever the signature is enforced; this holds where it is not.)
-            if TEXT_COLUMN not in model_input.columns:
-                raise ValueError(f"the input has no column {TEXT_COLUMN!r} (columns: {list(model_input.columns)[:20]}); "
-                                 f"send the texts in a column named {TEXT_COLUMN!r}")
-            values = model_input[TEXT_COLUMN].tolist()
+            absent = [c for c in columns if c not in model_input.columns]
+            if absent:
+                shown = f"column {absent[0]!r}" if len(absent) == 1 else f"columns {absent}"
+                raise ValueError(f"the input has no {shown} (columns: {list(model_input.columns)[:20]}); send "
+                                 f"this model's inputs in columns named {list(columns)}")
+            values = {c: model_input[c].tolist() for c in columns}
+        elif len(columns) > 1:
+            raise ValueError(f"this model takes the columns {list(columns)}; send a DataFrame with them")
         else:
             values = list(model_input)
         return self.classifier.predict_frame(values)  # missing values stay missing: no guess for them

@@ -131,7 +131,7 @@ def _requirements() -> list[str]:
 
 
 def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Path, score: float,
-             example_texts: list[str], example_output: pd.DataFrame, tags: dict[str, str],
+             example_input: pd.DataFrame | list[str], example_output: pd.DataFrame, tags: dict[str, str],
              metric: str = SCORE_TAG, test_data: str | None = None, rescore=None,
              description: str | None = None, maximize: bool = True, gate=None,
              extra_tags: dict[str, str] | None = None, fixed_alias: str | None = None) -> Registration:
@@ -145,7 +145,9 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
     that decides, once the champion is known comparable (`registry/gate.py`); it raises
     `ScoreUnreadable` when it cannot compare. Without it, the higher score decides. `extra_tags`:
     more tags for a new version (its score's interval, its confirmation, its code and data).
-    `fixed_alias` (e.g. "fast"): the version gets that alias, whatever @champion does; no comparison."""
+    `fixed_alias` (e.g. "fast"): the version gets that alias, whatever @champion does; no comparison.
+    `example_input`: a few rows of the model's input columns (a list: texts of its one `text` column),
+    whose columns become the signature's inputs; `example_output` the model's output for them."""
     if not isinstance(maximize, bool):  # "minimize" is truthy: it would silently compare the wrong way
         raise TypeError(f"register(maximize={maximize!r}): expected True or False (whether a higher {metric} is "
                         f"better), e.g. maximize=task.maximize({metric!r})")
@@ -174,12 +176,13 @@ def register(client: MlflowClient, name: str, run_id: str, checkpoint: str | Pat
         return Registration(name, str(existing.version), alias, score, previous, f"models:/{name}@{alias}",
                             reused=True, note=note, comparison=comparison, reason=reason)
 
-    example = pd.DataFrame({"text": example_texts})
-    # `text` typed Any, not string: for a string column MLflow's scoring server turns a JSON null
+    example = example_input if isinstance(example_input, pd.DataFrame) else pd.DataFrame({"text": example_input})
+    # Inputs typed Any, not string: for a string column MLflow's scoring server turns a JSON null
     # sent as `inputs` or `instances` into the text "None" (numpy's str of None), which the model
     # then predicted; typed Any, null arrives as None and gets no prediction (`missing_rows`), as in
     # `dataframe_split`. The pyfunc itself refuses what is no text (a list) and a missing column.
-    signature = ModelSignature(Schema([ColSpec(AnyType(), "text")]), infer_signature(example, example_output).outputs)
+    signature = ModelSignature(Schema([ColSpec(AnyType(), str(c)) for c in example.columns]),
+                               infer_signature(example, example_output).outputs)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=PYFUNC_CODE, artifacts={"classifier": str(checkpoint)},

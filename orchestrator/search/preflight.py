@@ -82,7 +82,7 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None
     if model is not None:
         problems = _model_problems(cfg, model) + problems
         if not problems:
-            problems = _objective_problems(cfg, model, task, splits)
+            problems = _encoding_problems(cfg, model, task, splits) or _objective_problems(cfg, model, task, splits)
     elif cfg.pretrain is not None and cfg.pretrain.init == SCRATCH:
         # A scratch encoder's sizes are settings: checked now, not after its pre-training.
         problems = _scratch_problems(cfg) + problems
@@ -169,6 +169,14 @@ def _model_problems(cfg: ExperimentConfig, model: ModelSource) -> list[str]:
     heads = set(_values(cfg, "head"))
     problems += check_heads(model.path, heads, None, cfg.model.trust_remote_code)
     return problems
+
+
+def _encoding_problems(cfg: ExperimentConfig, model: ModelSource, task: Task, splits: Splits) -> list[str]:
+    """What the task's encoding would refuse (`Task.encoding_problems`) at every max_length searched."""
+    tokenizer = load_tokenizer(model.path, trust_remote_code=cfg.model.trust_remote_code)
+    found = [p for length in dict.fromkeys(_values(cfg, "max_length"))
+             for p in task.encoding_problems(splits, tokenizer, int(length))]
+    return list(dict.fromkeys(found))
 
 
 def _objective_problems(cfg: ExperimentConfig, model: ModelSource, task: Task, splits: Splits) -> list[str]:

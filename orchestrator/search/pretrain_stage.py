@@ -6,6 +6,11 @@ or the starting model's own fingerprint) and every setting. Its checkpoints live
 `pretrain.work_dir/<encoder>/<fingerprint>/`, its MLflow run is tagged with it, and so is the
 registered version, so that the same experiment run again reuses (or resumes) what exists and a
 changed corpus or setting never gets an encoder trained on something else.
+
+The objective is part of it: an electra fingerprint always holds `objective: electra` and its own
+settings; an mlm one leaves those out, as it did before objectives existed, so encoders
+pre-trained then keep their fingerprint (and are not trained again) while the two objectives
+never share a folder or a registered version. The checkpoint records its objective too.
 """
 
 from __future__ import annotations
@@ -29,8 +34,13 @@ from orchestrator.training.pretrain.corpus import Corpus, load_corpus
 log = logging.getLogger(__name__)
 
 ROLE = "pretrain"
+OBJECTIVE_TAG = "pretrain_objective"
 # Settings that change how often things are written, not what is trained.
 NOT_FINGERPRINTED = ("alias", "work_dir", "eval_every", "save_every", "log_every")
+ELECTRA_ONLY = ("objective", "electra_weight", "generator_layers")  # not in an mlm fingerprint (see above)
+# The held-out figure each objective is summed up by: the masked LM's perplexity; for ELECTRA,
+# its generator's (the encoder's own skill, replaced-token detection, is logged beside it).
+PERPLEXITY = {"mlm": "eval_perplexity", "electra": "eval_generator_perplexity"}
 
 
 @dataclass
@@ -50,7 +60,7 @@ class Outcome:
     run_id: str
     steps: int
     minutes: float
-    perplexity: float
+    perplexity: float  # held-out; electra: the generator's
     reused: bool = False  # an encoder with the same fingerprint was registered already
 
     @property
@@ -79,11 +89,26 @@ def plan(cfg: ExperimentConfig) -> Plan:
                 raise
             raise DataError(str(e).replace("model.name_or_path", "pretrain.init")) from None
         start, record = source.path, {"init": model.name_or_path, "init_fingerprint": source.fingerprint}
-    settings = {k: v for k, v in dataclasses.asdict(p).items() if k not in NOT_FINGERPRINTED}
+        if p.objective == "electra":
+            _check_electra(cfg, source.path)
+    left_out = NOT_FINGERPRINTED + (ELECTRA_ONLY if p.objective == "mlm" else ())
+    settings = {k: v for k, v in dataclasses.asdict(p).items() if k not in left_out}
     settings["corpus"] = list(settings["corpus"] or [])
     text = json.dumps({"settings": settings, "corpus": corpus.digest, **record}, sort_keys=True)
     fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
     return Plan(corpus, start, record, fingerprint, Path(p.work_dir).resolve() / cfg.encoder_name / fingerprint)
+
+
+def _check_electra(cfg: ExperimentConfig, folder: str) -> None:
+    """An encoder ELECTRA cannot be built around: exit 2 naming the key, before anything is created."""
+    from transformers import AutoConfig
+
+    from orchestrator.training.pretrain.electra import unsupported
+
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=cfg.model.trust_remote_code)
+    problem = unsupported(config, cfg.pretrain.generator_layers)
+    if problem:
+        raise ConfigError(cfg.source, [problem])
 
 
 def unused(cfg: ExperimentConfig) -> str | None:
@@ -119,6 +144,10 @@ def pending(cfg: ExperimentConfig) -> tuple[str | None, Plan | None]:
     if version is None:
         return f"{cfg.model.name_or_path} does not exist yet", None
     work = plan(cfg)
+    made_by = version.tags.get(OBJECTIVE_TAG, "mlm")
+    if made_by != cfg.pretrain.objective:
+        return (f"{cfg.model.name_or_path} (version {version.version}) was pre-trained with objective {made_by}, "
+                f"this experiment's pretrain.objective is {cfg.pretrain.objective}"), work
     if version.tags.get(FINGERPRINT_TAG) != work.fingerprint:
         return (f"{cfg.model.name_or_path} (version {version.version}) was pre-trained with other text or settings "
                 f"(fingerprint {version.tags.get(FINGERPRINT_TAG)}, this experiment's is {work.fingerprint})"), work
@@ -148,7 +177,7 @@ def run_pretrain(cfg: ExperimentConfig, say: Callable[[str], None] = print, work
             f"is @{p.alias}")
         return Outcome(cfg.encoder_name, str(version.version), p.alias, version.run_id,
                        int(metrics.get("steps", 0)), metrics.get("pretrain_minutes", 0.0),
-                       metrics.get("eval_perplexity", math.nan), reused=True)
+                       metrics.get(PERPLEXITY[p.objective], math.nan), reused=True)
 
     work.folder.mkdir(parents=True, exist_ok=True)
     run_id = _run(tracker, cfg, work)
@@ -161,15 +190,19 @@ def run_pretrain(cfg: ExperimentConfig, say: Callable[[str], None] = print, work
         # Interrupted or failed: the checkpoint stays for the rerun, which re-opens this run.
         best_effort.end_run(run_id, "KILLED")
         raise
-    encoder = _save_encoder(model, tokenizer, work.folder)
+    encoder = _save_encoder(_encoder_of(model), tokenizer, work.folder)
+    final = {"eval_loss": result.eval_loss, "eval_perplexity": result.perplexity} if p.objective == "mlm" else \
+        {"eval_loss": result.eval_loss, **result.metrics}
+    perplexity = final.get(PERPLEXITY[p.objective], math.nan)
     try:
-        tracker.log_metrics(run_id, {"steps": result.step, "pretrain_minutes": result.minutes,
-                                     "eval_loss": result.eval_loss, "eval_perplexity": result.perplexity},
+        tracker.log_metrics(run_id, {"steps": result.step, "pretrain_minutes": result.minutes, **final},
                             result.step)
         tracker.log_artifacts(run_id, encoder, "encoder")
         _log_curves(tracker, run_id, result)
         tags = {FINGERPRINT_TAG: work.fingerprint, "corpus": work.corpus.digest, "init": work.start_record["init"],
-                "steps": str(result.step), "eval_perplexity": f"{result.perplexity:.4f}"}
+                "steps": str(result.step), OBJECTIVE_TAG: p.objective,
+                PERPLEXITY[p.objective]: f"{perplexity:.4f}",
+                **({"eval_rtd_f1": f"{final.get('eval_rtd_f1', math.nan):.4f}"} if p.objective == "electra" else {})}
         version = register_encoder(client, cfg.encoder_name, run_id, tags, p.alias)
         tracker.end_run(run_id)
     except Exception as e:
@@ -178,10 +211,25 @@ def run_pretrain(cfg: ExperimentConfig, say: Callable[[str], None] = print, work
         raise TrackingError(f"tracking.uri: the MLflow store stopped answering after pre-training "
                             f"({scrub(str(e))[:300]}); the encoder is saved in {encoder}: run the same command again "
                             f"to log and register it (training does not repeat)") from e
-    say(f"pre-trained {result.step} steps in {result.minutes:.1f} min (stopped by {result.stopped_by}"
-        f"{f', resumed from step {result.resumed_from}' if result.resumed_from else ''}); held-out perplexity "
-        f"{result.perplexity:.2f}; registered {cfg.encoder_name} version {version} as @{p.alias}")
-    return Outcome(cfg.encoder_name, version, p.alias, run_id, result.step, result.minutes, result.perplexity)
+    say(f"pre-trained ({p.objective}) {result.step} steps in {result.minutes:.1f} min (stopped by "
+        f"{result.stopped_by}{f', resumed from step {result.resumed_from}' if result.resumed_from else ''}); "
+        f"held-out {_figures(p.objective, final)}; registered {cfg.encoder_name} version {version} as @{p.alias}")
+    return Outcome(cfg.encoder_name, version, p.alias, run_id, result.step, result.minutes, perplexity)
+
+
+def _figures(objective: str, metrics: dict) -> str:
+    if objective == "electra":
+        return (f"generator perplexity {metrics.get('eval_generator_perplexity', math.nan):.2f}, replaced-token "
+                f"detection accuracy {metrics.get('eval_rtd_accuracy', math.nan):.4f}, F1 "
+                f"{metrics.get('eval_rtd_f1', math.nan):.4f}")
+    return f"perplexity {metrics.get('eval_perplexity', math.nan):.2f}"
+
+
+def _encoder_of(model):
+    """What is registered: the masked LM itself, or ELECTRA's discriminator without generator or head."""
+    from orchestrator.training.pretrain.electra import ElectraPair
+
+    return model.encoder if isinstance(model, ElectraPair) else model
 
 
 def _run(tracker, cfg: ExperimentConfig, work: Plan) -> str:
@@ -196,6 +244,7 @@ def _run(tracker, cfg: ExperimentConfig, work: Plan) -> str:
             return run_id
     run = tracker.client.create_run(tracker.experiment_id, run_name=f"pretrain-{cfg.encoder_name}", tags={
         TAG_ROLE: ROLE, "pretrain_fingerprint": work.fingerprint, "encoder": cfg.encoder_name,
+        OBJECTIVE_TAG: cfg.pretrain.objective,
         "corpus": work.corpus.digest})
     params = {f"pretrain.{k}": v for k, v in public(dataclasses.asdict(cfg.pretrain)).items()}
     params.update({"corpus.train_texts": len(work.corpus.train), "corpus.held_out_texts": len(work.corpus.held_out),
@@ -209,9 +258,9 @@ def _run(tracker, cfg: ExperimentConfig, work: Plan) -> str:
 def _train(cfg: ExperimentConfig, work: Plan, tracker, run_id: str, say):
     import torch
     from accelerate.utils import set_seed
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from orchestrator.training.pretrain import loop, masking, scratch
+    from orchestrator.training.pretrain import electra, loop, masking, scratch
 
     p = cfg.pretrain
     set_seed(p.seed)
@@ -219,28 +268,49 @@ def _train(cfg: ExperimentConfig, work: Plan, tracker, run_id: str, say):
         tok_dir = work.folder / "tokenizer"
         tokenizer = AutoTokenizer.from_pretrained(tok_dir) if (tok_dir / "tokenizer.json").is_file() else \
             scratch.train_tokenizer(work.corpus.train, p.vocab_size, tok_dir)
-        model = scratch.new_model(p, tokenizer)
     else:
         tokenizer = AutoTokenizer.from_pretrained(work.start, trust_remote_code=cfg.model.trust_remote_code)
-        model = AutoModelForMaskedLM.from_pretrained(work.start, use_safetensors=True,
-                                                     trust_remote_code=cfg.model.trust_remote_code)
+    model = _model(cfg, work, tokenizer)
     if tokenizer.mask_token is None:
         raise DataError(f"pretrain.init: {work.start_record['init']} has no [MASK] token, so it cannot be trained "
                         f"as a masked language model; pick a BERT-like encoder or init: scratch")
     train_rows = masking.encode(work.corpus.train, tokenizer, p.max_length, p.whole_word_masking)
     held_rows = masking.encode(work.corpus.held_out, tokenizer, p.max_length, p.whole_word_masking)
-    max_per_device = _probe(model, p, cfg.search.memory_target) if torch.cuda.is_available() else None
+    max_per_device = None
+    if torch.cuda.is_available():
+        # ELECTRA's step runs the generator, then the discriminator (about 3x its layers) on the
+        # same batch: half the generator's largest batch is a rough bound.
+        max_per_device = _probe(model, p, cfg.search.memory_target) if p.objective == "mlm" else \
+            max(1, _probe(model.generator, p, cfg.search.memory_target) // 2)
     settings = loop.Settings(p.max_steps, p.max_minutes, p.batch_size, p.learning_rate, p.weight_decay,
                              p.warmup_ratio, p.mlm_probability, p.whole_word_masking, p.eval_every, p.save_every,
-                             p.log_every, p.seed, max_per_device)
+                             p.log_every, p.seed, max_per_device, p.objective)
+    measures = electra.measures(p.electra_weight) if p.objective == "electra" else loop.MLM
 
     def on_eval(step: int, metrics: dict) -> None:
         tracker.log_metrics(run_id, metrics, step)
-        say(f"  step {step}: held-out loss {metrics['eval_loss']:.4f}, perplexity {metrics['eval_perplexity']:.2f}")
+        say(f"  step {step}: held-out loss {metrics['eval_loss']:.4f}, {_figures(p.objective, metrics)}")
 
     result = loop.pretrain_mlm(model, tokenizer, train_rows, held_rows, settings, work.folder,
-                               on_log=lambda step, m: tracker.log_metrics(run_id, m, step), on_eval=on_eval)
+                               on_log=lambda step, m: tracker.log_metrics(run_id, m, step), on_eval=on_eval,
+                               measures=measures)
     return result, model, tokenizer
+
+
+def _model(cfg: ExperimentConfig, work: Plan, tokenizer):
+    """What trains: a masked LM (mlm), or ELECTRA's generator + encoder pair sharing embeddings."""
+    from transformers import AutoModel, AutoModelForMaskedLM
+
+    from orchestrator.training.pretrain import electra, scratch
+
+    p, remote = cfg.pretrain, cfg.model.trust_remote_code
+    if p.objective == "mlm":
+        return scratch.new_model(p, tokenizer) if work.start == SCRATCH else \
+            AutoModelForMaskedLM.from_pretrained(work.start, use_safetensors=True, trust_remote_code=remote)
+    encoder = scratch.new_encoder(p, tokenizer) if work.start == SCRATCH else \
+        AutoModel.from_pretrained(work.start, use_safetensors=True, trust_remote_code=remote)
+    return electra.ElectraPair(electra.new_generator(encoder.config, p.generator_layers), encoder,
+                               p.electra_weight, p.seed)
 
 
 def _probe(model, p, target: float) -> int:
@@ -297,11 +367,12 @@ def _log_curves(tracker, run_id: str, result) -> None:
 
     if not result.history:
         return
+    key = "eval_perplexity" if "eval_perplexity" in result.history[0] else "eval_generator_perplexity"
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([h["step"] for h in result.history], [h["eval_perplexity"] for h in result.history], marker="o")
+    ax.plot([h["step"] for h in result.history], [h[key] for h in result.history], marker="o")
     ax.set_xlabel("step")
-    ax.set_ylabel("held-out perplexity")
+    ax.set_ylabel("held-out perplexity" if key == "eval_perplexity" else "held-out generator perplexity")
     ax.set_yscale("log")
-    ax.set_title("masked-LM pre-training")
+    ax.set_title("masked-LM pre-training" if key == "eval_perplexity" else "ELECTRA pre-training")
     fig.tight_layout()
     tracker.log_figure(run_id, fig, "pretrain_perplexity.png")

@@ -51,7 +51,7 @@ def measure(checkpoint: str, splits: Splits, task: Task, metric: str) -> tuple[l
         log.warning("ONNX export of %s failed; registering the PyTorch model alone: %s", checkpoint, e)
         formats, error = ("pytorch",), f"{type(e).__name__}: {str(e)[:400]}"
     test = splits.data["test"]
-    texts = [t if isinstance(t, str) else " ".join(t) for t in test[task.columns[0]]][:max(BATCHES)]
+    texts = task.inputs(test.select(range(min(max(BATCHES), len(test)))), task.saved_settings(splits))
     rows, reference = [], None
     for runtime in formats:
         classifier = Classifier(checkpoint, device="cpu", runtime=runtime)
@@ -62,7 +62,7 @@ def measure(checkpoint: str, splits: Splits, task: Task, metric: str) -> tuple[l
                                              else file_mb(f"{checkpoint}/{FILES[runtime]}"), 3),
                metric: score, f"{metric}_vs_pytorch": score - reference}
         for batch in BATCHES:
-            batch_texts = (texts * batch)[:batch] if texts else ["a text"] * batch
+            batch_texts = (texts * batch)[:batch] if texts else _stand_in(classifier) * batch
             timing = measure_latency(classifier, batch_texts, batch, repeats=REPEATS)
             row[f"latency_b{batch}_p50_ms"] = round(timing["p50_ms"], 3)
             row[f"latency_b{batch}_p95_ms"] = round(timing["p95_ms"], 3)
@@ -105,3 +105,9 @@ def said(rows: list[dict], error: str | None, metric: str) -> str:
         parts.append(f"{r['format']} {r['latency_b1_p50_ms']:.1f} ms (batch 1, p50), {r['mb']:.1f} MiB, {metric} "
                      f"{r[metric]:.4f}{delta}")
     return f"serving formats ({rows[0]['threads']} thread(s)): " + "; ".join(parts)
+
+
+def _stand_in(classifier: Classifier) -> list:
+    """One input where the test split has none: a text, or a text per input column."""
+    columns = classifier.input_columns
+    return ["a text"] if len(columns) == 1 else [tuple("a text" for _ in columns)]

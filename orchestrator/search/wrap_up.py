@@ -192,7 +192,8 @@ def register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: st
     they did is appended to `notes`."""
     notes = notes if notes is not None else []
     main = f"test_{task.main_metric}"
-    example = [_as_text(x) for x in splits.data["test"][:5][task.columns[0]]]
+    classifier = Classifier(checkpoint)
+    example = classifier.example_frame(splits.data["test"])
     baseline, test_data = tracker.run_metrics(parent).get(f"baseline_{main}"), splits.split_digest("test")
     gate = None
     if evaluation is not None:
@@ -205,7 +206,7 @@ def register(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, parent: st
     formats = _serving_formats(cfg, tracker, run_id, checkpoint, splits, task, main, notes)
     registration = registry.register(
         tracker.client, cfg.model_name, run_id, checkpoint, metrics[main], example,
-        Classifier(checkpoint).predict_frame(example),
+        classifier.predict_frame(example),
         tags={"orchestrator_study": cfg.study_name, "optuna_trial_number": str(best.number)},
         metric=main, test_data=test_data, rescore=_rescorer(splits, main), maximize=task.maximize(main),
         description=describe(cfg, splits, best, run_id, metrics, task, baseline, test_data),
@@ -261,13 +262,14 @@ def register_fast(cfg: ExperimentConfig, splits: Splits, tracker: Tracker, paren
         evaluation, _ = Classifier(checkpoint).evaluate(splits.data["test"], "test")
         logged = {**evaluation.metrics, **evidence.intervals(task, evaluation, splits)}
         tracker.log_metrics(run_id, logged)
-    example = [_as_text(x) for x in splits.data["test"][:5][task.columns[0]]]
+    classifier = Classifier(checkpoint)
+    example = classifier.example_frame(splits.data["test"])
     # The champion's own trial: its version exists, formats and all; @fast is added to it.
     formats = {} if fast.number == champion else _serving_formats(cfg, tracker, run_id, checkpoint, splits, task,
                                                                    main, [])
     registration = registry.register(
         tracker.client, cfg.model_name, run_id, checkpoint, logged[main], example,
-        Classifier(checkpoint).predict_frame(example),
+        classifier.predict_frame(example),
         tags={"orchestrator_study": cfg.study_name, "optuna_trial_number": str(fast.number)},
         metric=main, test_data=splits.split_digest("test"), maximize=task.maximize(main),
         extra_tags={**objective_tags(cfg, fast), **formats, **code_version(), "data_fingerprint": splits.digest},
@@ -310,7 +312,8 @@ def describe(cfg: ExperimentConfig, splits: Splits, best: optuna.trial.FrozenTri
                 if baseline is not None else "not recorded on the study's run")
     return "\n\n".join([
         f"**{task.name}** model of study `{cfg.study_name}` (experiment `{cfg.experiment_name}`), fine-tuned from "
-        f"`{scrub(cfg.model.name_or_path)}`; labels: {labels}. Input: a `{task.columns[0]}` column.",
+        f"`{scrub(cfg.model.name_or_path)}`" + (f"; labels: {labels}" if labels else "") +
+        f". Input: {' and '.join(f'a `{c}`' for c in task.input_columns(task.saved_settings(splits)))} column.",
         f"**Test** ({len(splits.data['test'])} rows): {main} **{metrics[main]:.6f}**" + (f"; {shown}" if shown else ""),
         f"**Baseline** ({task.baseline_name}) on the same test split: {compared}.",
         f"**Best trial** {best.number} (run {run_id}): {cfg.search.metric} {best.value:.4f} with "
@@ -319,13 +322,6 @@ def describe(cfg: ExperimentConfig, splits: Splits, best: optuna.trial.FrozenTri
         f"champion comparison uses); data fingerprint `{splits.digest}` (the files and settings the splits came "
         f"from, param data.fingerprint of the study's run).",
     ])
-
-
-def _as_text(value) -> str:
-    """An example input as text: a token task's tokens joined the way its texts are split again."""
-    if isinstance(value, list):
-        return ("" if all(len(t) == 1 for t in value) else " ").join(value)
-    return value
 
 
 def _rescorer(splits: Splits, metric: str):

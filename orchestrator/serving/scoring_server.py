@@ -16,6 +16,7 @@ Linux it also gets SIGTERM if this process dies without a chance to stop it.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import socket
@@ -27,13 +28,24 @@ from pathlib import Path
 from orchestrator.config.paths import absolute_sqlite
 from orchestrator.config.secrets import redact
 from orchestrator.data import DataError
-from orchestrator.registry.lookup import check_format, check_model
+from orchestrator.registry.lookup import check_format, check_model, input_columns
 from orchestrator.registry.pyfunc import FORMAT_ENV
 from orchestrator.tracking.client import existing_store
 
 EXIT_INTERRUPTED = 130
 EXAMPLE = '{"dataframe_split": {"columns": ["text"], "data": [["great product"], ["awful"]]}}'
+# An example row per input column a model may take (`Task.input_columns`), for the `try:` line.
+EXAMPLE_CELLS = {"text": "great product", "text_pair": "a fine product", "question": "what is great?",
+                 "context": "the product is great"}
 STOP_GRACE_S = 15  # uvicorn finishes the requests in flight, then exits; after this it is killed
+
+
+def _example(columns: list[str]) -> str:
+    """A request body for a model of these input columns (EXAMPLE for a model of texts)."""
+    if columns == ["text"]:
+        return EXAMPLE
+    row = [EXAMPLE_CELLS.get(c, "...") for c in columns]
+    return json.dumps({"dataframe_split": {"columns": columns, "data": [row]}})
 
 
 def serve_model(model_uri: str, tracking_uri: str, host: str = "127.0.0.1", port: int = 8000,
@@ -65,7 +77,8 @@ def serve_model(model_uri: str, tracking_uri: str, host: str = "127.0.0.1", port
     print(f"serving {model_uri} from {redact(tracking_uri) or 'the default store'} at {url} (MLflow's scoring "
           f"server, as `mlflow models serve`: POST /invocations, GET /ping); loading the model first; Ctrl-C stops it",
           flush=True)
-    print(f"try: curl -X POST {local}/invocations -H 'Content-Type: application/json' -d '{EXAMPLE}'", flush=True)
+    print(f"try: curl -X POST {local}/invocations -H 'Content-Type: application/json' -d "
+          f"'{_example(input_columns(model_uri, tracking_uri))}'", flush=True)
     child = None
     try:
         child = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent())

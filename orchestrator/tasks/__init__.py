@@ -13,6 +13,8 @@ REGISTRY = {
     "single_label": "orchestrator.tasks.single_label:SingleLabel",
     "multi_label": "orchestrator.tasks.multi_label:MultiLabel",
     "token_classification": "orchestrator.tasks.token_classification:TokenClassification",
+    "question_answering": "orchestrator.tasks.question_answering:QuestionAnswering",
+    "regression": "orchestrator.tasks.regression:Regression",
 }
 DEFAULT_TASK = "single_label"  # an experiment's task when it names none
 

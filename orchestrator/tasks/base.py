@@ -75,6 +75,8 @@ class Task(ABC):
     columns: tuple[str, ...]  # the columns of `Splits.data`, e.g. ("text", "label")
     baseline_name: str  # what `baseline` fits, in a few words
     splits_label_cells = False  # whether one label cell holds several labels (`data.label_separator`)
+    reads_text_pairs = False  # whether `data.text_pair_column` makes its examples sentence pairs (`text_pairs`)
+    numeric_target = False  # whether it predicts a number (reads training.loss, training.standardize_target)
 
     def __init__(self, cfg: ExperimentConfig | None = None):
         self.cfg = cfg
@@ -161,6 +163,12 @@ class Task(ABC):
 
     meta_columns: tuple[str, ...] = ()  # encoded columns that are not model inputs
 
+    def encoding_problems(self, splits, tokenizer, max_length: int) -> list[str]:
+        """Examples `encode` would refuse with this tokenizer and max length (one line each, naming
+        the split and example), found before anything is created: a question too long for any
+        window beside its context. The search asks once the data is read and the model is found."""
+        return []
+
     def encoding_key(self) -> str:
         """Settings of `encode` besides tokenizer and max length that change its result."""
         return self.name
@@ -233,13 +241,30 @@ class Task(ABC):
         (as `evaluate` makes them), for the paired comparison with the champion on the test rows."""
 
     # ---- the registered model
-    @abstractmethod
-    def examples_from_texts(self, texts: list[str], saved: dict):
-        """Examples `encode` takes, from raw input texts (a token task splits them into tokens)."""
+    def input_columns(self, saved: dict) -> tuple[str, ...]:
+        """The registered model's input columns (its signature): ("text",) for most, ("text",
+        "text_pair") for sentence pairs, ("question", "context") for question answering. Where a
+        model has one, each input is a str; where several, a tuple of str in this order."""
+        return ("text",)
+
+    def inputs(self, examples, saved: dict) -> list:
+        """The registered model's inputs for a Dataset of this task's examples (an input example
+        for the registry, texts to time): its `input_columns` of the examples, as `input_columns`
+        says (str or tuples)."""
+        columns = self.input_columns(saved)
+        if len(columns) == 1:
+            return list(examples[columns[0]])
+        return list(zip(*(examples[c] for c in columns)))
 
     @abstractmethod
-    def output_frame(self, outputs, texts: list[str], label_names: list[str], post: dict, saved: dict):
-        """The registered model's output for raw `texts`: a DataFrame, one row per text."""
+    def examples_from_texts(self, texts: list, saved: dict):
+        """Examples `encode` takes, from the registered model's raw inputs (a str each, or a tuple
+        of str where `input_columns` has several; a token task splits texts into tokens)."""
+
+    @abstractmethod
+    def output_frame(self, outputs, texts: list, label_names: list[str], post: dict, saved: dict):
+        """The registered model's output for raw inputs `texts` (as `examples_from_texts` takes
+        them): a DataFrame, one row per input."""
 
     def saved_settings(self, splits) -> dict:
         """Settings a checkpoint keeps for prediction (e.g. how texts were split into tokens)."""

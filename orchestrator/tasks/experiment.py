@@ -52,6 +52,18 @@ class RegistryRules:
             readers = [n for n in REGISTRY if task_class(n).splits_label_cells]
             problems.append(f"data.label_separator: {separator!r} splits a cell into several labels, which only task "
                             f"{' or '.join(readers)} reads; set task: {readers[0]}, or remove data.label_separator")
+        if not task.numeric_target:  # would be ignored: a classifier trains with its own loss, on labels
+            readers = " or ".join(n for n in REGISTRY if task_class(n).numeric_target)
+            for name in ("loss", "standardize_target"):
+                keys = [f"training.{name}"] * (getattr(cfg.training, name) is not None)
+                keys += [f"space.{name}"] * (name in cfg.space)
+                problems += [f"{key} is read only by task {readers} (a number to predict); task {cfg.task} trains "
+                             f"with its own loss on labels: remove {key}" for key in keys]
+        if cfg.data.text_pair_column and not task.reads_text_pairs:
+            readers = [n for n in REGISTRY if task_class(n).reads_text_pairs]
+            problems.append(f"data.text_pair_column: {cfg.data.text_pair_column!r} makes each example a pair of texts, "
+                            f"which only task {' or '.join(readers)} reads; set task: {readers[0]}, or remove "
+                            f"data.text_pair_column")
         return problems + task.config_problems(cfg)
 
 

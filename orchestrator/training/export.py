@@ -233,8 +233,15 @@ def _load(directory: Path):
 
 
 def _batch(task, tokenizer, info: dict, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-    """One padded batch of `texts`, encoded and collated as `Classifier` does."""
-    examples = task.examples_from_texts(list(texts), info.get("saved", {}))
+    """One padded batch of `texts`, encoded and collated as `Classifier` does. A model of several
+    inputs (a sentence pair, a question and its context) gets each text paired with the batch's
+    texts in reverse, so its inputs differ in length too."""
+    saved = info.get("saved", {})
+    columns = task.input_columns(saved)
+    inputs = list(texts)
+    if len(columns) > 1:
+        inputs = [(t, *[r] * (len(columns) - 1)) for t, r in zip(texts, reversed(texts))]
+    examples = task.examples_from_texts(inputs, saved)
     encoded = task.encode(examples, tokenizer, info["max_length"], with_labels=False)
     loader = DataLoader(model_inputs(encoded), batch_size=len(encoded), collate_fn=task.collator(tokenizer))
     return dict(next(iter(loader)))

@@ -91,6 +91,9 @@ def train(params: TrainingConfig, model_cfg: ModelConfig, splits: Splits, model_
     # ---- setup
     started = time.perf_counter()
     task = task or task_of(splits)
+    # The settings the checkpoint will keep (a regression's target scale, from the training split):
+    # validation here then reads the outputs exactly as a prediction from the checkpoint will.
+    task.restore(task.saved_settings(splits))
     if params.head is None:
         params = dataclasses.replace(params, head=task.heads[0])
     set_seed(params.seed)

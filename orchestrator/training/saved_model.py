@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ class Classifier:
         self.post: dict = self.info.get("post", {})
         self.saved: dict = self.info.get("saved", {})
         self.task.restore(self.saved)
+        self.input_columns: tuple[str, ...] = self.task.input_columns(self.saved)
         self._collate = self.task.collator(self.tokenizer)
 
     @staticmethod
@@ -88,16 +89,37 @@ class Classifier:
         outputs = self.outputs(examples)
         return self.task.evaluate(outputs, examples, self.label_names, prefix, self.post), outputs
 
-    def predict_proba(self, texts: list[str], batch_size: int = 64):
+    def predict_proba(self, texts: list, batch_size: int = 64):
+        """Outputs for raw inputs: texts, or tuples of texts in `input_columns` order (pairs; question
+        and context)."""
         return self.outputs(self.task.examples_from_texts(texts, self.saved), batch_size)
 
-    def predict_frame(self, values: Sequence) -> pd.DataFrame:
-        """The registered model's output: one row per value (labels, label sets or spans, and
-        probabilities); a missing text (None, NaN, blank) gets empty prediction columns, not a guess."""
+    def predict_frame(self, values: Sequence | Mapping[str, Sequence] | pd.DataFrame) -> pd.DataFrame:
+        """The registered model's output: one row per input row (labels, label sets, spans, values or
+        answers, and probabilities); a row missing a text (None, NaN, blank) gets empty prediction
+        columns, not a guess. `values`: the texts of a one-input model, or its `input_columns` (a
+        mapping or frame holding them)."""
+        if isinstance(values, (Mapping, pd.DataFrame)):
+            absent = [c for c in self.input_columns if c not in values]
+            if absent:
+                raise ValueError(f"the input has no column(s) {absent} (columns: {list(values)[:20]}); this model "
+                                 f"takes {list(self.input_columns)}")
+            values = {c: list(values[c]) for c in self.input_columns}
+        elif len(self.input_columns) > 1:
+            raise ValueError(f"this model takes {len(self.input_columns)} inputs per row {list(self.input_columns)}; "
+                             f"give them as columns")
         return predict_rows(values, self._predict_texts)
 
-    def _predict_texts(self, texts: list[str]) -> pd.DataFrame:
+    def _predict_texts(self, texts: list) -> pd.DataFrame:
         return self.task.output_frame(self.predict_proba(texts), texts, self.label_names, self.post, self.saved)
+
+    def example_frame(self, examples, rows: int = 5) -> pd.DataFrame:
+        """The model's input columns for the first `rows` of a Dataset of its task's examples: the
+        input example a registered version carries."""
+        inputs = self.task.inputs(examples.select(range(min(rows, len(examples)))), self.saved)
+        if len(self.input_columns) == 1:
+            return pd.DataFrame({self.input_columns[0]: inputs})
+        return pd.DataFrame(list(inputs), columns=list(self.input_columns))
 
 
 @contextlib.contextmanager

@@ -296,10 +296,11 @@ class _TrialRun:
             return {}
         from orchestrator.training import objectives
 
-        texts = [t if isinstance(t, str) else " ".join(t)
-                 for t in self.splits.data["validation"][self.task.columns[0]][:1]]
+        saved = self.task.saved_settings(self.splits)
+        validation = self.splits.data["validation"]
+        texts = self.task.inputs(validation.select(range(min(1, len(validation)))), saved)
         meta = {"task": self.task.name, "label_names": self.splits.label_names, "max_length": params.max_length,
-                "post": result.val_evaluation.post, "saved": self.task.saved_settings(self.splits)}
+                "post": result.val_evaluation.post, "saved": saved}
         try:
             measured = objectives.measure(result.model, result.tokenizer, meta, texts, wanted)
         except Exception as e:  # noqa: BLE001 - a measurement that fails costs the front this trial, not its score

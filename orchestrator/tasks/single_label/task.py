@@ -24,18 +24,19 @@ from orchestrator.config.schema import HEADS, IMBALANCE, DataConfig, ExperimentC
 from orchestrator.data import fingerprint
 from orchestrator.data.read import DataError, as_text, check_scalars, is_missing
 from orchestrator.data.splits import Splits, carve, drop_empty, read_columns, sort_labels, warn_overlap, where
-from orchestrator.tasks import thresholds
+from orchestrator.tasks import text_pairs, thresholds
 from orchestrator.tasks.base import Artifact, Evaluation, Task, safe_name
 from orchestrator.tasks.bootstrap import RowStats, f1_of_counts, ratio
 
 
-class SingleLabel(Task):
+class SingleLabel(text_pairs.TextInputs, Task):
     name = "single_label"
     heads = HEADS
     imbalance = IMBALANCE
     main_metric = "macro_f1"
     columns = ("text", "label")
-    baseline_name = "TF-IDF (word 1-2-grams; character 1-3-grams for CJK text) + balanced logistic regression"
+    baseline_name = ("TF-IDF (word 1-2-grams; character 1-3-grams for CJK text; for pairs, of each side, their "
+                     "product and word overlap) + balanced logistic regression")
 
     # ---- config
     def metric_names(self, label_names: list[str], prefix: str = "val") -> list[str]:
@@ -78,31 +79,31 @@ class SingleLabel(Task):
 
     # ---- data
     def load_splits(self, cfg: DataConfig) -> Splits:
-        columns, sources = read_columns(cfg, [cfg.text_column, cfg.label_column])
+        columns, sources = read_columns(cfg, [*text_pairs.text_columns(cfg), cfg.label_column])
         data = {}
         for split, cells in columns.items():
-            for column in (cfg.text_column, cfg.label_column):
-                check_scalars(cells[column], where(cfg, split), column)
-            texts = [as_text(v) for v in cells[cfg.text_column]]
+            texts = text_pairs.read_texts(cfg, cells, split)
+            check_scalars(cells[cfg.label_column], where(cfg, split), cfg.label_column)
             labels = [as_text(v) for v in cells[cfg.label_column]]
             _check_spaces(labels, cfg, split)
-            keep = [i for i, (t, x) in enumerate(zip(texts, labels)) if not is_missing(t) and not is_missing(x)]
-            drop_empty(split, cfg, len(texts), keep, "an empty text or label")
-            data[split] = ([texts[i] for i in keep], [labels[i] for i in keep])
+            keep = [i for i in text_pairs.present_rows(texts) if not is_missing(labels[i])]
+            drop_empty(split, cfg, len(labels), keep, "an empty text or label" if len(texts) == 1 else
+                       "an empty text, second text (data.text_pair_column) or label")
+            data[split] = ({k: [v[i] for i in keep] for k, v in texts.items()}, [labels[i] for i in keep])
         values = set(data["train"][1])
         if len(values) < 2:
             raise DataError(f"{where(cfg, 'train')}: column {cfg.label_column!r} has a single class "
                             f"{sorted(values)}; a classifier needs at least two")
         label_names = sort_labels(values)
         index = {name: i for i, name in enumerate(label_names)}
-        features = Features({"text": Value("string"), "label": ClassLabel(names=label_names)})
+        features = Features({**{k: Value("string") for k in data["train"][0]}, "label": ClassLabel(names=label_names)})
         for split, (texts, labels) in data.items():
             unseen = sorted(set(labels) - set(index))
             if unseen:
                 raise DataError(
                     f"{where(cfg, split)}: labels {unseen[:10]} in column {cfg.label_column!r} do not occur "
                     f"in the training split (which has {label_names}); fix the labels or add training rows")
-            data[split] = Dataset.from_dict({"text": texts, "label": [index[x] for x in labels]}, features=features)
+            data[split] = Dataset.from_dict({**texts, "label": [index[x] for x in labels]}, features=features)
         _check_stratifiable(data, cfg, label_names)
 
         def split_off(dataset: Dataset, size: float | int) -> tuple[Dataset, Dataset]:
@@ -112,8 +113,9 @@ class SingleLabel(Task):
             parts = dataset.train_test_split(test_size=size, stratify_by_column="label", seed=cfg.seed)
             return parts["train"], parts["test"]
 
+        pair = {"text_pair_column": cfg.text_pair_column} if cfg.text_pair_column else None
         splits = Splits(DatasetDict(carve(data, cfg, split_off)), label_names,
-                        fingerprint.describe(cfg, self.name, sources))
+                        fingerprint.describe(cfg, self.name, sources, pair))
         warn_overlap(splits)
         return splits
 
@@ -127,14 +129,8 @@ class SingleLabel(Task):
     # ---- encoding
     def encode(self, examples: Dataset, tokenizer, max_length: int, with_labels: bool = True,
                fingerprint: str | None = None) -> Dataset:
-        def encode(batch):
-            enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
-            if with_labels:
-                enc["labels"] = batch["label"]
-            return enc
-
-        return examples.map(encode, batched=True, remove_columns=examples.column_names,
-                            desc=f"tokenizing (max_length={max_length})", new_fingerprint=fingerprint)
+        return self.encode_examples(examples, tokenizer, max_length, (lambda batch: batch["label"]) if with_labels
+                                    else None, fingerprint)
 
     def collator(self, tokenizer):
         from transformers import DataCollatorWithPadding
@@ -229,7 +225,7 @@ class SingleLabel(Task):
     def artifacts(self, evaluation: Evaluation, outputs, examples, label_names: list[str],
                   split: str) -> list[Artifact]:
         labels = np.asarray(examples["label"])
-        texts = list(examples["text"])
+        texts = text_pairs.shown(examples)
         preds = evaluation.predictions
         return [
             Artifact("figure", f"confusion_matrix_{split}.png",
@@ -245,8 +241,9 @@ class SingleLabel(Task):
         return metrics, Evaluation({}, {}, test)
 
     # ---- the registered model
-    def examples_from_texts(self, texts: list[str], saved: dict) -> Dataset:
-        return Dataset.from_dict({"text": [str(t) for t in texts]}, features=Features({"text": Value("string")}))
+    def saved_settings(self, splits: Splits) -> dict:
+        return text_pairs.pair_settings(splits.data["train"].column_names, self.truncation)
+
 
     def output_frame(self, outputs: np.ndarray, texts: list[str], label_names: list[str], post: dict,
                      saved: dict) -> pd.DataFrame:

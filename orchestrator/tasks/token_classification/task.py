@@ -319,6 +319,11 @@ class TokenClassification(Task):
         if self.window_overlap is None and saved.get("window_overlap") is not None:
             self.window_overlap = int(saved["window_overlap"])
 
+    def inputs(self, examples, saved: dict) -> list:
+        """Texts: each example's tokens joined as a text is split again (characters without spaces)."""
+        join = "" if saved.get("tokenization") == "char" else " "
+        return [join.join(tokens) for tokens in examples["tokens"]]
+
     def examples_from_texts(self, texts: list[str], saved: dict):
         tokens = [[text[s:e] for s, e in text_tokens(text, saved.get("tokenization", "whitespace"))]
                   for text in texts]

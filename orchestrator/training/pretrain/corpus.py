@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,9 +86,19 @@ def _training_split(cfg: ExperimentConfig) -> tuple[list[str], dict]:
     train = splits.data["train"]
     if "text" in train.column_names:
         texts = [t for t in train["text"] if t and t.strip()]
+        if "text_pair" in train.column_names:  # sentence pairs: both sides are text (a premise once, not per pair)
+            texts = list(dict.fromkeys(texts + [t for t in train["text_pair"] if t and t.strip()]))
+    elif "context" in train.column_names:  # question_answering: each context once, by sentence, and the questions
+        texts = [s for c in dict.fromkeys(train["context"]) for s in _sentences(c)]
+        texts += [q.strip() for q in train["question"] if q and q.strip()]
     else:  # token_classification: the tokens of each row, joined as they were written
         texts = [_join(tokens) for tokens in train["tokens"]]
     return texts, {"training_split": splits.digest, "data": str(Path(cfg.data.train or cfg.data.hub or ""))}
+
+
+def _sentences(text: str) -> list[str]:
+    # A context is hundreds of tokens, more than pretrain.max_length keeps: cut after each sentence's end.
+    return [s.strip() for s in re.split(r"(?<=[。！？])|(?<=[.!?])\s+", text) if s.strip()]
 
 
 def _join(tokens: list[str]) -> str:

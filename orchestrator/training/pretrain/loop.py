@@ -1,5 +1,6 @@
-"""Masked-language-model training, top to bottom: batches, optimizer, schedule, held-out
-perplexity, checkpoints, and the budget in steps or minutes.
+"""Pre-training, top to bottom: batches, optimizer, schedule, held-out evaluation, checkpoints,
+and the budget in steps or minutes. The objective is the model's: a masked LM, or ELECTRA's pair
+(`electra.py`), whose output has a `.loss`; `Measures` says what its evaluation reports.
 
 Knows nothing of MLflow or of the experiment file: the caller passes a model, a tokenizer, the
 encoded texts, plain settings and callbacks. A checkpoint (`accelerate`'s full state: weights,
@@ -17,7 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -52,6 +53,30 @@ class Settings:
     log_every: int
     seed: int
     max_per_device: int | None = None  # the memory probe's largest batch on a GPU
+    objective: str = "mlm"  # written in the checkpoint: one objective never resumes another's
+
+
+@dataclass(frozen=True)
+class Measures:
+    """What an objective reports. `tally`: (batch, model output) -> tensors summed over the held-out
+    batches and processes; `summary`: those sums -> metrics, `eval_loss` among them; `train`: a
+    logged training batch's own figures beside `train_loss`."""
+    tally: Callable[[dict, Any], dict]
+    summary: Callable[[dict], dict]
+    train: Callable[[Any], dict] = lambda out: {}
+
+
+def _mlm_tally(batch: dict, out) -> dict:
+    n = (batch["labels"] != -100).sum()
+    return {"loss_sum": out.loss.detach() * n, "masked": n}
+
+
+def _mlm_summary(sums: dict) -> dict:
+    loss = sums["loss_sum"] / sums["masked"] if sums.get("masked") else float("nan")
+    return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0))}
+
+
+MLM = Measures(_mlm_tally, _mlm_summary)
 
 
 @dataclass
@@ -62,6 +87,8 @@ class Result:
     resumed_from: int  # 0: started fresh
     stopped_by: str  # "max_steps" or "max_minutes"
     history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)  # the last held-out evaluation's
+
 
     @property
     def perplexity(self) -> float:
@@ -70,8 +97,9 @@ class Result:
 
 def pretrain_mlm(model, tokenizer, train_rows: list[dict], held_out: list[dict], s: Settings, folder: Path,
                  on_log: Callback | None = None, on_eval: Callback | None = None,
-                 on_save: Callback | None = None) -> Result:
-    """Train `model` (a masked-LM) in place; checkpoints live in `folder`. Returns where it stopped."""
+                 on_save: Callback | None = None, measures: Measures = MLM) -> Result:
+    """Train `model` (a masked LM, or ELECTRA's pair with `electra.measures`) in place; checkpoints
+    live in `folder`. Returns where it stopped."""
     from orchestrator.training.probe import plan_batch
 
     # A masked-LM's output layer shares the embeddings' weights; Accelerate saves them once and
@@ -94,10 +122,13 @@ def pretrain_mlm(model, tokenizer, train_rows: list[dict], held_out: list[dict],
     progress = folder / PROGRESS
     saved = {"step": 0, "seconds": 0.0, "eval_loss": float("nan")}
     if (folder / STATE).is_dir() and progress.is_file():
-        accelerator.load_state(str(folder / STATE))
         saved = json.loads(progress.read_text())
+        if saved.get("objective", "mlm") != s.objective:  # written before objectives existed: mlm
+            raise PretrainError(f"{folder} holds a {saved.get('objective', 'mlm')} pre-training, not {s.objective}; "
+                                f"its checkpoint cannot be continued with another objective")
+        accelerator.load_state(str(folder / STATE))
     step, spent, eval_loss = saved["step"], saved["seconds"], saved["eval_loss"]
-    resumed_from, history = step, []
+    resumed_from, history, last = step, [], saved.get("metrics", {})
     batches_per_epoch = max(1, math.ceil(len(train_rows) / (per_device * accelerator.num_processes)))
     started = time.monotonic()
 
@@ -122,29 +153,28 @@ def pretrain_mlm(model, tokenizer, train_rows: list[dict], held_out: list[dict],
             shutil.rmtree(folder / STATE, ignore_errors=True)
             (folder / f"{STATE}.tmp").rename(folder / STATE)
             tmp_progress = folder / f"{PROGRESS}.tmp"
-            tmp_progress.write_text(json.dumps({"step": step, "seconds": elapsed(), "eval_loss": eval_loss}))
+            tmp_progress.write_text(json.dumps({"step": step, "seconds": elapsed(), "eval_loss": eval_loss,
+                                                  "metrics": last, "objective": s.objective}))
             tmp_progress.replace(progress)
         if on_save:
             on_save(step, {"seconds": elapsed()})
 
     def evaluate() -> float:
-        nonlocal eval_loss
+        nonlocal eval_loss, last
         model.eval()
         # The same masks every time (a fresh seeded collator), so the curve shows the model, not the draw.
         loader = accelerator.prepare(DataLoader(held_out, batch_size=per_device * 2,
                                                 collate_fn=MaskingCollator(tokenizer, s.mlm_probability,
                                                                            s.whole_words, seed=s.seed)))
-        total, count = 0.0, 0
+        sums: dict[str, float] = {}
         with torch.no_grad():
             for batch in loader:
-                n = (batch["labels"] != -100).sum()
-                loss = model(**batch).loss
-                if n:
-                    total += accelerator.gather(loss.detach() * n).sum().item()
-                    count += accelerator.gather(n).sum().item()
+                for name, value in measures.tally(batch, model(**batch)).items():
+                    total = accelerator.gather(value.detach().float().reshape(1)).sum().item()
+                    sums[name] = sums.get(name, 0.0) + total
         model.train()
-        eval_loss = total / count if count else float("nan")
-        metrics = {"eval_loss": eval_loss, "eval_perplexity": math.exp(min(eval_loss, 50.0))}
+        metrics = last = measures.summary(sums)
+        eval_loss = metrics["eval_loss"]
         history.append({"step": step, **metrics})
         if on_eval:
             on_eval(step, metrics)
@@ -164,9 +194,10 @@ def pretrain_mlm(model, tokenizer, train_rows: list[dict], held_out: list[dict],
             done = step * accumulation % batches_per_epoch if step == resumed_from else 0
             for batch in accelerator.skip_first_batches(loader, done) if done else loader:
                 with accelerator.accumulate(model):
-                    loss = model(**batch).loss
+                    out = model(**batch)
+                    loss = out.loss
                     if not torch.isfinite(loss.detach()).all():
-                        raise PretrainError(f"the masked-LM loss became {loss.item()} at step {step + 1}; lower "
+                        raise PretrainError(f"the {s.objective} loss became {loss.item()} at step {step + 1}; lower "
                                             f"pretrain.learning_rate (now {s.learning_rate:g})")
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
@@ -179,7 +210,7 @@ def pretrain_mlm(model, tokenizer, train_rows: list[dict], held_out: list[dict],
                 step += 1
                 if on_log and step % s.log_every == 0:
                     on_log(step, {"train_loss": loss.item(), "learning_rate": scheduler.get_last_lr()[0],
-                                  "minutes": elapsed() / 60})
+                                  "minutes": elapsed() / 60, **measures.train(out)})
                 stopped = out_of_budget()
                 if step % s.eval_every == 0 or stopped:
                     evaluate()
@@ -193,4 +224,4 @@ def pretrain_mlm(model, tokenizer, train_rows: list[dict], held_out: list[dict],
         raise
     if math.isnan(eval_loss):
         evaluate()
-    return Result(step, elapsed() / 60, eval_loss, resumed_from, stopped, history)
+    return Result(step, elapsed() / 60, eval_loss, resumed_from, stopped, history, last)

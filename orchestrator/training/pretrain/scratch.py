@@ -36,11 +36,24 @@ def train_tokenizer(texts: list[str], vocab_size: int, folder: Path):
     return fast
 
 
+def new_config(p: PretrainConfig, tokenizer):
+    """The `BertConfig` of the sizes in `p`, for `tokenizer`'s vocabulary."""
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=len(tokenizer), hidden_size=p.hidden_size, num_hidden_layers=p.num_layers,
+                      num_attention_heads=p.num_heads, intermediate_size=p.intermediate_size,
+                      max_position_embeddings=p.max_positions, pad_token_id=tokenizer.pad_token_id)
+
+
 def new_model(p: PretrainConfig, tokenizer):
     """A BERT with a masked-LM head, of the sizes in `p`, randomly initialised (seeded by the caller)."""
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertForMaskedLM
 
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=p.hidden_size, num_hidden_layers=p.num_layers,
-                        num_attention_heads=p.num_heads, intermediate_size=p.intermediate_size,
-                        max_position_embeddings=p.max_positions, pad_token_id=tokenizer.pad_token_id)
-    return BertForMaskedLM(config)
+    return BertForMaskedLM(new_config(p, tokenizer))
+
+
+def new_encoder(p: PretrainConfig, tokenizer):
+    """A plain BERT encoder (no head), of the sizes in `p`: ELECTRA's discriminator."""
+    from transformers import BertModel
+
+    return BertModel(new_config(p, tokenizer), add_pooling_layer=False)

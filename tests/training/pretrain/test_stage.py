@@ -149,3 +149,51 @@ def test_search_on_a_missing_registered_encoder_says_how_to_make_it(tmp_path, zh
     assert out.returncode == 2
     assert "models:/zh-clf-encoder@pretrained is not in the MLflow store" in out.stderr
     assert "python -m orchestrator pretrain" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_electra_and_mlm_never_share_a_work_folder_and_bad_electra_settings_are_named(tmp_path, zh_data):
+    from orchestrator.config import ConfigError
+    from orchestrator.search.pretrain_stage import plan
+    from orchestrator.tasks import load_experiment
+
+    experiment = zh_experiment(tmp_path, zh_data)
+    mlm, electra = plan(load_experiment(experiment)), plan(load_experiment(experiment, ["pretrain.objective=electra"]))
+    assert mlm.folder != electra.folder and mlm.fingerprint != electra.fingerprint
+    # ELECTRA's own settings leave an mlm fingerprint as it was before objectives existed.
+    assert plan(load_experiment(experiment, ["pretrain.electra_weight=10"])).fingerprint == mlm.fingerprint
+    assert plan(load_experiment(experiment, ["pretrain.objective=electra", "pretrain.electra_weight=10"])
+                ).fingerprint != electra.fingerprint
+
+    with pytest.raises(ConfigError) as caught:  # every problem at once, each naming its key
+        load_experiment(experiment, ["pretrain.objective=electra", "pretrain.electra_weight=0",
+                                     "pretrain.generator_layers=2", "pretrain.num_layers=1"])
+    assert any(p.startswith("pretrain.electra_weight: must be > 0") for p in caught.value.problems)
+    assert any(p.startswith("pretrain.generator_layers (2) must be at most pretrain.num_layers (1)")
+               for p in caught.value.problems), caught.value.problems
+    with pytest.raises(ConfigError, match="pretrain.generator_layers: 2 sizes ELECTRA's generator"):
+        load_experiment(experiment, ["pretrain.generator_layers=2"])
+
+
+@pytest.mark.slow
+def test_electra_pretraining_registers_the_discriminator_encoder_alone(tmp_path, zh_data, store):
+    from safetensors import safe_open
+    from transformers import AutoModel
+
+    experiment = zh_experiment(tmp_path, zh_data, pretrain={"objective": "electra", "num_layers": 2,
+                                                            "max_steps": 20})
+    out = _cli("pretrain", "--config", experiment, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "replaced-token detection accuracy" in _flat(out.stdout)
+    client = _client(tmp_path)
+    (run,) = _pretrain_runs(client)
+    version = client.get_model_version_by_alias("zh-clf-encoder", "pretrained")
+    assert version.run_id == run.info.run_id and version.tags["pretrain_objective"] == "electra"
+    assert run.data.tags["pretrain_objective"] == "electra" and run.data.params["pretrain.objective"] == "electra"
+    assert {"train_loss", "generator_loss", "discriminator_loss", "replaced_accuracy", "eval_generator_perplexity",
+            "eval_rtd_accuracy", "eval_rtd_f1"} <= set(run.data.metrics)
+    encoder = Path(client.download_artifacts(run.info.run_id, "encoder", str(tmp_path / "download")))
+    with safe_open(encoder / "model.safetensors", "pt") as f:
+        names = list(f.keys())
+    assert not any("generator" in n or "rtd_head" in n or n.startswith("cls.") for n in names), names
+    model = AutoModel.from_pretrained(encoder)
+    assert type(model).__name__ == "BertModel" and model.config.num_hidden_layers == 2
