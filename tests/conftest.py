@@ -77,17 +77,21 @@ def write_csv(path: Path, rows: list[dict], text="text", label="label", sep=",")
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with a WordPiece tokenizer trained here, saved as safetensors."""
+    return train_tiny_bert([r["text"] for r in make_rows(400, seed=1)], tmp_path_factory.mktemp("tiny-bert"), 200)
+
+
+def train_tiny_bert(texts, out: Path, vocab_size: int = 400, segments: bool = False) -> Path:
+    """`save_tiny_bert` over a WordPiece vocabulary learned here from `texts` (lower-cased; CJK
+    characters one token each, as BERT's normalizer spaces them)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-    out = tmp_path_factory.mktemp("tiny-bert")
-    corpus = [r["text"] for r in make_rows(400, seed=1)]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special))
-    save_tiny_bert(tok, out)
-    return out
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return save_tiny_bert(tok, Path(out), segments=segments)
 
 
 def save_tiny_bert(tok, out: Path, segments: bool = False) -> Path:

@@ -14,6 +14,7 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator.cli import main
+from conftest import train_tiny_bert
 
 from . import SHARED
 
@@ -37,27 +38,19 @@ def _slice(split: str, target: Path, questions: int, folder: Path = DATA) -> dic
     return data
 
 
-def _tiny_model(texts: list[str], out: Path) -> Path:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    from conftest import save_tiny_bert
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=3000, special_tokens=[
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-    return save_tiny_bert(tok, out)
+def _tiny_reader(data: dict, out: Path) -> Path:
+    """A tiny BERT whose vocabulary is every split's words: unknown words in characters would make
+    50-token questions."""
+    paragraphs = [p for d in data.values() for p in d["data"][0]["paragraphs"]]
+    return train_tiny_bert([p["context"] for p in paragraphs] + [q["question"] for p in paragraphs for q in p["qas"]],
+                           out, 3000)
 
 
 def test_question_answering_search_registers_a_champion_that_answers_from_the_context(tmp_path, monkeypatch, store):
     monkeypatch.chdir(tmp_path)
     data = {split: _slice(split, tmp_path / f"{split}.json", n)
             for split, n in (("train", 40), ("validation", 20), ("test", 20))}
-    # The vocabulary of every split's words: unknown words in characters would make 50-token questions.
-    paragraphs = [p for d in data.values() for p in d["data"][0]["paragraphs"]]
-    model = _tiny_model([p["context"] for p in paragraphs] + [q["question"] for p in paragraphs for q in p["qas"]],
-                        tmp_path / "tiny-bert")
+    model = _tiny_reader(data, tmp_path / "tiny-bert")
     cfg = {
         "name": "squad-tiny", "task": "question_answering",
         "data": {split: str(tmp_path / f"{split}.json") for split in data},
@@ -119,9 +112,7 @@ def test_chinese_question_answering_on_a_cmrc2018_slice_scores_by_character(tmp_
     monkeypatch.chdir(tmp_path)
     data = {split: _slice(split, tmp_path / f"{split}.json", n, cmrc)
             for split, n in (("train", 30), ("validation", 10), ("test", 10))}
-    paragraphs = [p for d in data.values() for p in d["data"][0]["paragraphs"]]
-    model = _tiny_model([p["context"] for p in paragraphs] + [q["question"] for p in paragraphs for q in p["qas"]],
-                        tmp_path / "tiny-bert")
+    model = _tiny_reader(data, tmp_path / "tiny-bert")
     cfg = {
         "name": "cmrc-tiny", "task": "question_answering",
         "data": {split: str(tmp_path / f"{split}.json") for split in data},

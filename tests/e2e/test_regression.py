@@ -24,17 +24,11 @@ ROWS = {"train": 60, "validation": 30, "test": 30}  # a slice: the test checks t
 @pytest.fixture
 def pair_model(tmp_path_factory):
     """A tiny BERT whose WordPiece vocabulary is trained on the captions, with segment ids for pairs."""
-    from conftest import save_tiny_bert
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from conftest import train_tiny_bert
 
     with open(STSB / "train.csv", encoding="utf-8") as f:
         corpus = [text for row in csv.DictReader(f) for text in (row["sentence1"], row["sentence2"])]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=400, special_tokens=special))
-    return save_tiny_bert(tok, tmp_path_factory.mktemp("tiny-pair-bert"), segments=True)
+    return train_tiny_bert(corpus, tmp_path_factory.mktemp("tiny-pair-bert"), 400, segments=True)
 
 
 def test_regression_of_pairs_searches_registers_and_predicts_numbers(tmp_path, monkeypatch, pair_model, store):

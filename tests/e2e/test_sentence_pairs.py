@@ -11,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator.cli import main
-from conftest import save_tiny_bert, tiny_experiment
+from conftest import tiny_experiment, train_tiny_bert
 
 from . import SHARED
 
@@ -27,18 +27,6 @@ def _slice(name: str, rows: int, folder):
     return path, frame
 
 
-def _tiny_tokenizer_model(texts, out):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(
-        vocab_size=400, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-    out.mkdir()
-    return save_tiny_bert(tok, out, segments=True)
-
-
 def test_a_pair_search_registers_a_two_input_model_that_predicts_pairs(tmp_path, monkeypatch, store):
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "data"
@@ -46,7 +34,7 @@ def test_a_pair_search_registers_a_two_input_model_that_predicts_pairs(tmp_path,
     _, train = _slice("train", 150, data)
     _slice("validation", 45, data)
     _, test = _slice("test", 45, data)
-    model = _tiny_tokenizer_model(list(train["premise"]) + list(train["hypothesis"]), tmp_path / "tiny")
+    model = train_tiny_bert(list(train["premise"]) + list(train["hypothesis"]), tmp_path / "tiny", segments=True)
     path = tiny_experiment(tmp_path / "nli.yaml", model, data, "nli", training={"epochs": 1, "max_length": 48},
                            search={"n_trials": 2, "seed": 0}, registry={"model_name": "nli-clf", "export": True})
     cfg = yaml.safe_load(path.read_text())
@@ -109,7 +97,7 @@ def test_chinese_pairs_on_an_ocnli_slice_train_and_predict_without_a_guess(tmp_p
         frames[split] = pd.read_csv(ocnli / f"{split}.csv", dtype=str, keep_default_na=False).head(rows)
         frames[split].to_csv(data / f"{split}.csv", index=False)
     texts = list(frames["train"]["sentence1"]) + list(frames["train"]["sentence2"])
-    model = _tiny_tokenizer_model(texts, tmp_path / "tiny")  # BertNormalizer spaces CJK characters: one token each
+    model = train_tiny_bert(texts, tmp_path / "tiny", segments=True)  # one token per CJK character
     path = tiny_experiment(tmp_path / "ocnli.yaml", model, data, "ocnli", training={"epochs": 1, "max_length": 64},
                            search={"n_trials": 1, "seed": 0})
     cfg = yaml.safe_load(path.read_text())

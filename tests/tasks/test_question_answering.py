@@ -53,18 +53,9 @@ def task():
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     """A fast BERT WordPiece tokenizer over the words these tests use."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from conftest import train_tiny_bert
 
-    from conftest import save_tiny_bert
-
-    out = tmp_path_factory.mktemp("qa-bert")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator([PARIS, ROME, "where when what who is the in"] * 5,
-                            trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
-    save_tiny_bert(tok, out)
+    out = train_tiny_bert([PARIS, ROME, "where when what who is the in"] * 5, tmp_path_factory.mktemp("qa-bert"), 300)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(out))
