@@ -80,9 +80,10 @@ def preflight(cfg: ExperimentConfig, gpus: str | None, workers: int | str | None
     # The encoder a pre-training stage is yet to make is checked once it exists (`check_model`).
     model = None if model_pending else resolve_encoder(cfg.model, cfg.tracking.uri)
     if model is not None:
-        problems = _model_problems(cfg, model) + problems
+        tokenizer = load_tokenizer(model.path, trust_remote_code=cfg.model.trust_remote_code)
+        problems = _model_problems(cfg, model, tokenizer) + problems
         if not problems:
-            problems = _encoding_problems(cfg, model, task, splits) or _objective_problems(cfg, model, task, splits)
+            problems = _encoding_problems(cfg, tokenizer, task, splits) or _objective_problems(cfg, model, task, splits)
     elif cfg.pretrain is not None and cfg.pretrain.init == SCRATCH:
         # A scratch encoder's sizes are settings: checked now, not after its pre-training.
         problems = _scratch_problems(cfg) + problems
@@ -162,8 +163,8 @@ def _values(cfg: ExperimentConfig, name: str) -> list:
     return list(p.choices) if p.choices is not None else [p.low, p.high]
 
 
-def _model_problems(cfg: ExperimentConfig, model: ModelSource) -> list[str]:
-    tokenizer = load_tokenizer(model.path, trust_remote_code=cfg.model.trust_remote_code)
+def _model_problems(cfg: ExperimentConfig, model: ModelSource, tokenizer=None) -> list[str]:
+    tokenizer = tokenizer or load_tokenizer(model.path, trust_remote_code=cfg.model.trust_remote_code)
     problems = _size_problems(cfg, cfg.model.name_or_path, model.max_positions, model.num_layers,
                               tokenizer.num_special_tokens_to_add(pair=False))
     heads = set(_values(cfg, "head"))
@@ -171,9 +172,8 @@ def _model_problems(cfg: ExperimentConfig, model: ModelSource) -> list[str]:
     return problems
 
 
-def _encoding_problems(cfg: ExperimentConfig, model: ModelSource, task: Task, splits: Splits) -> list[str]:
+def _encoding_problems(cfg: ExperimentConfig, tokenizer, task: Task, splits: Splits) -> list[str]:
     """What the task's encoding would refuse (`Task.encoding_problems`) at every max_length searched."""
-    tokenizer = load_tokenizer(model.path, trust_remote_code=cfg.model.trust_remote_code)
     found = [p for length in dict.fromkeys(_values(cfg, "max_length"))
              for p in task.encoding_problems(splits, tokenizer, int(length))]
     return list(dict.fromkeys(found))
